@@ -1,0 +1,164 @@
+"""Offline image datasets for the accuracy proxy. Nothing is downloaded: each loader reads data that
+ships with a package or lies in a directory the user names, and fails with a one-line message that
+says where it looked and how to get the data."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "FASHION_MNIST_DEBIAN_DIR"]
+
+FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded; the message says which file or directory and the fix."""
+
+
+@dataclass
+class Dataset:
+    """Images as float32 NCHW scaled to roughly zero mean / unit variance, labels as int64."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def _normalise(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    mean, std = float(ref.mean()), float(ref.std()) or 1.0
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _finish(name: str, xtr, ytr, xte, yte, num_classes: int | None = None) -> Dataset:
+    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
+    classes = int(num_classes or max(int(ytr.max()), int(yte.max())) + 1)
+    return Dataset(name, _normalise(xtr, xtr), ytr.astype(np.int64), _normalise(xte, xtr), yte.astype(np.int64), classes)
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    te, tr = order[:n_test], order[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def load_digits(data_dir: str | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), split 80/20 with ``seed``."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    d = _sk_digits()
+    x = d.images[:, None, :, :]
+    return _finish("digits", *_split(x, d.target, 0.2, seed), 10)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST / Fashion-MNIST format), gzipped or not."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r})")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: header says {dims} but holds {body.size} bytes")
+    return body.reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.exists():
+            return candidate
+    raise DatasetError(f"missing {stem}[.gz] in {directory}")
+
+
+def load_fashion_mnist(data_dir: str | None = None, seed: int = 0) -> Dataset:
+    """Fashion-MNIST IDX files from ``data_dir`` or Debian's ``dataset-fashion-mnist`` location."""
+    directory = Path(data_dir) if data_dir else FASHION_MNIST_DEBIAN_DIR
+    if not directory.is_dir():
+        raise DatasetError(
+            f"Fashion-MNIST directory {directory} does not exist; pass --data-dir or run "
+            "'apt-get install dataset-fashion-mnist'"
+        )
+    arrays = [read_idx(_find(directory, f"{s}-ubyte")) for s in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")]
+    xtr, ytr, xte, yte = arrays
+    return _finish("fashion-mnist", xtr[:, None], ytr, xte[:, None], yte, 10)
+
+
+def load_cifar10(data_dir: str | None = None, seed: int = 0) -> Dataset:
+    """CIFAR-10 from the python-pickle batches directory (``data_batch_1..5``, ``test_batch``)."""
+    if not data_dir:
+        raise DatasetError("cifar10 needs --data-dir pointing at the 'cifar-10-batches-py' directory")
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        raise DatasetError(f"CIFAR-10 directory {directory} does not exist; pass the cifar-10-batches-py directory")
+
+    def read(name: str):
+        path = directory / name
+        try:
+            with path.open("rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+        except OSError:
+            raise DatasetError(f"missing CIFAR-10 batch {path}") from None
+        data = batch.get(b"data", batch.get("data"))
+        labels = batch.get(b"labels", batch.get("labels"))
+        return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+
+    train = [read(f"data_batch_{i}") for i in range(1, 6) if (directory / f"data_batch_{i}").exists()]
+    if not train:
+        raise DatasetError(f"no data_batch_* files in {directory}")
+    xte, yte = read("test_batch")
+    return _finish("cifar10", np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]), xte, yte, 10)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm"}
+
+
+def load_imagefolder(data_dir: str | None = None, seed: int = 0, size: int = 32) -> Dataset:
+    """A folder of class sub-folders of images, resized to ``size`` x ``size`` RGB, split 80/20."""
+    from PIL import Image
+
+    if not data_dir or not Path(data_dir).is_dir():
+        raise DatasetError(f"imagefolder needs --data-dir with one sub-folder per class, got {data_dir!r}")
+    root = Path(data_dir)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DatasetError(f"{root} must hold at least two class sub-folders, found {len(classes)}")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root / cls).iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as img:
+                    xs.append(np.asarray(img.convert("RGB").resize((size, size)), np.uint8).transpose(2, 0, 1))
+                ys.append(label)
+    if len(xs) < 2:
+        raise DatasetError(f"{root} holds fewer than two images")
+    return _finish("imagefolder", *_split(np.stack(xs), np.array(ys), 0.2, seed), len(classes))
+
+
+DATASETS = {
+    "digits": load_digits,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "imagefolder": load_imagefolder,
+}
+
+
+def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Dataset:
+    """Load a proxy dataset by name (see :data:`DATASETS`)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name](data_dir, seed=seed)
