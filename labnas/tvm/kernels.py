@@ -1,0 +1,122 @@
+"""Bitpacked binary-conv kernels for TVM: compute definitions (TE) apart from their schedules (s_tir).
+
+Three stages per binary conv, each its own PrimFunc so a profile shows them apart:
+
+1. ``labnas_pack``: the binarizer's decision map ``d[N, C, H, W]`` -> bits, padded spatially with the
+   pad bit and packed along channels: ``int64[N, H + 2p, W + 2p, Cw]``. The sign (or LAB's compare)
+   happens here, fused into the packing.
+2. ``labnas_xnor``: ``pop[n, y, x, o] = sum_{ky, kx, w} popcount(A[n, s y + ky, s x + kx, w] ^ W[ky, kx, w, o])``.
+3. ``labnas_dot``: ``out[n, o, y, x] = K - 2 pop + corr`` as float32 NCHW, where ``K = C k^2`` and
+   ``corr`` (a constant computed by :func:`labnas.tvm.packed.padding_correction`) adds back, for
+   zero-padded convs, what the -1 padding taps subtracted.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+__all__ = ["pack_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
+
+WORD = 64
+KERNEL_PREFIX = "labnas_"
+
+
+def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.Tensor:
+    n, c, h, w = (int(v) for v in d.shape)
+    words = -(-c // WORD)
+    b = te.reduce_axis((0, WORD), name="b")
+    zero = tirx.const(0, "int64")
+    bit_or = te.comm_reducer(lambda x, y: x | y, lambda t: tirx.const(0, t), name="bit_or")
+
+    def bit(nn, yy, xx, ww, bb):
+        ch = ww * WORD + bb
+        yi, xi = yy - padding, xx - padding
+        inside = tirx.all(yi >= 0, yi < h, xi >= 0, xi < w)
+        value = d[nn, tirx.min(ch, c - 1), tirx.max(tirx.min(yi, h - 1), 0), tirx.max(tirx.min(xi, w - 1), 0)]
+        on = value > 0 if strict else value >= 0
+        one = tirx.const(1, "int64") << bb.astype("int64")
+        in_pad = tirx.const(pad_bit, "int64") << bb.astype("int64")
+        return tirx.Select(ch < c, tirx.Select(inside, tirx.Select(on, one, zero), in_pad), zero)
+
+    return te.compute(
+        (n, h + 2 * padding, w + 2 * padding, words),
+        lambda nn, yy, xx, ww: bit_or(bit(nn, yy, xx, ww, b), axis=b),
+        name="packed",
+    )
+
+
+def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int) -> te.Tensor:
+    """``wbits`` here is laid out ``[k, k, Cw, Cout]`` (output channels innermost, to vectorise over)."""
+    n, hp, wp, words = (int(v) for v in a.shape)
+    k, _, _, cout = (int(v) for v in wbits.shape)
+    ho, wo = (hp - k) // stride + 1, (wp - k) // stride + 1
+    ky, kx, kw = te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx"), te.reduce_axis((0, words), "kw")
+    return te.compute(
+        (n, ho, wo, cout),
+        lambda nn, y, x, o: te.sum(
+            tirx.popcount(a[nn, y * stride + ky, x * stride + kx, kw] ^ wbits[ky, kx, kw, o]).astype("int32"),
+            axis=[ky, kx, kw],
+        ),
+        name="pop",
+    )
+
+
+def dot_compute(pop: te.Tensor, taps: int, corr: te.Tensor | None = None) -> te.Tensor:
+    """``out[n, o, y, x] = taps - 2 pop[n, y, x, o] (+ corr[o, y, x])`` as float32 NCHW: element-wise, so
+    the scale, BatchNorm, residual add and activation that follow fuse into it."""
+    n, ho, wo, cout = (int(v) for v in pop.shape)
+
+    def body(nn, o, y, x):
+        value = (taps - 2 * pop[nn, y, x, o]).astype("float32")
+        return value + corr[o, y, x] if corr is not None else value
+
+    return te.compute((n, cout, ho, wo), body, name="dot")
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+def _vector_lanes(extent: int, want: int) -> int:
+    lanes = want
+    while lanes > 1 and extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+def _schedule_pack(sch, vector: int) -> None:
+    block = sch.get_sblock("packed")
+    n, y, x, w, b = sch.get_loops(block)
+    sch.parallel(sch.fuse(n, y))
+
+
+def _schedule_xnor(sch, vector: int) -> None:
+    block = sch.get_sblock("pop")
+    n, y, x, o, ky, kx, kw = sch.get_loops(block)
+    cout = int(sch.get(o).extent)
+    lanes = _vector_lanes(cout, vector)
+    o_out, o_in = sch.split(o, [None, lanes])
+    width = int(sch.get(x).extent)
+    x_in_len = 2 if width % 2 == 0 else 1
+    x_out, x_in = sch.split(x, [None, x_in_len])
+    sch.reorder(n, y, x_out, o_out, ky, kx, kw, x_in, o_in)
+    sch.parallel(sch.fuse(n, y))
+    if lanes > 1:
+        sch.vectorize(o_in)  # before decompose_reduction: it needs the compact dataflow (see tvm_notes)
+    sch.unroll(x_in)
+    sch.decompose_reduction(block, ky)
+
+
+#: Hand-scheduled, opaque kernels. ``labnas_dot`` is element-wise and left to fusion and the float
+#: scheduler.
+SCHEDULES = {"labnas_pack": _schedule_pack, "labnas_xnor": _schedule_xnor}
+
+
+def schedule_kernel(func, kind: str, vector: int = 8):
+    """Apply the hand schedule for ``kind`` (``labnas_pack``, ``labnas_xnor`` or ``labnas_dot``).
+
+    ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
+    registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.
+    """
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    SCHEDULES[kind](sch, vector)
+    return sch.mod["main"].with_attr("op_pattern", 8).with_attr("labnas_scheduled", 1)

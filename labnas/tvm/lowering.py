@@ -1,0 +1,147 @@
+"""PyTorch BNN -> Relax IRModule -> compiled executable, with binary convs as bitpacked kernels.
+
+``torch.export`` traces the frozen model (see :mod:`labnas.tvm.packed`); the Relax importer maps
+``labnas::xnor_conv2d`` to the pack / xnor-popcount / dot kernels of :mod:`labnas.tvm.kernels`, which
+get their hand schedules and are marked opaque so fusion keeps them whole. Float parts (stem, 1x1
+shortcuts, LAB's depthwise conv, BatchNorm, the classifier) are ordinary Relax ops.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .packed import freeze
+from .targets import TargetPreset
+
+__all__ = ["LoweringError", "CompiledModel", "import_model", "compile_model", "check_numerics"]
+
+
+class LoweringError(RuntimeError):
+    """The model has a layer the lowering does not know, or TVM's output does not match PyTorch."""
+
+
+def _convert_xnor_conv2d(node, importer):
+    """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor -> dot."""
+    from tvm import relax
+
+    from . import kernels
+
+    d, wbits, corr = (importer.env[a] for a in node.args[:3])
+    in_channels, stride, padding, pad_value, strict = node.args[3:8]
+    bb = importer.block_builder
+    pad_bit = 1 if pad_value == 1 else 0
+    k = int(wbits.ty.shape[0])
+    packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
+    pop = bb.emit_te(kernels.xnor_compute, packed, wbits, stride, primfunc_name_hint="labnas_xnor")
+    if pad_value == 0 and padding:
+        return bb.emit_te(kernels.dot_compute, pop, in_channels * k * k, corr, primfunc_name_hint="labnas_dot")
+    return bb.emit_te(kernels.dot_compute, pop, in_channels * k * k, primfunc_name_hint="labnas_dot")
+
+
+def import_model(model: nn.Module, input_shape: tuple[int, ...]):
+    """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    frozen = freeze(model, input_shape)
+    x = torch.zeros(*input_shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(frozen, (x,))
+            mod = from_exported_program(
+                ep, custom_convert_map={"xnor_conv2d.default": _convert_xnor_conv2d}, unwrap_unit_return_tuple=True
+            )
+    except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LoweringError(f"the TVM importer does not support a layer of this model: {msg}") from None
+    return mod, frozen
+
+
+def _schedule_labnas_kernels(mod, vector: int):
+    from .kernels import KERNEL_PREFIX, SCHEDULES, schedule_kernel
+
+    for gv, func in list(mod.functions.items()):
+        name = gv.name_hint
+        if not name.startswith(KERNEL_PREFIX):
+            continue
+        kind = next((k for k in SCHEDULES if name.startswith(k)), None)
+        if kind is not None:
+            mod[gv] = schedule_kernel(func, kind, vector)
+    return mod
+
+
+@dataclass
+class CompiledModel:
+    """A compiled model and what it was built from."""
+
+    executable: object
+    target: TargetPreset
+    input_shape: tuple[int, ...]
+    frozen: nn.Module
+
+    def export(self, path: str) -> str:
+        """Write a deployable shared library, linked with the target's (cross) compiler."""
+        from tvm.support import cc
+
+        self.target.check_compiler()
+        if self.target.cross_compiler:
+            self.executable.export_library(path, fcompile=cc.cross_compiler(self.target.cross_compiler))
+        else:
+            self.executable.export_library(path)
+        return path
+
+    def run_local(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+        from tvm import relax
+
+        vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+    @torch.no_grad()
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        return self.frozen(torch.from_numpy(x)).numpy()
+
+
+def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset) -> CompiledModel:
+    """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224))."""
+    import tvm
+
+    from .schedule_float import labnas_pipeline
+
+    mod, frozen = import_model(model, input_shape)
+    tvm_target = target.tvm_target()
+    mod = _schedule_labnas_kernels(mod, target.vector_lanes)
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target))
+    return CompiledModel(executable, target, tuple(input_shape), frozen)
+
+
+#: Largest relative L2 error ``||out - ref|| / ||ref||`` accepted between TVM and PyTorch.
+NUMERICS_TOLERANCE = 2e-2
+
+
+def check_numerics(out: np.ndarray, ref: np.ndarray, what: str = "model") -> float:
+    """Raise :class:`LoweringError` unless the compiled output matches PyTorch; return the max abs error.
+
+    A BNN's output is discontinuous in its inputs: an activation within float rounding (~1e-7) of its
+    threshold binarizes differently under TVM's and oneDNN's summation orders, and each such flip moves
+    a binary conv output by 2. On small inputs this never happens (tests hold TVM to 1e-4); on a 224
+    network a few flips do (seen: 2 % of the logit range on a random LAB-BNN). A wrong kernel, layout or
+    pairing moves the output by tens of percent, so the check is a relative L2 error of at most
+    :data:`NUMERICS_TOLERANCE`.
+    """
+    if out.shape != ref.shape:
+        raise LoweringError(f"{what}: TVM output shape {out.shape} != PyTorch {ref.shape}")
+    if not np.all(np.isfinite(out)):
+        raise LoweringError(f"{what}: TVM output has non-finite values")
+    err = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    rel = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12))
+    if rel > NUMERICS_TOLERANCE:
+        raise LoweringError(
+            f"{what}: TVM output differs from PyTorch (relative L2 error {rel:.3g} > {NUMERICS_TOLERANCE}, max abs {err:.3g})"
+        )
+    return err

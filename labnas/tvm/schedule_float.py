@@ -1,0 +1,177 @@
+"""A generic CPU schedule for the float kernels of a BNN, and the Relax pipeline that applies it.
+
+TVM 0.27's default CPU pipeline leaves every kernel a naive single-threaded loop nest (ResNet-18
+runs 14x slower than torch) and its auto-tuner crashes in the PyPI wheel. The float parts of a BNN
+(stem, 1x1 shortcuts, LAB's depthwise convs, BatchNorm, residual adds, pooling, the classifier) are a
+small share of its MACs, so one rule per block shape gets most of the way:
+
+- a reduction block (conv, depthwise conv, dense, pooling): move the reduction loops inside the
+  spatial ones except the innermost spatial loop, vectorise that innermost loop, and run the
+  outer spatial loops in parallel;
+- an element-wise block: fuse all loops, run in parallel, vectorise the inner lanes.
+
+Kernels that already carry a hand schedule (the labnas binary kernels) are left alone. Each rule
+falls back to a plainer one if TVM refuses it, so scheduling never breaks a build.
+"""
+
+from __future__ import annotations
+
+__all__ = ["schedule_float_ops", "labnas_pipeline", "SCHEDULED_ATTR"]
+
+SCHEDULED_ATTR = "labnas_scheduled"
+LANES = 8
+PARALLEL_MIN = 4  # fuse outer loops until at least this many parallel iterations
+
+
+def _extent(sch, loop) -> int | None:
+    try:
+        return int(sch.get(loop).extent)
+    except (TypeError, ValueError):
+        return None
+
+
+def _parallel_prefix(sch, loops):
+    """Fuse leading loops until there is enough parallel work, then parallelise the fused loop."""
+    take, total = 0, 1
+    for loop in loops:
+        ext = _extent(sch, loop)
+        if ext is None:
+            break
+        take += 1
+        total *= ext
+        if total >= PARALLEL_MIN * 16:
+            break
+    if take == 0:
+        return None
+    fused = sch.fuse(*loops[:take]) if take > 1 else loops[0]
+    sch.parallel(fused)
+    return fused
+
+
+def _vectorize_inner(sch, loop) -> None:
+    """Vectorise a loop whole when short (LLVM splits odd widths such as 28 or 7), else by LANES."""
+    ext = _extent(sch, loop)
+    if not ext or ext < 2:
+        return
+    if ext <= 8 * LANES:
+        sch.vectorize(loop)
+    elif ext % LANES == 0:
+        sch.vectorize(sch.split(loop, [None, LANES])[1])
+
+
+def _schedule_reduction(sch, block, spatial, reduce) -> None:
+    inner = spatial[-1]
+    sch.reorder(*spatial[:-1], *reduce, inner)
+    _vectorize_inner(sch, inner)  # before decompose_reduction (it needs compact dataflow)
+    if spatial[:-1]:
+        _parallel_prefix(sch, spatial[:-1])
+    sch.decompose_reduction(block, reduce[0])
+
+
+def _schedule_spatial(sch, block, loops) -> None:
+    if len(loops) == 1:
+        ext = _extent(sch, loops[0])
+        if ext and ext % LANES == 0 and ext >= 4 * LANES:
+            outer, lanes = sch.split(loops[0], [None, LANES])
+            sch.parallel(outer)
+            sch.vectorize(lanes)
+        else:
+            sch.parallel(loops[0])
+        return
+    _parallel_prefix(sch, loops[:-1])
+    _vectorize_inner(sch, loops[-1])
+
+
+def _schedule_block(func, block_name: str):
+    """Try the full rule, then parallel-only; return the scheduled func or the input unchanged."""
+    from tvm import s_tir
+
+    for level in ("full", "parallel"):
+        sch = s_tir.Schedule(func)
+        try:
+            block = sch.get_sblock(block_name)
+            loops = sch.get_loops(block)
+            ivs = sch.get(block).iter_vars
+            if len(loops) != len(ivs) or not loops:
+                return func
+            kinds = [int(iv.iter_type) for iv in ivs]  # 0: data-parallel, 2: reduction
+            spatial = [lp for lp, k in zip(loops, kinds) if k == 0]
+            reduce = [lp for lp, k in zip(loops, kinds) if k == 2]
+            if len(spatial) + len(reduce) != len(loops):
+                return func
+            if level == "full":
+                if reduce and spatial:
+                    _schedule_reduction(sch, block, spatial, reduce)
+                elif spatial:
+                    _schedule_spatial(sch, block, spatial)
+            else:
+                _parallel_prefix(sch, spatial or loops[:1])
+            return sch.mod["main"]
+        except Exception:  # noqa: BLE001 - TVM raises ScheduleError and friends; try the plainer rule
+            continue
+    return func
+
+
+def _block_names(func) -> list[str]:
+    """Names of the blocks directly under the root (all of them, in a kernel FuseTIR produced)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    try:
+        return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    except Exception:  # noqa: BLE001 - a function without a root block: nothing to schedule
+        return []
+
+
+def _inline_injective(func):
+    """Inline every block that can be inlined into its consumers (FuseTIR leaves one buffer per op)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    changed = True
+    while changed:
+        changed = False
+        try:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # noqa: BLE001
+            return func
+        for block in blocks[:-1]:
+            if "pad" in sch.get(block).name_hint:
+                continue  # a padded copy keeps the conv's inner loop free of bounds checks (vectorisable)
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001 - a reduction, or an output: keep it
+                continue
+    return sch.mod["main"]
+
+
+def schedule_float_ops(mod):
+    """Schedule every PrimFunc of ``mod`` that has no schedule yet (see the module docstring)."""
+    from tvm import tirx
+
+    for gv, func in list(mod.functions.items()):
+        if not isinstance(func, tirx.PrimFunc) or (func.attrs and SCHEDULED_ATTR in func.attrs):
+            continue
+        func = _inline_injective(func)
+        for name in _block_names(func):
+            func = _schedule_block(func, name)
+        mod[gv] = func.with_attr(SCHEDULED_ATTR, 1)
+    return mod
+
+
+def labnas_pipeline(target):
+    """TVM's CPU pipeline with :func:`schedule_float_ops` run on the fused kernels."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with target:
+            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+            mod = schedule_float_ops(mod)
+            mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+        return mod
+
+    return _pipeline
