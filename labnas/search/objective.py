@@ -1,0 +1,161 @@
+"""One search trial: sample a spec, measure its latency on the target, and train it only if it fits.
+
+Order matters: latency first (a compile and a timing, seconds), training last (the expensive part),
+so an over-budget candidate costs no training at all. Everything a trial learns is stored on the
+trial (user attrs), so results are readable with ``optuna.load_study`` and ``optuna-dashboard``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import optuna
+
+from ..data import Dataset
+from ..models import LayerSpec, create_model
+from ..ops import count_ops
+from ..train import TrainConfig, train_proxy
+from .space import SearchSpace
+
+__all__ = ["SearchConfig", "Objective", "sample_layers", "spec_key", "OBJECTIVES"]
+
+OBJECTIVES = {
+    "accuracy": ("maximize",),
+    "accuracy,latency": ("maximize", "minimize"),
+    "accuracy,latency,ops": ("maximize", "minimize", "minimize"),
+}
+
+
+@dataclass
+class SearchConfig:
+    budget_ms: float
+    objectives: str = "accuracy"
+    target: str = "host"
+    remote: object | None = None  # labnas.tvm.RemoteSpec
+    threads: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    timing_number: int = 3
+    timing_repeat: int = 5
+    extra: dict = field(default_factory=dict)
+
+
+def sample_layers(trial: optuna.Trial, space: SearchSpace) -> list[LayerSpec]:
+    """Per-layer choices; the LAB kernel is only sampled where the layer takes LAB (a conditional)."""
+    layers = space.default_layers()
+    for i in space.layers:
+        binarizer = trial.suggest_categorical(f"L{i:02d}_binarizer", space.binarizers)
+        lab_kernel = 3
+        if binarizer == "lab" and len(space.lab_kernels) > 1:
+            lab_kernel = trial.suggest_categorical(f"L{i:02d}_lab_kernel", space.lab_kernels)
+        elif binarizer == "lab":
+            lab_kernel = space.lab_kernels[0]
+        kernels = space.layer_kernels(i)
+        kernel = trial.suggest_categorical(f"L{i:02d}_kernel", kernels) if len(kernels) > 1 else kernels[0]
+        layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=lab_kernel, kernel=kernel)
+    return layers
+
+
+def spec_key(layers: list[LayerSpec]) -> str:
+    """A canonical string of the architecture choices (LAB kernels only count on LAB layers)."""
+    return json.dumps(
+        [[l.binarizer, l.lab_kernel if l.binarizer == "lab" else 0, l.kernel] for l in layers], separators=(",", ":")
+    )
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; holds the loaded dataset and a latency cache."""
+
+    def __init__(self, space: SearchSpace, data: Dataset, config: SearchConfig):
+        self.space, self.data, self.config = space, data, config
+        self.directions = OBJECTIVES[config.objectives]
+
+    # -- pieces --------------------------------------------------------------------------------
+    def measure_latency(self, layers: list[LayerSpec]):
+        from ..tvm import compile_model, measure, resolve_target
+
+        spec = self.space.deploy_spec(layers)
+        target = resolve_target(self.config.target)
+        start = time.perf_counter()
+        compiled = compile_model(create_model(spec), (1, *self.space.deploy_input), target)
+        compile_s = time.perf_counter() - start
+        result = measure(
+            compiled,
+            remote=self.config.remote,
+            number=self.config.timing_number,
+            repeat=self.config.timing_repeat,
+            threads=self.config.threads,
+        )
+        return result, compile_s
+
+    def _values(self, accuracy: float, latency: float, ops: float):
+        full = (accuracy, latency, ops)
+        return full[0] if len(self.directions) == 1 else full[: len(self.directions)]
+
+    def _reuse(self, trial: optuna.Trial, key: str):
+        """Values of an identical, already finished spec in this study (never train a spec twice)."""
+        for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if other.user_attrs.get("spec_key") == key and other.number != trial.number:
+                return other
+        return None
+
+    # -- the trial -----------------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial):
+        layers = sample_layers(trial, self.space)
+        key = spec_key(layers)
+        deploy = self.space.deploy_spec(layers)
+        trial.set_user_attr("spec_key", key)
+        trial.set_user_attr("spec", deploy.to_json())
+        trial.set_user_attr("n_lab", sum(l.binarizer == "lab" for l in layers))
+        twin = self._reuse(trial, key)
+        if twin is not None:
+            for name, value in twin.user_attrs.items():
+                if name not in ("spec_key", "spec"):
+                    trial.set_user_attr(name, value)
+            trial.set_user_attr("duplicate_of", twin.number)
+            trial.set_constraint("latency_ms", twin.user_attrs["latency_ms"] - self.config.budget_ms)
+            values = twin.values
+            return values[0] if len(values) == 1 else tuple(values)
+        try:
+            latency, compile_s = self.measure_latency(layers)
+        except Exception as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
+            trial.set_user_attr("error", f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
+            raise
+        lat = latency.median_ms
+        trial.set_user_attr("latency_ms", lat)
+        trial.set_user_attr("latency_p10_ms", latency.p10_ms)
+        trial.set_user_attr("latency_p90_ms", latency.p90_ms)
+        trial.set_user_attr("threads", latency.threads)
+        trial.set_user_attr("timing_attempts", latency.attempts)
+        trial.set_user_attr("compile_s", round(compile_s, 2))
+        trial.set_constraint("latency_ms", lat - self.config.budget_ms)
+        counted = count_ops(create_model(deploy), (1, *self.space.deploy_input))
+        for name in ("bops", "flops", "params"):
+            trial.set_user_attr(name, int(getattr(counted, name)))
+        trial.set_user_attr("ops", float(counted.ops))
+        feasible = lat <= self.config.budget_ms
+        trial.set_user_attr("feasible", feasible)
+        if not feasible:
+            trial.set_user_attr("trained", False)
+            trial.set_user_attr("accuracy", 0.0)
+            return self._values(0.0, lat, counted.ops)
+        proxy = self.space.proxy_spec(layers, self.data.shape[0], self.data.num_classes)
+        config = TrainConfig(
+            epochs=self.space.epochs,
+            batch_size=self.space.batch_size,
+            lr=self.space.lr,
+            subset=self.space.subset or None,
+            seed=self.config.seed,
+            device=self.config.device,
+        )
+        try:
+            result = train_proxy(proxy, self.data, config)
+        except Exception as err:  # noqa: BLE001
+            trial.set_user_attr("error", f"training: {type(err).__name__}: {err}"[:500])
+            raise
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("train_s", round(result.seconds, 2))
+        trial.set_user_attr("accuracy", result.accuracy)
+        return self._values(result.accuracy, lat, counted.ops)

@@ -1,0 +1,106 @@
+"""Result files of a study: trials.csv / trials.parquet, pareto.csv, best_spec.json.
+
+Each file is written to a temporary name and renamed, so an interrupted write never leaves a
+half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+__all__ = ["trials_frame", "pareto_front", "write_results"]
+
+ATTR_COLUMNS = (
+    "accuracy",
+    "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "ops",
+    "bops",
+    "flops",
+    "params",
+    "n_lab",
+    "feasible",
+    "trained",
+    "compile_s",
+    "train_s",
+    "threads",
+    "duplicate_of",
+    "error",
+    "spec",
+)
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, metrics, and each layer's choices as columns."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"trial": t.number, "state": t.state.name}
+        for name in ATTR_COLUMNS:
+            row[name] = t.user_attrs.get(name)
+        spec = json.loads(t.user_attrs["spec"]) if "spec" in t.user_attrs else None
+        if spec:
+            for i, layer in enumerate(spec["layers"]):
+                row[f"L{i:02d}_binarizer"] = layer["binarizer"]
+                row[f"L{i:02d}_lab_kernel"] = layer["lab_kernel"] if layer["binarizer"] == "lab" else None
+                row[f"L{i:02d}_kernel"] = layer["kernel"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["trial", "state", *ATTR_COLUMNS])
+    for col in ("feasible", "trained"):
+        df[col] = df[col].astype("boolean")
+    return df
+
+
+def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+    """Feasible completed trials not dominated in (accuracy up, latency down, OPs down); one per spec."""
+    ok = df[(df.state == "COMPLETE") & (df.feasible == True) & df.duplicate_of.isna()]  # noqa: E712
+    if ok.empty:
+        return ok
+    a, lat, ops = ok.accuracy.to_numpy(float), ok.latency_ms.to_numpy(float), ok.ops.to_numpy(float)
+    keep = []
+    for i in range(len(ok)):
+        better_eq = (a >= a[i]) & (lat <= lat[i]) & (ops <= ops[i])
+        strictly = (a > a[i]) | (lat < lat[i]) | (ops < ops[i])
+        keep.append(not np.any(better_eq & strictly))
+    return ok[np.array(keep)].sort_values("latency_ms")
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[str, Path]:
+    """Write the result files for ``study`` into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = trials_frame(study)
+    paths = {"trials_csv": out_dir / "trials.csv", "trials_parquet": out_dir / "trials.parquet", "pareto": out_dir / "pareto.csv"}
+    _atomic_write(paths["trials_csv"], lambda p: df.to_csv(p, index=False))
+    _atomic_write(paths["trials_parquet"], lambda p: df.to_parquet(p, index=False))
+    front = pareto_front(df) if not df.empty else df
+    _atomic_write(paths["pareto"], lambda p: front.to_csv(p, index=False))
+    best = out_dir / "best_spec.json"
+    if len(front):
+        top = front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        record = {
+            "trial": int(top.trial),
+            "accuracy": float(top.accuracy),
+            "latency_ms": float(top.latency_ms),
+            "budget_ms": budget_ms,
+            "ops": float(top.ops),
+            "spec": json.loads(top.spec),
+        }
+        _atomic_write(best, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+        paths["best_spec"] = best
+    elif best.exists():
+        best.unlink()
+    return paths

@@ -1,0 +1,192 @@
+"""Search spaces: TOML files naming a family, the per-layer choices, the deployment shape and the proxy.
+
+A space file::
+
+    [space]
+    name = "labbnn"
+    family = "labbnn"
+    description = "..."
+
+    [deploy]            # what latency and OPs are measured at
+    input = [3, 224, 224]
+    num_classes = 1000
+    width_mult = 1.0
+
+    [choices]           # per binary layer
+    binarizer = ["sign", "lab"]
+    lab_kernel = [3, 5]
+    kernel = [3]        # binary conv kernels; a layer only offers those its slot allows
+    layers = []         # optional: indices of the searched layers (default: all); others keep the defaults
+
+    [proxy]             # the accuracy proxy
+    dataset = "digits"
+    width_mult = 0.25
+    epochs = 2
+    batch_size = 64
+    subset = 0          # 0: every training image
+    lr = 0.0025
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ..data import DATASETS
+from ..models import FAMILIES, ArchSpec, LayerSpec, default_spec
+
+__all__ = ["SearchSpace", "SpaceError", "load_space", "space_paths", "SPACE_DIRS"]
+
+#: Where ``--space NAME`` is looked up: ./search_spaces, then the one beside the labnas package.
+SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
+
+
+class SpaceError(ValueError):
+    """A space file that cannot be used; the message names the file, the key and the problem."""
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    family: str
+    description: str
+    deploy_input: tuple[int, int, int]
+    deploy_classes: int
+    deploy_width: float
+    binarizers: list[str]
+    lab_kernels: list[int]
+    kernels: list[int]
+    layers: list[int]
+    dataset: str
+    proxy_width: float
+    epochs: int
+    batch_size: int
+    subset: int
+    lr: float
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return len(FAMILIES[self.family].slots)
+
+    def layer_kernels(self, index: int) -> list[int]:
+        """The binary-conv kernels layer ``index`` may take: the space's choices its slot allows."""
+        slot = FAMILIES[self.family].slots[index]
+        allowed = [k for k in self.kernels if k in slot.kernels]
+        return allowed or [slot.kernel]
+
+    def deploy_spec(self, layers: list[LayerSpec]) -> ArchSpec:
+        c, h, _ = self.deploy_input
+        return ArchSpec(
+            self.family,
+            layers,
+            width_mult=self.deploy_width,
+            in_channels=c,
+            num_classes=self.deploy_classes,
+            stem="imagenet" if h >= 100 else "small",
+        )
+
+    def proxy_spec(self, layers: list[LayerSpec], in_channels: int, num_classes: int) -> ArchSpec:
+        return ArchSpec(self.family, layers, width_mult=self.proxy_width, in_channels=in_channels, num_classes=num_classes, stem="small")
+
+    def default_layers(self) -> list[LayerSpec]:
+        return default_spec(self.family, "sign").layers
+
+
+def space_paths() -> dict[str, Path]:
+    """Every space file that ``--space NAME`` can find, by name."""
+    found: dict[str, Path] = {}
+    for directory in reversed(SPACE_DIRS):
+        if directory.is_dir():
+            found.update({p.stem: p for p in sorted(directory.glob("*.toml"))})
+    return found
+
+
+def _get(table: dict, key: str, kind, where: str, default=None):
+    if key not in table:
+        if default is not None:
+            return default
+        raise SpaceError(f"{where}: missing key '{key}'")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise SpaceError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _int_list(table: dict, key: str, where: str, allowed: tuple[int, ...], default: list[int] | None = None) -> list[int]:
+    values = _get(table, key, list, where, default)
+    if not values and default is None:
+        raise SpaceError(f"{where}.{key}: must list at least one value")
+    for v in values:
+        if not isinstance(v, int) or v not in allowed:
+            raise SpaceError(f"{where}.{key}: {v!r} is not one of {list(allowed)}")
+    return list(values)
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load and validate a space by name (see :data:`SPACE_DIRS`) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.is_file()):
+        known = space_paths()
+        if name_or_path not in known:
+            raise SpaceError(f"unknown search space {name_or_path!r}; choose one of {', '.join(known) or '(none found)'} or give a .toml path")
+        path = known[name_or_path]
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SpaceError(f"{path}: malformed TOML: {err}") from None
+    f = str(path)
+    for section in ("space", "deploy", "choices", "proxy"):
+        if not isinstance(data.get(section), dict):
+            raise SpaceError(f"{f}: missing section [{section}]")
+    space, deploy, choices, proxy = data["space"], data["deploy"], data["choices"], data["proxy"]
+    family = _get(space, "family", str, f"{f} [space]")
+    if family not in FAMILIES:
+        raise SpaceError(f"{f} [space].family: unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    n_layers = len(FAMILIES[family].slots)
+    shape = _get(deploy, "input", list, f"{f} [deploy]")
+    if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise SpaceError(f"{f} [deploy].input: expected [C, H, W] of positive integers, got {shape!r}")
+    binarizers = _get(choices, "binarizer", list, f"{f} [choices]")
+    known_bins = {"sign", "ste_sign", "approx_sign", "rsign", "lab", "niblack", "sauvola"}
+    if not binarizers or any(b not in known_bins for b in binarizers):
+        raise SpaceError(f"{f} [choices].binarizer: {binarizers!r} must be a non-empty list from {sorted(known_bins)}")
+    layers = _int_list(choices, "layers", f"{f} [choices]", tuple(range(n_layers)), default=list(range(n_layers)))
+    dataset = _get(proxy, "dataset", str, f"{f} [proxy]")
+    if dataset not in DATASETS:
+        raise SpaceError(f"{f} [proxy].dataset: unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    result = SearchSpace(
+        name=_get(space, "name", str, f"{f} [space]", path.stem),
+        family=family,
+        description=_get(space, "description", str, f"{f} [space]", ""),
+        deploy_input=tuple(shape),  # type: ignore[arg-type]
+        deploy_classes=_get(deploy, "num_classes", int, f"{f} [deploy]", 1000),
+        deploy_width=_get(deploy, "width_mult", float, f"{f} [deploy]", 1.0),
+        binarizers=list(binarizers),
+        lab_kernels=_int_list(choices, "lab_kernel", f"{f} [choices]", (1, 3, 5, 7), default=[3]),
+        kernels=_int_list(choices, "kernel", f"{f} [choices]", (1, 3, 5, 6, 7), default=[3]),
+        layers=layers,
+        dataset=dataset,
+        proxy_width=_get(proxy, "width_mult", float, f"{f} [proxy]", 0.25),
+        epochs=_get(proxy, "epochs", int, f"{f} [proxy]", 2),
+        batch_size=_get(proxy, "batch_size", int, f"{f} [proxy]", 64),
+        subset=_get(proxy, "subset", int, f"{f} [proxy]", 0),
+        lr=_get(proxy, "lr", float, f"{f} [proxy]", 2.5e-3),
+        path=f,
+    )
+    for key in ("epochs", "batch_size"):
+        if getattr(result, key) < 1:
+            raise SpaceError(f"{f} [proxy].{key}: must be >= 1, got {getattr(result, key)}")
+    if not 0 < result.proxy_width <= 4 or not 0 < result.deploy_width <= 4:
+        raise SpaceError(f"{f}: width_mult must be in (0, 4]")
+    return result

@@ -1,0 +1,214 @@
+"""Running a search: the Optuna study, its storage, worker processes, progress, and the result files."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+
+from .objective import OBJECTIVES, Objective, SearchConfig
+from .results import write_results
+from .space import SearchSpace
+
+__all__ = ["SearchError", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+
+
+class SearchError(RuntimeError):
+    """A search that cannot start (storage, study mismatch); the message says what to change."""
+
+
+def open_storage(url: str | None, study_dir: Path):
+    """An Optuna storage from a URL: ``sqlite:///...``, ``postgresql://...``, or a journal file
+    (``*.log`` / ``journal:PATH``). ``None`` is ``sqlite:///<study_dir>/study.db``."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    if url.startswith("journal:") or url.endswith(".log"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.is_dir():
+            raise SearchError(f"journal storage directory {path.parent} does not exist; create it or pick another path")
+        return JournalStorage(JournalFileBackend(str(path)))
+    if not url.split(":", 1)[0].startswith(("sqlite", "postgresql", "mysql")):
+        raise SearchError(f"storage {url!r} is not a sqlite:///, postgresql:// URL or a journal file (*.log)")
+    try:
+        kwargs = {} if url.startswith("sqlite") else {"heartbeat_interval": 30, "grace_period": 90}
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None, **kwargs)
+    except Exception as err:  # noqa: BLE001 - sqlalchemy raises many types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SearchError(f"cannot open storage {url.split('@')[-1]}: {first[:160]}") from None
+
+
+def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchConfig) -> optuna.Study:
+    """Create the study, or load it to resume; a study made with other settings is refused."""
+    sampler = _sampler(config)
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=list(OBJECTIVES[config.objectives]), sampler=sampler, load_if_exists=True
+        )
+    except ValueError as err:
+        raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
+    settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target, "objectives": config.objectives}
+    stored = study.user_attrs.get("labnas")
+    if stored is None:
+        study.set_user_attr("labnas", settings)
+    elif stored != settings:
+        diff = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in settings.items() if stored.get(k) != v)
+        raise SearchError(f"study {name!r} was made with other settings ({diff}); resume with the same ones or use a new --study")
+    return study
+
+
+def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    kind = config.extra.get("sampler", "tpe")
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=int(config.extra.get("population", 12)))
+    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+@dataclass
+class _WorkerArgs:
+    study_name: str
+    storage_url: str | None
+    study_dir: str
+    space_path: str
+    config: dict
+    n_trials: int
+    timeout: float | None
+    data_dir: str | None
+    worker: int
+
+
+def _set_worker_threads(threads: int) -> None:
+    import torch
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(threads)
+
+
+def _run_worker(args: _WorkerArgs) -> None:
+    """Body of a worker process: its own storage connection, data and objective."""
+    from ..data import load_dataset
+    from .space import load_space
+
+    _set_worker_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(args.space_path)
+    config = SearchConfig(**args.config)
+    storage = open_storage(args.storage_url, Path(args.study_dir))
+    study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config))
+    objective = Objective(space, load_dataset(space.dataset, args.data_dir, seed=config.seed), config)
+    study.optimize(objective, n_trials=args.n_trials, timeout=args.timeout, catch=(Exception,), gc_after_trial=True)
+
+
+def run_search(
+    space: SearchSpace,
+    config: SearchConfig,
+    study_name: str,
+    results_root: Path = Path("results"),
+    storage_url: str | None = None,
+    n_trials: int = 16,
+    timeout: float | None = None,
+    workers: int = 1,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> tuple[optuna.Study, Path]:
+    """Run (or resume) a search until the study holds ``n_trials`` finished trials; write the results.
+
+    Returns the study and the results directory. Ctrl-C stops after writing what is stored.
+    """
+    from ..data import load_dataset
+
+    data = load_dataset(space.dataset, data_dir, seed=config.seed)  # fail before any file is written
+    study_dir = results_root / study_name
+    storage = open_storage(storage_url, study_dir)
+    study = create_or_load_study(study_name, storage, space, config)
+    remaining = max(0, n_trials - _finished(study))
+    study_dir.mkdir(parents=True, exist_ok=True)
+    bar = _progress(progress, n_trials, _finished(study))
+    try:
+        if remaining and workers <= 1:
+            _set_worker_threads(1)
+            objective = Objective(space, data, config)
+            callback = (lambda st, tr: bar.update(_finished(st))) if bar else None
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=timeout,
+                catch=(Exception,),
+                callbacks=[callback] if callback else None,
+                gc_after_trial=True,
+            )
+        elif remaining:
+            _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar)
+    finally:
+        if bar:
+            bar.close()
+        write_results(study, study_dir, config.budget_ms)
+    return study, study_dir
+
+
+def _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar):
+    per = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    ctx = mp.get_context("spawn")
+    procs = []
+    for i, n in enumerate(per):
+        if n == 0:
+            continue
+        cfg = asdict(config)
+        args = _WorkerArgs(study_name, storage_url, str(study_dir), space.path, cfg, n, timeout, data_dir, i)
+        proc = ctx.Process(target=_run_worker, args=(args,), daemon=False)
+        proc.start()
+        procs.append(proc)
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(2)
+            if bar:
+                bar.update(_finished(study))
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise SearchError(f"{len(failed)} worker process(es) exited with codes {failed}; see their output above")
+
+
+class _Bar:
+    """A rich progress bar counting finished trials."""
+
+    def __init__(self, total: int, done: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.task = self.progress.add_task("trials", total=total, completed=done)
+        self.progress.start()
+
+    def update(self, done: int) -> None:
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress(enabled: bool, total: int, done: int):
+    return _Bar(total, done) if enabled else None
+
+
+def describe(study: optuna.Study) -> str:
+    return json.dumps(study.user_attrs.get("labnas", {}))

@@ -1,0 +1,176 @@
+"""The search end to end on a tiny space: outputs, budgets, failures, resume, workers, storages."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from labnas.search import SearchConfig, SpaceError, load_space, run_search
+
+TINY = str(Path(__file__).parent / "data" / "tiny_space.toml")
+
+
+def cli(*args, cwd=None, timeout=900):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run([sys.executable, "-m", "labnas.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def load(study_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}")
+
+
+def test_short_search_writes_consistent_outputs(tmp_path):
+    space = load_space(TINY)
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=3, threads=1)
+    study, out = run_search(space, config, "t1", tmp_path, n_trials=3, progress=False)
+    df = pd.read_csv(out / "trials.csv")
+    assert len(df) == 3 and set(df.state) == {"COMPLETE"}
+    assert pd.read_parquet(out / "trials.parquet").shape == df.shape
+    assert df.feasible.all() and df.trained.all()
+    assert ((df.accuracy > 0) & (df.accuracy <= 1)).all() and (df.latency_ms > 0).all()
+    assert (df.ops == df.bops / 64 + df.flops).all()
+    for row in df.itertuples():  # layer columns agree with the stored spec
+        spec = json.loads(row.spec)
+        assert spec["layers"][0]["binarizer"] == row.L00_binarizer and spec["layers"][15]["binarizer"] == row.L15_binarizer
+        assert row.n_lab == sum(layer["binarizer"] == "lab" for layer in spec["layers"])
+        trial = study.trials[row.trial]
+        assert trial.values[0] == pytest.approx(row.accuracy)
+        assert trial.constraints["latency_ms"] == pytest.approx(row.latency_ms - 1000.0)
+    front = pd.read_csv(out / "pareto.csv")
+    assert len(front) >= 1 and set(front.trial) <= set(df.trial)
+    best = json.loads((out / "best_spec.json").read_text())
+    assert best["accuracy"] == pytest.approx(front.accuracy.max())
+
+
+def test_over_budget_candidates_are_never_trained(tmp_path):
+    space = load_space(TINY)
+    config = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1)
+    study, out = run_search(space, config, "t2", tmp_path, n_trials=3, progress=False)
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.user_attrs["feasible"] is False and t.user_attrs["trained"] is False
+        assert "train_s" not in t.user_attrs
+        assert t.constraints["latency_ms"] > 0
+    assert pd.read_csv(out / "pareto.csv").empty and not (out / "best_spec.json").exists()
+
+
+def test_identical_specs_are_not_trained_twice(tmp_path):
+    space = load_space(TINY)
+    space.binarizers, space.lab_kernels = ["sign"], [3]  # a space of exactly one architecture
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
+    study, _ = run_search(space, config, "t3", tmp_path, n_trials=3, progress=False)
+    trained = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == 1 and all(t.user_attrs.get("duplicate_of") == 0 for t in study.trials[1:])
+    assert len({t.values[0] for t in study.trials}) == 1
+
+
+def test_failing_candidate_is_a_failed_trial_and_the_search_goes_on(tmp_path):
+    # XNOR-Net's 11x11/4 stem at 3x100x100 leaves 2x2 features for its 6x6 'valid' binary conv: every compile fails.
+    text = Path(TINY).read_text().replace('family = "bireal18"', 'family = "xnornet_alexnet"').replace("[3, 8, 8]", "[3, 100, 100]")
+    text = text.replace("layers = [0, 15]", "layers = [0, 1]")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
+    study, out = run_search(load_space(str(bad)), config, "t4", tmp_path, n_trials=2, progress=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all(t.user_attrs["error"].startswith("latency:") for t in study.trials)
+    df = pd.read_csv(out / "trials.csv")
+    assert list(df.state) == ["FAIL", "FAIL"] and df.error.str.startswith("latency:").all()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--budget-ms", "0"], "must be a number > 0"),
+        (["--budget-ms", "20", "--space", "nope"], "unknown search space 'nope'"),
+        (["--budget-ms", "20", "--target", "riscv"], "unknown target 'riscv'"),
+        (["--budget-ms", "20", "--storage", "postgresql+psycopg2://u:p@127.0.0.1:1/db"], "cannot open storage"),
+    ],
+)
+def test_search_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    r = cli("search", "--space", TINY, "--results", str(tmp_path / "res"), *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").rglob("*.csv"))
+
+
+def test_malformed_space_and_missing_dataset(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[space\nfamily = 1")
+    with pytest.raises(SpaceError, match="bad.toml: malformed TOML"):
+        load_space(str(bad))
+    bad.write_text(Path(TINY).read_text().replace('binarizer = ["sign", "lab"]', 'binarizer = ["sign", "tanh"]'))
+    with pytest.raises(SpaceError, match=r"\[choices\].binarizer"):
+        load_space(str(bad))
+    fm = tmp_path / "fm.toml"
+    fm.write_text(Path(TINY).read_text().replace('dataset = "digits"', 'dataset = "fashion-mnist"'))
+    r = cli("search", "--budget-ms", "20", "--space", str(fm), "--data-dir", str(tmp_path / "missing"), "--results", str(tmp_path / "res"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume(tmp_path):
+    args = ["search", "--budget-ms", "1000", "--space", TINY, "--results", str(tmp_path), "--study", "k9", "--trials", "6",
+            "--threads", "1", "--no-progress"]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "labnas.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "k9" / "study.db"
+    deadline = time.time() + 600
+    done_before = []
+    while time.time() < deadline:
+        time.sleep(1)
+        if db.exists():
+            try:
+                trials = load(tmp_path / "k9", "k9").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                continue
+            if len(trials) >= 2:
+                done_before = [(t.number, t.values) for t in trials]
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(done_before) >= 2
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    after = {t.number: t for t in load(tmp_path / "k9", "k9").trials}
+    for number, values in done_before:
+        assert after[number].values == values
+    finished = [t for t in after.values() if t.state.is_finished()]
+    assert len(finished) >= 6
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_journal_file(tmp_path):
+    journal = tmp_path / "study.log"
+    r = cli("search", "--budget-ms", "1000", "--space", TINY, "--results", str(tmp_path), "--study", "j2", "--trials", "4",
+            "--workers", "2", "--threads", "1", "--storage", str(journal), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="j2", storage=JournalStorage(JournalFileBackend(str(journal))))
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len(pd.read_csv(tmp_path / "j2" / "trials.csv")) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LABNAS_TEST_POSTGRES"), reason="needs LABNAS_TEST_POSTGRES (.ci/run starts PostgreSQL)")
+def test_two_workers_on_postgresql(tmp_path):
+    url = os.environ["LABNAS_TEST_POSTGRES"]
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    r = cli("search", "--budget-ms", "1000", "--space", TINY, "--results", str(tmp_path), "--study", name, "--trials", "4",
+            "--workers", "2", "--threads", "1", "--storage", url, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.trials) == 4 and len({t.number for t in study.trials}) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
