@@ -215,14 +215,17 @@ class LAB(Binarizer):
         self.beta = nn.Parameter(torch.tensor(float(beta)))
 
     def candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two compared maps ``(u0, u1)`` of shape (N, C, H, W), before the beta scale."""
-        n, c, h, w = x.shape
+        """The two compared maps ``(u0, u1)`` of shape (N, C, H, W), before the beta scale.
+
+        Written as slices rather than ``view`` + index: ``view(N, 2, C, H, W)[:, q]`` is channel half q,
+        ``view(N, C, 2, H, W)[:, :, q]`` is every other channel from q; slices lower to strided copies in
+        TVM instead of gathers.
+        """
         u = self.dw(x)
+        c = self.channels
         if self.pairing == "official":
-            u = u.view(n, 2, c, h, w)
-            return u[:, 0], u[:, 1]
-        u = u.view(n, c, 2, h, w)
-        return u[:, :, 0], u[:, :, 1]
+            return u[:, :c], u[:, c:]
+        return u[:, 0::2], u[:, 1::2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u0, u1 = self.candidates(x)

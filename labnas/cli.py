@@ -1,0 +1,74 @@
+"""The ``labnas`` command line: a thin layer over the Python API.
+
+Each verb lives in its own ``_cli_*`` function; errors that are the user's to fix (a bad spec, an
+unknown family, an unreachable board) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .cli_common import UserError, _add_model_args, _spec_from_args
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labnas",
+        description="Hardware-aware NAS for binary neural networks: where does LAB pay for itself?",
+    )
+    parser.add_argument("--version", action="version", version=f"labnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("ops", help="count BOPs, FLOPs and OPs of a network (fvcore + thop, cross-checked)")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cli_ops)
+
+    from .cli_profile import add_profile_parser
+    from .cli_search import add_search_parser
+
+    add_profile_parser(sub)
+    add_search_parser(sub)
+    return parser
+
+
+def _cli_ops(args: argparse.Namespace) -> int:
+    import json
+
+    from .ops import count_ops
+
+    spec = _spec_from_args(args)
+    from .models import create_model
+
+    result = count_ops(create_model(spec), (1, *args.input))
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(result.rich_table(title=f"{spec.family} ({args.binarizer if not args.spec else args.spec}) at {'x'.join(map(str, args.input))}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"labnas {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"labnas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

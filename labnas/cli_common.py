@@ -1,0 +1,77 @@
+"""Argument helpers shared by the ``labnas`` verbs."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["UserError", "add_remote_args", "remote_from_args", "_add_model_args", "_spec_from_args", "_parse_shape"]
+
+
+class UserError(Exception):
+    """An error with a message the user can act on; printed as one line, exit status 2."""
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must look like 3x224x224 (CxHxW), got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("family", nargs="?", help="model family (xnornet_alexnet, bireal18, quicknet, reactnet_mbv1, labbnn)")
+    p.add_argument("--binarizer", default="sign", help="binarizer of every layer when FAMILY is given: sign or lab")
+    p.add_argument("--spec", help="an architecture spec JSON file (instead of FAMILY)")
+    p.add_argument("--input", type=_parse_shape, default=(3, 224, 224), help="input shape CxHxW (default 3x224x224)")
+
+
+def _spec_from_args(args: argparse.Namespace):
+    """The ArchSpec named by FAMILY/--binarizer or --spec; the stem follows the input size."""
+    from .models import ArchSpec, SpecError, default_spec
+
+    try:
+        if args.spec:
+            return ArchSpec.load(args.spec)
+        if not args.family:
+            raise UserError("give a FAMILY (e.g. bireal18) or --spec FILE")
+        c, h, _ = args.input
+        small = h < 100
+        return default_spec(
+            args.family,
+            args.binarizer,
+            in_channels=c,
+            stem="small" if small else "imagenet",
+            num_classes=10 if small else 1000,
+        )
+    except SpecError as err:
+        raise UserError(str(err)) from None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def add_remote_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rpc", type=_host_port, metavar="HOST:PORT", help="a board running 'python -m tvm.exec.rpc_server'")
+    g.add_argument("--tracker", type=_host_port, metavar="HOST:PORT", help="a TVM RPC tracker with a pool of boards")
+    p.add_argument("--key", help="the board key to request from --tracker")
+    p.add_argument("--rpc-timeout", type=int, default=60, help="seconds before a silent board is given up (default 60)")
+
+
+def remote_from_args(args: argparse.Namespace):
+    from .tvm import RemoteSpec
+
+    if args.tracker and not args.key:
+        raise UserError("--tracker needs --key (the board key the RPC servers registered with)")
+    if args.rpc:
+        return RemoteSpec(rpc=args.rpc, timeout_s=args.rpc_timeout)
+    if args.tracker:
+        return RemoteSpec(tracker=args.tracker, key=args.key, timeout_s=args.rpc_timeout)
+    return None

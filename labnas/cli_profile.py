@@ -1,0 +1,78 @@
+"""``labnas profile``: compile a network with TVM for a target and measure it there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .cli_common import UserError, _add_model_args, _spec_from_args, add_remote_args, remote_from_args
+
+__all__ = ["add_profile_parser"]
+
+
+def add_profile_parser(sub) -> None:
+    p = sub.add_parser("profile", help="compile with TVM for a target CPU and measure latency there (host, x86, arm, ...)")
+    _add_model_args(p)
+    p.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
+    add_remote_args(p)
+    p.add_argument("--threads", type=int, help="TVM threads for local runs (default: all cores)")
+    p.add_argument("--repeat", type=int, default=10, help="timed repeats; the median is reported (default 10)")
+    p.add_argument("--number", type=int, default=5, help="runs per repeat (default 5)")
+    p.add_argument("--emulated", action="store_true", help="label the numbers as from an emulated board (e.g. qemu)")
+    p.add_argument("--out", default="results/profile", help="directory for the JSON / CSV profile (default results/profile)")
+    p.set_defaults(func=run_profile)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .models import create_model
+    from .tvm import LoweringError, RemoteError, TargetError, compile_model, measure, resolve_target
+
+    console = Console()
+    spec = _spec_from_args(args)
+    try:
+        target = resolve_target(args.target)
+    except TargetError as err:
+        raise UserError(str(err)) from None
+    remote = remote_from_args(args)
+    shape = (1, *args.input)
+    console.print(f"compiling {spec.family} for {target.name} ({target.description or target.config}) at {'x'.join(map(str, args.input))} ...")
+    start = time.perf_counter()
+    try:
+        compiled = compile_model(create_model(spec), shape, target)
+    except LoweringError as err:
+        raise UserError(str(err)) from None
+    compile_s = time.perf_counter() - start
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{spec.family}_{args.binarizer if not args.spec else Path(args.spec).stem}_{target.name}_{'x'.join(map(str, args.input))}"
+    if target.cross_compiler:
+        try:
+            artifact = compiled.export(str(out_dir / f"{stem}.so"))
+        except TargetError as err:
+            raise UserError(str(err)) from None
+        console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
+    try:
+        result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True, emulated=args.emulated)
+    except (RemoteError, LoweringError) as err:
+        raise UserError(str(err)) from None
+    table = Table(title=f"{stem}: per-kernel time (one instrumented run)" if result.kernels else stem)
+    for col in ("kernel", "ms", "calls", "binary"):
+        table.add_column(col, justify="right" if col in ("ms", "calls") else "left")
+    for name, ms, calls, binary in result.kernels[:40]:
+        table.add_row(name, f"{ms:.3f}", str(calls), "yes" if binary else "")
+    console.print(table)
+    label = " (EMULATED: not the board's performance)" if result.emulated else ""
+    console.print(
+        f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"
+        f"target {target.name}, threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
+        f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s"
+    )
+    record = {"spec": spec.to_dict(), "input": list(args.input), "compile_s": compile_s, **result.to_dict()}
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"saved {out_dir / (stem + '.json')}")
+    return 0

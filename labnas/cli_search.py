@@ -1,0 +1,121 @@
+"""``labnas search``: the per-layer sign-vs-LAB search under a latency budget measured on the target."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_common import UserError, add_remote_args, remote_from_args
+
+__all__ = ["add_search_parser"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="search per-layer sign/LAB choices under a latency budget")
+    p.add_argument("--budget-ms", type=_positive_float, required=True, help="latency budget on the target, in ms")
+    p.add_argument("--space", default="labbnn", help="a space name from search_spaces/ or a .toml path (default labbnn)")
+    p.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
+    add_remote_args(p)
+    p.add_argument("--trials", type=int, default=14, help="finished trials the study should hold (default 14)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument("--study", help="study name (default: SPACE-TARGET-BUDGETms); re-running it resumes")
+    p.add_argument("--storage", help="Optuna storage: sqlite:///..., postgresql://..., or a journal file *.log "
+                   "(default sqlite:///results/STUDY/study.db)")
+    p.add_argument("--results", default="results", help="results root directory (default results)")
+    p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,latency", "accuracy,latency,ops"])
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
+    p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the proxy trains")
+    p.add_argument("--data-dir", help="dataset directory for fashion-mnist / cifar10 / imagefolder proxies")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.set_defaults(func=run_search_cli)
+
+
+def run_search_cli(args: argparse.Namespace) -> int:
+    import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    from .data import DatasetError
+    from .search import SearchConfig, SearchError, SpaceError, load_space, run_search
+    from .tvm import TargetError, resolve_target
+
+    if args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    try:
+        space = load_space(args.space)
+        target = resolve_target(args.target)
+    except (SpaceError, TargetError) as err:
+        raise UserError(str(err)) from None
+    remote = remote_from_args(args)
+    if remote is None and target.is_remote_only:
+        raise UserError(
+            f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY "
+            "(on the board: 'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --port 9090')"
+        )
+    study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
+    config = SearchConfig(
+        budget_ms=args.budget_ms,
+        objectives=args.objectives,
+        target=args.target,
+        remote=remote,
+        threads=args.threads,
+        seed=args.seed,
+        device=args.device,
+        extra={"sampler": args.sampler},
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console()
+    console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
+                  f"target {target.name}, budget {args.budget_ms:g} ms, {args.trials} trials")
+    try:
+        study, out_dir = run_search(
+            space, config, study_name, Path(args.results), args.storage, args.trials, args.timeout,
+            args.workers, args.data_dir, progress=not args.no_progress,
+        )
+    except (SearchError, DatasetError) as err:
+        raise UserError(str(err)) from None
+    _summary(console, out_dir, args.budget_ms)
+    return 0
+
+
+def _summary(console, out_dir: Path, budget_ms: float) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    df = pd.read_csv(out_dir / "trials.csv")
+    front = pd.read_csv(out_dir / "pareto.csv")
+    done = df[df.state == "COMPLETE"]
+    feasible = int(done.feasible.fillna(False).astype(bool).sum())
+    failed = int((df.state == "FAIL").sum())
+    console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
+                  f"{len(done) - feasible} over budget, never trained), {failed} failed")
+    if not done.empty:
+        lat = done.latency_ms.dropna()
+        console.print(f"measured latency range {lat.min():.2f} .. {lat.max():.2f} ms")
+    table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
+    for col in ("trial", "accuracy", "latency ms", "MOPs", "LAB layers"):
+        table.add_column(col, justify="right")
+    for row in front.itertuples():
+        table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", f"{row.ops / 1e6:.1f}", str(row.n_lab))
+    console.print(table)
+    console.print(f"results in {out_dir}/ (trials.csv, trials.parquet, pareto.csv, best_spec.json)")
