@@ -60,12 +60,15 @@ def run_profile(args: argparse.Namespace) -> int:
         result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True, emulated=args.emulated)
     except (RemoteError, LoweringError) as err:
         raise UserError(str(err)) from None
-    table = Table(title=f"{stem}: per-kernel time (one instrumented run)" if result.kernels else stem)
-    for col in ("kernel", "ms", "calls", "binary"):
-        table.add_column(col, justify="right" if col in ("ms", "calls") else "left")
-    for name, ms, calls, binary in result.kernels[:40]:
-        table.add_row(name, f"{ms:.3f}", str(calls), "yes" if binary else "")
-    console.print(table)
+    if result.kernels:
+        table = Table(title=f"{stem}: per-kernel time (one instrumented run)")
+        for col in ("kernel", "ms", "calls", "binary"):
+            table.add_column(col, justify="right" if col in ("ms", "calls") else "left")
+        for name, ms, calls, binary in result.kernels[:40]:
+            table.add_row(name, f"{ms:.3f}", str(calls), "yes" if binary else "")
+        console.print(table)
+    else:
+        console.print("per-kernel times: local runs only (the RPC session times the whole model)")
     label = " (EMULATED: not the board's performance)" if result.emulated else ""
     console.print(
         f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"

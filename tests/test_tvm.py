@@ -236,3 +236,39 @@ def test_profile_cli_bad_inputs(tmp_path):
         r = run(*args)
         assert r.returncode == 2, r.stderr
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(subprocess.run(["which", "aarch64-linux-gnu-gcc"], capture_output=True).returncode != 0,
+                    reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
+def test_profile_arm_without_a_board_cross_compiles_then_says_how_to_connect(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "profile", "bireal18", "--input", "3x16x16", "--target", "arm",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
+    assert "no board is connected" in r.stderr and "tvm.exec.rpc_server" in r.stderr
+    so = tmp_path / "bireal18_sign_arm_3x16x16.so"
+    assert so.exists() and so.read_bytes()[:4] == b"\x7fELF" and int.from_bytes(so.read_bytes()[18:20], "little") == 183
+
+
+def _have(tool: str) -> bool:
+    return subprocess.run(["which", tool], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(_have(t) for t in ("debootstrap", "qemu-aarch64-static", "aarch64-linux-gnu-gcc")),
+                    reason="needs debootstrap, qemu-user-static, gcc-aarch64-linux-gnu (.ci/run installs them)")
+def test_emulated_arm_board_profile_matches_torch(tmp_path, processes):
+    from labnas.tvm.arm_emulator import DEFAULT_ROOT, build_root, server_command
+
+    root = build_root(DEFAULT_ROOT)
+    port = _free_port()
+    cmd, env = server_command(root, port)
+    processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    _wait_port(port, timeout=180)  # importing TVM under qemu takes ~10 s
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "profile", "labbnn", "--binarizer", "lab", "--input", "3x16x16",
+                        "--target", "arm", "--rpc", f"127.0.0.1:{port}", "--emulated", "--repeat", "2", "--number", "1",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "outputs match PyTorch" in r.stdout and "EMULATED" in r.stdout
+    record = json.loads((tmp_path / "labbnn_lab_arm_3x16x16.json").read_text())
+    assert record["emulated"] is True and record["target"] == "arm" and record["max_abs_error"] < 1e-3
+    assert record["median_ms"] > 0
