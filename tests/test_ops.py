@@ -43,3 +43,26 @@ def test_fvcore_and_thop_agree_within_one_percent(family, binarizer):
         assert r.counters["torch"][metric] == pytest.approx(fv[metric], rel=0.01)
     assert r.disagreements == []
     assert r.bops > 0 and r.flops > 0
+
+
+def test_ops_cli_reports_totals_and_rejects_bad_input(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "labnas.cli", "ops", *args], capture_output=True, text=True, timeout=300)
+
+    r = run("bireal18", "--input", "3x224x224", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["bops"] == 1_676_279_808 and 1.63e8 <= data["ops"] <= 1.65e8 and data["disagreements"] == []
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(default_spec("labbnn", "lab").to_dict()))
+    assert run("--spec", str(spec), "--json").returncode == 0
+    for args, message in ((["resnet9"], "unknown family 'resnet9'"), (["--spec", str(tmp_path / "none.json")], "cannot read spec file")):
+        r = run(*args)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    spec.write_text('{"family": "bireal18", "layers": []}')
+    r = run("--spec", str(spec))
+    assert r.returncode == 2 and "has 16 binary layers, the spec lists 0" in r.stderr

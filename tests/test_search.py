@@ -174,3 +174,16 @@ def test_two_workers_on_postgresql(tmp_path):
     study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 4 and len({t.number for t in study.trials}) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_multi_objective_nsga2_records_accuracy_latency_and_ops(tmp_path):
+    space = load_space(TINY)
+    config = SearchConfig(budget_ms=1000.0, objectives="accuracy,latency,ops", timing_number=1, timing_repeat=2, threads=1,
+                          extra={"sampler": "nsga2", "population": 4})
+    study, out = run_search(space, config, "mo", tmp_path, n_trials=3, progress=False)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
+    for t in study.trials:
+        acc, lat, ops = t.values
+        assert acc == t.user_attrs["accuracy"] and lat == t.user_attrs["latency_ms"] and ops == t.user_attrs["ops"]
+    assert len(pd.read_csv(out / "pareto.csv")) >= 1

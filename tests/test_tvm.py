@@ -272,3 +272,12 @@ def test_emulated_arm_board_profile_matches_torch(tmp_path, processes):
     record = json.loads((tmp_path / "labbnn_lab_arm_3x16x16.json").read_text())
     assert record["emulated"] is True and record["target"] == "arm" and record["max_abs_error"] < 1e-3
     assert record["median_ms"] > 0
+
+
+def test_a_layer_the_lowering_does_not_know_is_named():
+    class Erfinv(nn.Module):
+        def forward(self, x):
+            return torch.special.erfinv(torch.tanh(x))
+
+    with pytest.raises(LoweringError, match="does not support a layer of this model: .*erfinv"):
+        compile_model(nn.Sequential(nn.Conv2d(3, 4, 3), Erfinv()).eval(), (1, 3, 8, 8), HOST)
