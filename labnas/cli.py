@@ -29,10 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cli_ops)
 
     from .cli_profile import add_profile_parser
+    from .cli_report import add_report_parsers
     from .cli_search import add_search_parser
 
     add_profile_parser(sub)
     add_search_parser(sub)
+    add_report_parsers(sub)
     return parser
 
 

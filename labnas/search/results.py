@@ -1,4 +1,4 @@
-"""Result files of a study: trials.csv / trials.parquet, pareto.csv, best_spec.json.
+"""Result files of a study: study.json, trials.csv / trials.parquet, pareto.csv, best_spec.json.
 
 Each file is written to a temporary name and renamed, so an interrupted write never leaves a
 half-written result behind.
@@ -83,6 +83,8 @@ def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[
     """Write the result files for ``study`` into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     df = trials_frame(study)
+    settings = {"study": study.study_name, **study.user_attrs.get("labnas", {}), "budget_ms": budget_ms}
+    _atomic_write(out_dir / "study.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
     paths = {"trials_csv": out_dir / "trials.csv", "trials_parquet": out_dir / "trials.parquet", "pareto": out_dir / "pareto.csv"}
     _atomic_write(paths["trials_csv"], lambda p: df.to_csv(p, index=False))
     _atomic_write(paths["trials_parquet"], lambda p: df.to_parquet(p, index=False))

@@ -1,0 +1,149 @@
+"""Pareto curves and per-layer choice maps from a study's result files (matplotlib, headless).
+
+The functions return the matplotlib Figure and draw only from the files ``labnas search`` wrote, so
+what a plot shows can be checked against ``trials.csv`` and ``pareto.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["StudyResults", "ResultsError", "load_results", "front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
+
+X_AXES = {"latency": ("latency_ms", "latency (ms, measured)"), "ops": ("ops", "OPs = BOPs/64 + FLOPs"), "bops": ("bops", "BOPs")}
+
+
+class ResultsError(ValueError):
+    """A directory that holds no usable labnas results; the message says what is missing."""
+
+
+@dataclass
+class StudyResults:
+    path: Path
+    name: str
+    settings: dict
+    trials: pd.DataFrame
+    pareto: pd.DataFrame
+
+    @property
+    def budget_ms(self) -> float | None:
+        value = self.settings.get("budget_ms")
+        return float(value) if value is not None else None
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        return self.trials[(self.trials.state == "COMPLETE") & self.trials.duplicate_of.isna()]
+
+    @property
+    def feasible(self) -> pd.DataFrame:
+        c = self.complete
+        return c[c.feasible.astype(bool)]
+
+    @property
+    def infeasible(self) -> pd.DataFrame:
+        c = self.complete
+        return c[~c.feasible.astype(bool)]
+
+
+def load_results(path: str | Path) -> StudyResults:
+    """Read a results directory written by ``labnas search``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path} is not a directory; give a results directory such as results/labbnn-host-20ms")
+    if not (path / "trials.csv").is_file():
+        raise ResultsError(f"{path} holds no labnas results (no trials.csv); run 'labnas search' first")
+    try:
+        trials = pd.read_csv(path / "trials.csv")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table: {err}") from None
+    needed = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
+    if not needed <= set(trials.columns):
+        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table (missing {sorted(needed - set(trials.columns))})")
+    pareto = pd.read_csv(path / "pareto.csv") if (path / "pareto.csv").is_file() and (path / "pareto.csv").stat().st_size > 1 else trials.iloc[0:0]
+    settings = json.loads((path / "study.json").read_text()) if (path / "study.json").is_file() else {}
+    return StudyResults(path, settings.get("study", path.name), settings, trials, pareto)
+
+
+def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Points not dominated in (accuracy up, ``x`` down), sorted by ``x``: the plotted step line."""
+    pts = points.sort_values([x, "accuracy"], ascending=[True, False])
+    keep, best = [], -np.inf
+    for idx, row in pts.iterrows():
+        if row.accuracy > best:
+            keep.append(idx)
+            best = row.accuracy
+    return pts.loc[keep]
+
+
+def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
+    """Accuracy against ``x`` for one or more studies: feasible (filled) and over-budget (crosses)
+    trials, the budget line, the pareto.csv points (rings) and its 2-D front as a step line."""
+    if x not in X_AXES:
+        raise ResultsError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
+    column, label = X_AXES[x]
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, res in enumerate(results):
+        if res.feasible.empty:
+            raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise --budget-ms or run more trials")
+        color = colors[i % len(colors)]
+        feas, infeas = res.feasible, res.infeasible
+        ax.scatter(feas[column], feas.accuracy, color=color, s=28, label=f"{res.name}: within budget", gid=f"feasible-{i}")
+        if not infeas.empty:
+            # Over-budget candidates are never trained: they sit at accuracy 0 at their measured cost.
+            ax.scatter(infeas[column], infeas.accuracy, color=color, marker="x", s=28, alpha=0.6,
+                       label=f"{res.name}: over budget (not trained)", gid=f"infeasible-{i}")
+        front = front_2d(res.pareto if len(res.pareto) else feas, column)
+        ax.step(front[column], front.accuracy, where="post", color=color, lw=1.5, gid=f"front-{i}")
+        ax.scatter(res.pareto[column], res.pareto.accuracy, facecolors="none", edgecolors=color, s=90, lw=1.2,
+                   label=f"{res.name}: Pareto (pareto.csv)", gid=f"pareto-{i}")
+        if x == "latency" and res.budget_ms is not None:
+            ax.axvline(res.budget_ms, color=color, ls="--", lw=1, label=f"{res.name}: budget {res.budget_ms:g} ms", gid=f"budget-{i}")
+    ax.set_xlabel(label)
+    ax.set_ylabel("proxy accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"accuracy vs {x}")
+    fig.tight_layout()
+    return fig
+
+
+def _layer_cells(spec_json: str) -> list[tuple[str, int, int]]:
+    layers = json.loads(spec_json)["layers"]
+    return [(l["binarizer"], l["lab_kernel"], l["kernel"]) for l in layers]
+
+
+def plot_choice_map(res: StudyResults, ax=None):
+    """Rows: Pareto architectures by latency; columns: binary layers. Cell colour: sign (grey) or LAB
+    by its kernel; text: LAB kernel and binary-conv kernel (e.g. ``L5 c3``)."""
+    front = res.pareto.sort_values("latency_ms")
+    if front.empty:
+        raise ResultsError(f"study {res.name} ({res.path}) has no Pareto architecture to map; no trial was feasible")
+    cells = [_layer_cells(s) for s in front.spec]
+    n_rows, n_cols = len(cells), len(cells[0])
+    lab_colors = {1: "#fde0c5", 3: "#f9a65a", 5: "#e8590c", 7: "#a33b00"}
+    grid = np.ones((n_rows, n_cols, 3))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(6, 0.55 * n_cols + 2), 0.45 * n_rows + 1.6))
+    for r, row in enumerate(cells):
+        for c, (binarizer, lab_k, conv_k) in enumerate(row):
+            rgb = matplotlib.colors.to_rgb(lab_colors.get(lab_k, "#e8590c") if binarizer == "lab" else "#d9d9d9")
+            grid[r, c] = rgb
+            text = f"L{lab_k}\nc{conv_k}" if binarizer == "lab" else f"s\nc{conv_k}"
+            ax.text(c, r, text, ha="center", va="center", fontsize=6)
+    ax.imshow(grid, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_cols), [str(i) for i in range(n_cols)], fontsize=7)
+    ax.set_yticks(range(n_rows), [f"#{t} {lat:.1f} ms {acc:.1%}" for t, lat, acc in zip(front.trial, front.latency_ms, front.accuracy)], fontsize=7)
+    ax.set_xlabel("binary layer (input to output)")
+    ax.set_title(f"{res.name}: where LAB sits on the Pareto front (s = sign, Lk = LAB kxk, ck = conv kxk)", fontsize=8)
+    fig.tight_layout()
+    return fig

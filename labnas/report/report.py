@@ -1,0 +1,123 @@
+"""``labnas report``: a Markdown report next to a study's results, with its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .plots import StudyResults, load_results, plot_choice_map, plot_pareto
+
+__all__ = ["write_report"]
+
+
+def _table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _ops_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> tuple[str, float]:
+    from ..models import ArchSpec, create_model
+    from ..ops import count_ops
+
+    counted = count_ops(create_model(ArchSpec.from_dict(spec)), input_shape)
+    layers = counted.layers.copy()
+    layers["share of OPs"] = [
+        f"{100 * (m / 64 if b else m) / counted.ops:.1f} %" for m, b in zip(layers.macs, layers.binary)
+    ]
+    layers = layers[["layer", "type", "binary", "macs", "share of OPs"]]
+    return _table(layers), counted.ops
+
+
+def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> str:
+    from ..models import ArchSpec, create_model
+    from ..tvm import TARGETS, compile_model, measure
+
+    compiled = compile_model(create_model(ArchSpec.from_dict(spec)).eval(), (1, *input_shape), TARGETS["host"])
+    result = measure(compiled, number=3, repeat=5, profile_kernels=True)
+    rows = pd.DataFrame(
+        [(name, f"{ms:.3f}", calls, "yes" if binary else "") for name, ms, calls, binary in result.kernels[:25]],
+        columns=["kernel", "ms", "calls", "binary"],
+    )
+    return f"Median {result.median_ms:.2f} ms on the host (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f}); kernels of one instrumented run:\n\n" + _table(rows)
+
+
+def write_report(path: str | Path, measure_latency: bool = True) -> Path:
+    """Write ``report.md`` and its figures into the results directory ``path``; return the report path."""
+    res: StudyResults = load_results(path)
+    if res.feasible.empty:
+        from .plots import ResultsError
+
+        raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial; nothing to report yet")
+    out = res.path
+    figures = {}
+    for x in ("latency", "ops"):
+        fig = plot_pareto([res], x)
+        figures[x] = out / f"pareto_{x}.png"
+        fig.savefig(figures[x], dpi=120)
+    fig = plot_choice_map(res)
+    figures["map"] = out / "choice_map.png"
+    fig.savefig(figures["map"], dpi=120)
+
+    best = json.loads((out / "best_spec.json").read_text()) if (out / "best_spec.json").is_file() else None
+    spec = best["spec"] if best else json.loads(res.pareto.sort_values("accuracy").iloc[-1].spec)
+    deploy = _deploy_shape(res, spec)
+    front = res.pareto.sort_values("latency_ms")[["trial", "accuracy", "latency_ms", "ops", "bops", "flops", "n_lab"]].copy()
+    front["accuracy"] = front.accuracy.map(lambda v: f"{v:.3f}")
+    front["latency_ms"] = front.latency_ms.map(lambda v: f"{v:.2f}")
+    for col in ("ops", "bops", "flops"):
+        front[col] = front[col].map(lambda v: f"{v:.3g}")
+    ops_table, ops_total = _ops_breakdown(spec, deploy)
+    lines = [
+        f"# labnas report: {res.name}",
+        "",
+        f"Settings: {json.dumps(res.settings)}.",
+        f"{len(res.trials)} trials: {len(res.feasible)} within budget, {len(res.infeasible)} over budget (not trained), "
+        f"{int((res.trials.state == 'FAIL').sum())} failed.",
+        "",
+        "## Best architecture",
+        "",
+        f"Trial {best['trial'] if best else '?'}: proxy accuracy {best['accuracy'] if best else float('nan'):.3f}, "
+        f"latency {best['latency_ms'] if best else float('nan'):.2f} ms, OPs {ops_total:.3g}.",
+        "",
+        "Per layer (binarizer / LAB kernel / conv kernel): "
+        + ", ".join(f"{i}: {l['binarizer']}" + (f"{l['lab_kernel']}" if l["binarizer"] == "lab" else "") + f"/c{l['kernel']}"
+                    for i, l in enumerate(spec["layers"])),
+        "",
+        "## Pareto front (feasible; accuracy vs latency vs OPs)",
+        "",
+        _table(front),
+        "",
+        f"![accuracy vs latency]({figures['latency'].name})",
+        "",
+        f"![accuracy vs OPs]({figures['ops'].name})",
+        "",
+        f"![where LAB sits]({figures['map'].name})",
+        "",
+        "## OPs of the best architecture",
+        "",
+        ops_table,
+        "",
+    ]
+    if measure_latency and res.settings.get("target", "host") == "host":
+        lines += ["## Latency of the best architecture", "", _latency_breakdown(spec, deploy), ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _deploy_shape(res: StudyResults, spec: dict) -> tuple[int, int, int]:
+    """The deployment input: from the space file named in the settings, else from the stem."""
+    space = res.settings.get("space")
+    if space:
+        try:
+            from ..search import load_space
+
+            return tuple(load_space(space).deploy_input)  # type: ignore[return-value]
+        except Exception:  # noqa: BLE001 - the space file may be gone; fall back on the stem
+            pass
+    return (spec["in_channels"], 224, 224) if spec.get("stem") == "imagenet" else (spec["in_channels"], 32, 32)

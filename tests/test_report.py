@@ -1,0 +1,117 @@
+"""Plots and reports: the drawn data equals the result files; formats are real; bad directories are refused."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labnas.models import default_spec
+from labnas.report import ResultsError, front_2d, load_results, plot_choice_map, plot_pareto
+from labnas.search.results import pareto_front
+
+
+def make_results(path, budget=20.0, feasible=True):
+    """A results directory in the format labnas search writes (trials.csv, pareto.csv, study.json)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(10):
+        spec = default_spec("labbnn", "sign")
+        for j in rng.choice(16, size=int(rng.integers(1, 8)), replace=False):
+            spec.layers[j].binarizer, spec.layers[j].lab_kernel = "lab", int(rng.choice([3, 5, 7]))
+        lat = float(rng.uniform(12, 28))
+        ok = feasible and lat <= budget
+        rows.append({"trial": i, "state": "COMPLETE", "accuracy": float(rng.uniform(0.6, 0.97)) if ok else 0.0,
+                     "latency_ms": lat, "ops": float(rng.uniform(5e7, 1.2e8)), "bops": 1.7e9, "flops": 3e7,
+                     "n_lab": spec.n_lab, "feasible": ok, "trained": ok, "duplicate_of": None, "spec": spec.to_json()})
+    rows.append({**rows[0], "trial": 10, "state": "FAIL", "accuracy": None, "latency_ms": None, "feasible": None})
+    df = pd.DataFrame(rows)
+    path.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path / "trials.csv", index=False)
+    pareto_front(df).to_csv(path / "pareto.csv", index=False)
+    (path / "study.json").write_text(json.dumps({"study": path.name, "budget_ms": budget, "target": "host"}))
+    return df
+
+
+def test_pareto_plot_draws_the_result_files(tmp_path):
+    df = make_results(tmp_path / "a")
+    res = load_results(tmp_path / "a")
+    fig = plot_pareto([res], "latency")
+    ax = fig.axes[0]
+    by_gid = {c.get_gid(): c for c in ax.collections}
+    pareto = pd.read_csv(tmp_path / "a" / "pareto.csv")
+    ring = by_gid["pareto-0"].get_offsets()
+    assert sorted(map(tuple, np.asarray(ring))) == sorted(zip(pareto.latency_ms, pareto.accuracy))
+    line = next(l for l in ax.lines if l.get_gid() == "front-0")
+    expected = front_2d(pareto, "latency_ms")
+    assert np.allclose(line.get_xydata(), expected[["latency_ms", "accuracy"]].to_numpy())
+    assert np.all(np.diff(line.get_xydata()[:, 1]) > 0)  # a front only climbs
+    feas = df[(df.state == "COMPLETE") & (df.feasible == True)]  # noqa: E712
+    infeas = df[(df.state == "COMPLETE") & (df.feasible == False)]  # noqa: E712
+    assert len(by_gid["feasible-0"].get_offsets()) == len(feas) and len(by_gid["infeasible-0"].get_offsets()) == len(infeas)
+    assert by_gid["infeasible-0"].get_paths()[0] != by_gid["feasible-0"].get_paths()[0]  # another marker
+    budget = next(l for l in ax.lines if l.get_gid() == "budget-0")
+    assert budget.get_xdata()[0] == 20.0
+
+
+def test_two_studies_overlay_with_a_legend(tmp_path):
+    make_results(tmp_path / "host")
+    make_results(tmp_path / "arm", budget=25.0)
+    fig = plot_pareto([load_results(tmp_path / "host"), load_results(tmp_path / "arm")], "ops")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(l.startswith("host:") for l in labels) and any(l.startswith("arm:") for l in labels)
+
+
+def test_choice_map_rows_are_pareto_architectures_by_latency(tmp_path):
+    make_results(tmp_path / "a")
+    res = load_results(tmp_path / "a")
+    fig = plot_choice_map(res)
+    ax = fig.axes[0]
+    image = ax.images[0].get_array()
+    pareto = res.pareto.sort_values("latency_ms")
+    assert image.shape[:2] == (len(pareto), 16)
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == [f"#{t} {lat:.1f} ms {acc:.1%}" for t, lat, acc in zip(pareto.trial, pareto.latency_ms, pareto.accuracy)]
+    first = json.loads(pareto.iloc[0].spec)["layers"]
+    grey = np.array([0xD9 / 255] * 3)
+    for c, layer in enumerate(first):
+        assert np.allclose(image[0, c], grey) == (layer["binarizer"] != "lab")
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_plot_cli_writes_real_files(tmp_path, suffix, magic):
+    make_results(tmp_path / "a")
+    out = tmp_path / f"fig{suffix}"
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "plot", str(tmp_path / "a"), "--out", str(out), "--map"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().startswith(magic)
+    assert (tmp_path / f"fig_choice_map{suffix}").read_bytes().startswith(magic)
+
+
+def test_bad_directories_give_clear_messages(tmp_path):
+    with pytest.raises(ResultsError, match="holds no labnas results"):
+        load_results(tmp_path)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "trials.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ResultsError, match="not a labnas trials table"):
+        load_results(tmp_path / "foreign")
+    make_results(tmp_path / "none", feasible=False)
+    with pytest.raises(ResultsError, match="no feasible trial"):
+        plot_pareto([load_results(tmp_path / "none")])
+    for verb in ("plot", "report"):
+        r = subprocess.run([sys.executable, "-m", "labnas.cli", verb, str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "no feasible trial" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_report_writes_markdown_with_figures(tmp_path):
+    from labnas.report import write_report
+
+    make_results(tmp_path / "a")
+    path = write_report(tmp_path / "a", measure_latency=False)
+    text = path.read_text()
+    assert "## Pareto front" in text and "](pareto_latency.png)" in text and "## OPs of the best architecture" in text
+    for name in ("pareto_latency.png", "pareto_ops.png", "choice_map.png"):
+        assert (tmp_path / "a" / name).read_bytes().startswith(b"\x89PNG")
