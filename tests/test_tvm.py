@@ -58,6 +58,7 @@ def numpy_xnor_popcount(x: np.ndarray, w: np.ndarray, stride: int, padding: int,
 
 
 CASES = [(c, s, k) for c in (3, 63, 64, 65, 256) for s, k in ((1, 1), (1, 3), (2, 3), (1, 5), (2, 5), (2, 1))]
+CASES += [(65, 1, 7), (3, 2, 7)]
 
 
 @pytest.mark.parametrize("channels,stride,kernel", CASES)
@@ -176,11 +177,17 @@ def processes():
         p.wait()
 
 
+def _start_tvm(processes, module: str, *extra: str) -> int:
+    """Start ``python -m tvm.exec.MODULE`` on a free loopback port; return the port."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", f"tvm.exec.{module}", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1), *extra]
+    processes.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return port
+
+
 @pytest.mark.slow
 def test_rpc_over_loopback(processes):
-    port = _free_port()
-    processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
-                                       "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    port = _start_tvm(processes, "rpc_server")
     _wait_port(port)
     model = create_model(default_spec("labbnn", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
     compiled = compile_model(model, (1, 3, 16, 16), HOST)
@@ -190,15 +197,10 @@ def test_rpc_over_loopback(processes):
 
 @pytest.mark.slow
 def test_tracker_with_two_servers(processes):
-    tport = _free_port()
-    processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tport),
-                                       "--port-end", str(tport + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    tport = _start_tvm(processes, "rpc_tracker")
     _wait_port(tport)
     for _ in range(2):
-        p = _free_port()
-        processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(p),
-                                           "--port-end", str(p + 1), "--tracker", f"127.0.0.1:{tport}", "--key", "board"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _start_tvm(processes, "rpc_server", "--tracker", f"127.0.0.1:{tport}", "--key", "board")
     from tvm import rpc
 
     deadline = time.time() + 60

@@ -104,12 +104,15 @@ def connect(remote: RemoteSpec):
         ) from None
 
 
-def _remote_device_info(session) -> dict[str, Any]:
-    info: dict[str, Any] = {"remote": True}
+def _remote_device_info(session, target) -> dict[str, Any]:
+    """What the board tells over RPC (its TVM thread count), plus what the target implies."""
+    info: dict[str, Any] = {"remote": True, "machine": target.arch, "os_bits": 64 if target.arch in ("aarch64", "x86_64") else 32}
+    if target.config and target.config.get("mcpu"):
+        info["cpu"] = target.config["mcpu"]
     try:
-        dev = session.cpu()
-        info["device_exists"] = bool(dev.exist)
-    except Exception:  # noqa: BLE001
+        info["device_exists"] = bool(session.cpu().exist)
+        info["threads"] = int(session.get_function("runtime.NumThreads")())
+    except Exception:  # noqa: BLE001 - an older RPC server may lack the function
         pass
     return info
 
@@ -218,8 +221,8 @@ def measure(
                 raise RemoteError(f"the board at {remote.describe()} could not load the model: {str(err).splitlines()[0][:160]}") from None
         dev = session.cpu()
         vm = relax.VirtualMachine(lib, dev)
-        device = _remote_device_info(session)
-        threads = threads or 0  # 0: the board's own default
+        device = _remote_device_info(session, compiled.target)
+        threads = threads or int(device.get("threads", 0))  # the board's own default
     xi, err = _checked_input(vm, dev, compiled, seed)
     timer = vm.time_evaluator("main", dev, number=number, repeat=repeat)
     series = []
