@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             measured[name]["torch"].append(time_torch(xt, w, stride, args.repeat))
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
     rows = []
-    for name, (vm, xi, xt, w, stride, cin, cout, hw) in cases.items():
+    for name, (vm, xi, _xt, _w, stride, cin, cout, hw) in cases.items():
         ho = (hw + 2 - 3) // stride + 1
         bops = ho * ho * cout * cin * 9
         lab, tor = float(np.median(measured[name]["labnas"])), float(np.median(measured[name]["torch"]))
-        xnor = xnor_only(cases[name][0], xi)
+        xnor = xnor_only(vm, xi)
         rows.append({
             "layer": name, "labnas_ms": round(lab, 4), "labnas_xnor_kernel_ms": round(xnor, 4), "torch_fp32_ms": round(tor, 4),
             "speedup_vs_torch": round(tor / lab, 2), "binary_GOPs_per_s": round(bops / (lab * 1e-3) / 1e9, 1),

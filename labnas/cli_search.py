@@ -46,7 +46,6 @@ def add_search_parser(sub) -> None:
 def run_search_cli(args: argparse.Namespace) -> int:
     import optuna
     from rich.console import Console
-    from rich.table import Table
 
     from .data import DatasetError
     from .search import SearchConfig, SearchError, SpaceError, load_space, run_search

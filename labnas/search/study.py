@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -208,7 +207,3 @@ class _Bar:
 
 def _progress(enabled: bool, total: int, done: int):
     return _Bar(total, done) if enabled else None
-
-
-def describe(study: optuna.Study) -> str:
-    return json.dumps(study.user_attrs.get("labnas", {}))

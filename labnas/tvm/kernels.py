@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from .packed import WORD_BITS as WORD  # one word size for the packed weights and the kernels
+
 __all__ = ["pack_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
 
-WORD = 64
 KERNEL_PREFIX = "labnas_"
 
 

@@ -27,7 +27,6 @@ class LoweringError(RuntimeError):
 
 def _convert_xnor_conv2d(node, importer):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor -> dot."""
-    from tvm import relax
 
     from . import kernels
 
