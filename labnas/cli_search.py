@@ -111,6 +111,12 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
     if not done.empty:
         lat = done.latency_ms.dropna()
         console.print(f"measured latency range {lat.min():.2f} .. {lat.max():.2f} ms")
+        ref = done.reference_ms.dropna() if "reference_ms" in done else pd.Series(dtype=float)
+        if len(ref) > 1:
+            drift = 100 * (ref.max() / ref.min() - 1)
+            warn = "  [yellow]the host's speed moved: compare latencies within this study with care[/]" if drift > 10 else ""
+            console.print(f"reference workload timed with each trial: {ref.min():.3f} .. {ref.max():.3f} ms "
+                          f"(spread {drift:.0f} %){warn}")
     table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
     for col in ("trial", "accuracy", "latency ms", "MOPs", "LAB layers"):
         table.add_column(col, justify="right")

@@ -36,6 +36,7 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert df.feasible.all() and df.trained.all()
     assert ((df.accuracy > 0) & (df.accuracy <= 1)).all() and (df.latency_ms > 0).all()
     assert (df.ops == df.bops / 64 + df.flops).all()
+    assert (df.reference_ms > 0).all()  # the drift probe is timed with every measured trial
     for row in df.itertuples():  # layer columns agree with the stored spec
         spec = json.loads(row.spec)
         assert spec["layers"][0]["binarizer"] == row.L00_binarizer and spec["layers"][15]["binarizer"] == row.L15_binarizer

@@ -71,6 +71,19 @@ class Objective:
     def __init__(self, space: SearchSpace, data: Dataset, config: SearchConfig):
         self.space, self.data, self.config = space, data, config
         self.directions = OBJECTIVES[config.objectives]
+        self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
+
+    def reference_ms(self) -> float | None:
+        """The fixed reference workload's latency now (see labnas.tvm.reference); None on remote targets."""
+        from ..tvm import resolve_target
+        from ..tvm.reference import ReferenceTimer
+
+        target = resolve_target(self.config.target)
+        if self.config.remote is not None or target.is_remote_only:
+            return None
+        if self._reference is None:
+            self._reference = ReferenceTimer(target, self.config.threads)
+        return self._reference.time_ms()
 
     # -- pieces --------------------------------------------------------------------------------
     def measure_latency(self, layers: list[LayerSpec]):
@@ -129,6 +142,9 @@ class Objective:
         trial.set_user_attr("latency_p90_ms", latency.p90_ms)
         trial.set_user_attr("threads", latency.threads)
         trial.set_user_attr("timing_attempts", latency.attempts)
+        reference = self.reference_ms()
+        if reference is not None:
+            trial.set_user_attr("reference_ms", round(reference, 4))
         trial.set_user_attr("compile_s", round(compile_s, 2))
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
         counted = count_ops(create_model(deploy), (1, *self.space.deploy_input))

@@ -31,6 +31,7 @@ ATTR_COLUMNS = (
     "compile_s",
     "train_s",
     "threads",
+    "reference_ms",
     "duplicate_of",
     "error",
     "spec",
