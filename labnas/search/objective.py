@@ -69,30 +69,30 @@ class Objective:
     """Callable objective for ``study.optimize``; holds the loaded dataset and a latency cache."""
 
     def __init__(self, space: SearchSpace, data: Dataset, config: SearchConfig):
+        from ..tvm import resolve_target
+
         self.space, self.data, self.config = space, data, config
         self.directions = OBJECTIVES[config.objectives]
+        self.target = resolve_target(config.target)
         self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
 
     def reference_ms(self) -> float | None:
         """The fixed reference workload's latency now (see labnas.tvm.reference); None on remote targets."""
-        from ..tvm import resolve_target
         from ..tvm.reference import ReferenceTimer
 
-        target = resolve_target(self.config.target)
-        if self.config.remote is not None or target.is_remote_only:
+        if self.config.remote is not None or self.target.is_remote_only:
             return None
         if self._reference is None:
-            self._reference = ReferenceTimer(target, self.config.threads)
+            self._reference = ReferenceTimer(self.target, self.config.threads)
         return self._reference.time_ms()
 
     # -- pieces --------------------------------------------------------------------------------
-    def measure_latency(self, layers: list[LayerSpec]):
-        from ..tvm import compile_model, measure, resolve_target
+    def measure_latency(self, model) -> tuple:
+        """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds)."""
+        from ..tvm import compile_model, measure
 
-        spec = self.space.deploy_spec(layers)
-        target = resolve_target(self.config.target)
         start = time.perf_counter()
-        compiled = compile_model(create_model(spec), (1, *self.space.deploy_input), target)
+        compiled = compile_model(model, (1, *self.space.deploy_input), self.target)
         compile_s = time.perf_counter() - start
         result = measure(
             compiled,
@@ -132,7 +132,8 @@ class Objective:
             values = twin.values
             return values[0] if len(values) == 1 else tuple(values)
         try:
-            latency, compile_s = self.measure_latency(layers)
+            model = create_model(deploy).eval()
+            latency, compile_s = self.measure_latency(model)
         except Exception as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
             trial.set_user_attr("error", f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
@@ -147,7 +148,7 @@ class Objective:
             trial.set_user_attr("reference_ms", round(reference, 4))
         trial.set_user_attr("compile_s", round(compile_s, 2))
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
-        counted = count_ops(create_model(deploy), (1, *self.space.deploy_input))
+        counted = count_ops(model, (1, *self.space.deploy_input))
         for name in ("bops", "flops", "params"):
             trial.set_user_attr(name, int(getattr(counted, name)))
         trial.set_user_attr("ops", float(counted.ops))
