@@ -82,7 +82,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         device=args.device,
         extra={"sampler": args.sampler},
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are listed, one line each, in the summary
     console = Console()
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
                   f"target {target.name}, budget {args.budget_ms:g} ms, {args.trials} trials")
@@ -108,6 +108,8 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
     failed = int((df.state == "FAIL").sum())
     console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
                   f"{len(done) - feasible} over budget, never trained), {failed} failed")
+    for row in df[df.state == "FAIL"].head(10).itertuples():
+        console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
     if not done.empty:
         lat = done.latency_ms.dropna()
         console.print(f"measured latency range {lat.min():.2f} .. {lat.max():.2f} ms")
@@ -117,10 +119,14 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
             warn = "  [yellow]the host's speed moved: compare latencies within this study with care[/]" if drift > 10 else ""
             console.print(f"reference workload timed with each trial: {ref.min():.3f} .. {ref.max():.3f} ms "
                           f"(spread {drift:.0f} %){warn}")
-    table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
-    for col in ("trial", "accuracy", "latency ms", "MOPs", "LAB layers"):
-        table.add_column(col, justify="right")
-    for row in front.itertuples():
-        table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", f"{row.ops / 1e6:.1f}", str(row.n_lab))
-    console.print(table)
-    console.print(f"results in {out_dir}/ (trials.csv, trials.parquet, pareto.csv, best_spec.json)")
+    if front.empty:
+        console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
+    else:
+        table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
+        for col in ("trial", "accuracy", "latency ms", "MOPs", "LAB layers"):
+            table.add_column(col, justify="right")
+        for row in front.itertuples():
+            table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", f"{row.ops / 1e6:.1f}", str(row.n_lab))
+        console.print(table)
+    written = [p.name for p in (out_dir / n for n in ("trials.csv", "trials.parquet", "pareto.csv", "best_spec.json")) if p.exists()]
+    console.print(f"results in {out_dir}/ ({', '.join(written)})")

@@ -188,3 +188,15 @@ def test_multi_objective_nsga2_records_accuracy_latency_and_ops(tmp_path):
         acc, lat, ops = t.values
         assert acc == t.user_attrs["accuracy"] and lat == t.user_attrs["latency_ms"] and ops == t.user_attrs["ops"]
     assert len(pd.read_csv(out / "pareto.csv")) >= 1
+
+
+def test_cli_summary_lists_failed_trials_one_line_each(tmp_path):
+    text = Path(TINY).read_text().replace('family = "bireal18"', 'family = "xnornet_alexnet"').replace("[3, 8, 8]", "[3, 100, 100]")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("layers = [0, 15]", "layers = [0, 1]"))
+    r = cli("search", "--budget-ms", "20", "--space", str(bad), "--results", str(tmp_path / "res"), "--trials", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())  # rich wraps long lines
+    assert "2 failed" in out and "trial 0 failed: latency: RuntimeError" in out and "trial 1 failed: latency:" in out
+    assert "no candidate fit within 20 ms yet" in out and "best_spec.json" not in out
+    assert "Traceback" not in r.stderr

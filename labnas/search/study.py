@@ -103,7 +103,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     from .space import load_space
 
     _set_worker_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent's summary lists failed trials
     space = load_space(args.space_path)
     config = SearchConfig(**args.config)
     storage = open_storage(args.storage_url, Path(args.study_dir))
