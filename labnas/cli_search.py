@@ -50,6 +50,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     from .data import DatasetError
     from .search import SearchConfig, SearchError, SpaceError, load_space, run_search
     from .tvm import TargetError, resolve_target
+    from .tvm.measure import START_BOARD_HINT
 
     if args.trials < 1:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
@@ -67,10 +68,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     remote = remote_from_args(args)
     if remote is None and target.is_remote_only:
-        raise UserError(
-            f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY "
-            "(on the board: 'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --port 9090')"
-        )
+        raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
     config = SearchConfig(
         budget_ms=args.budget_ms,

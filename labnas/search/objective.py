@@ -66,7 +66,8 @@ def spec_key(layers: list[LayerSpec]) -> str:
 
 
 class Objective:
-    """Callable objective for ``study.optimize``; holds the loaded dataset and a latency cache."""
+    """Callable objective for ``study.optimize``; holds the loaded dataset, the resolved target and the
+    drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
 
     def __init__(self, space: SearchSpace, data: Dataset, config: SearchConfig):
         from ..tvm import resolve_target
@@ -121,7 +122,7 @@ class Objective:
         deploy = self.space.deploy_spec(layers)
         trial.set_user_attr("spec_key", key)
         trial.set_user_attr("spec", deploy.to_json())
-        trial.set_user_attr("n_lab", sum(l.binarizer == "lab" for l in layers))
+        trial.set_user_attr("n_lab", deploy.n_lab)
         twin = self._reuse(trial, key)
         if twin is not None:
             for name, value in twin.user_attrs.items():

@@ -30,9 +30,8 @@ A space file::
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +40,7 @@ else:  # pragma: no cover
 
 from ..data import DATASETS
 from ..models import FAMILIES, ArchSpec, LayerSpec, default_spec
+from ..nn import BINARIZERS
 
 __all__ = ["SearchSpace", "SpaceError", "load_space", "space_paths", "SPACE_DIRS"]
 
@@ -71,11 +71,6 @@ class SearchSpace:
     subset: int
     lr: float
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_layers(self) -> int:
-        return len(FAMILIES[self.family].slots)
 
     def layer_kernels(self, index: int) -> list[int]:
         """The binary-conv kernels layer ``index`` may take: the space's choices its slot allows."""
@@ -158,7 +153,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise SpaceError(f"{f} [deploy].input: expected [C, H, W] of positive integers, got {shape!r}")
     binarizers = _get(choices, "binarizer", list, f"{f} [choices]")
-    known_bins = {"sign", "ste_sign", "approx_sign", "rsign", "lab", "niblack", "sauvola"}
+    known_bins = {"sign", *BINARIZERS}  # "sign" = the family's own sign binarizer
     if not binarizers or any(b not in known_bins for b in binarizers):
         raise SpaceError(f"{f} [choices].binarizer: {binarizers!r} must be a non-empty list from {sorted(known_bins)}")
     layers = _int_list(choices, "layers", f"{f} [choices]", tuple(range(n_layers)), default=list(range(n_layers)))

@@ -136,7 +136,7 @@ def run_search(
     study = create_or_load_study(study_name, storage, space, config)
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
-    bar = _progress(progress, n_trials, _finished(study))
+    bar = _Bar(n_trials, _finished(study)) if progress else None
     try:
         if remaining and workers <= 1:
             _set_worker_threads(1)
@@ -203,7 +203,3 @@ class _Bar:
 
     def close(self) -> None:
         self.progress.stop()
-
-
-def _progress(enabled: bool, total: int, done: int):
-    return _Bar(total, done) if enabled else None

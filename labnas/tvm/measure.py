@@ -19,7 +19,11 @@ import numpy as np
 
 from .lowering import CompiledModel, check_numerics
 
-__all__ = ["LatencyResult", "RemoteSpec", "RemoteError", "measure", "connect", "set_threads", "local_device_info"]
+__all__ = ["LatencyResult", "RemoteSpec", "RemoteError", "START_BOARD_HINT", "measure", "connect", "set_threads", "local_device_info"]
+
+
+#: How to bring a board online; every "no board" message ends with it.
+START_BOARD_HINT = "on the board run 'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090'"
 
 
 class RemoteError(RuntimeError):
@@ -98,10 +102,7 @@ def connect(remote: RemoteSpec):
         return tracker.request(remote.key, session_timeout=remote.timeout_s, max_retry=2)
     except Exception as err:  # noqa: BLE001 - tvm raises TVMError / RuntimeError / OSError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RemoteError(
-            f"cannot reach the board at {remote.describe()} ({first[:120]}); on the board run "
-            "'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090'"
-        ) from None
+        raise RemoteError(f"cannot reach the board at {remote.describe()} ({first[:120]}); {START_BOARD_HINT}") from None
 
 
 def _remote_device_info(session, target) -> dict[str, Any]:
@@ -131,10 +132,12 @@ def _kernel_profile(vm, args) -> list[tuple[str, float, int, bool]]:
             calls[symbol] += 1
         return 0
 
+    from .kernels import SCHEDULES  # the hand-scheduled binary kernels
+
     vm.set_instrument(instrument)  # call measure()'s timing first: the hook stays on this VM
     vm["main"](*args)
     return sorted(
-        ((name, 1e3 * t, calls[name], "labnas_pack" in name or "labnas_xnor" in name) for name, t in totals.items()),
+        ((name, 1e3 * t, calls[name], any(kind in name for kind in SCHEDULES)) for name, t in totals.items()),
         key=lambda row: -row[1],
     )
 
@@ -202,8 +205,7 @@ def measure(
         if compiled.target.is_remote_only:
             raise RemoteError(
                 f"target {compiled.target.name} ({compiled.target.arch}) cannot run on this {platform.machine()} machine "
-                "and no board is connected; pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY "
-                "(on the board: 'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --port 9090')"
+                f"and no board is connected; pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})"
             )
         threads = threads or os.cpu_count() or 1
         set_threads(threads)
@@ -233,6 +235,4 @@ def measure(
             break
     median, p10, p90, runs = min(series, key=lambda st: (st[2] - st[1]) / st[0])
     kernels = _kernel_profile(vm, [xi]) if (profile_kernels and remote is None) else []
-    result = LatencyResult(median, p10, p90, runs, int(threads), compiled.target.name, device, emulated, err, kernels)
-    result.attempts = len(series)
-    return result
+    return LatencyResult(median, p10, p90, runs, int(threads), compiled.target.name, device, emulated, err, kernels, len(series))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ class TargetPreset:
     description: str = ""
     #: int64 / float lanes the hand schedules vectorise over.
     vector_lanes: int = 8
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def tvm_target(self):
         import tvm
