@@ -1,9 +1,11 @@
-"""Binary conv layers: labnas (TVM, bitpacked xnor-popcount) against torch fp32 conv2d (oneDNN).
+"""Single layers: labnas binary (TVM, bitpacked) and labnas fp32 against torch fp32 and onnxruntime fp32.
 
-Shapes: the daBNN reference layer (3x3, 256 -> 256, 14x14) and the 3x3 layers of ResNet-18 at 224.
-Both sides run in this process with the same thread count, timed round-robin (``--rounds`` rounds of
-``--repeat`` timings each); medians over rounds. The labnas time is the whole compiled layer (pack the
-activations, xnor-popcount, integer-to-float) and, separately, the xnor-popcount kernel alone.
+Binary layers: the daBNN reference layer (3x3, 256 -> 256, 14x14) and the 3x3 layers of ResNet-18 at 224,
+plus a 1x1 and a 5x5 binary conv. Float layers: the ResNet-18 stem (7x7/2, 3 -> 64 at 224) and the 1x1
+stride-2 shortcuts, which labnas networks run in fp32. Every contender of a layer runs in this process
+with the same thread count and is timed round-robin with the others (``--rounds`` rounds of ``--repeat``
+timings of ``--number`` calls; medians over rounds), next to the measured xnor-popcount ceiling of this
+CPU (:mod:`labnas.tvm.popcount_limit`), so a drift of the machine's speed hits all of them alike.
 
     python benchmarks/bench_kernels.py            # writes results/benchmarks/bench_kernels.csv
 """
@@ -13,110 +15,113 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from labnas.nn import BinaryConv2d
-from labnas.tvm import TARGETS, compile_model
-from labnas.tvm.measure import set_threads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-SHAPES = {  # name: (channels in, channels out, spatial, stride)
-    "daBNN 3x3 256-256 @14": (256, 256, 14, 1),
-    "R18 3x3 64-64 @56": (64, 64, 56, 1),
-    "R18 3x3 128-128 @28": (128, 128, 28, 1),
-    "R18 3x3 256-256 @14": (256, 256, 14, 1),
-    "R18 3x3 512-512 @7": (512, 512, 7, 1),
-    "R18 3x3/2 64-128 @56": (64, 128, 56, 2),
+from labnas.benchmarking import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
+from labnas.nn import BinaryConv2d  # noqa: E402
+from labnas.tvm import TARGETS, compile_model  # noqa: E402
+from labnas.tvm.measure import kernel_profile  # noqa: E402
+from labnas.tvm.popcount_limit import PopcountCeiling, xnor_words  # noqa: E402
+
+#: name: (kind, channels in, channels out, input size, kernel, stride)
+LAYERS = {
+    "daBNN 3x3 256-256 @14": ("binary", 256, 256, 14, 3, 1),
+    "R18 3x3 64-64 @56": ("binary", 64, 64, 56, 3, 1),
+    "R18 3x3/2 64-128 @56": ("binary", 64, 128, 56, 3, 2),
+    "R18 3x3 128-128 @28": ("binary", 128, 128, 28, 3, 1),
+    "R18 3x3 512-512 @7": ("binary", 512, 512, 7, 3, 1),
+    "1x1 256-256 @14": ("binary", 256, 256, 14, 1, 1),
+    "5x5 128-128 @28": ("binary", 128, 128, 28, 5, 1),
+    "stem 7x7/2 3-64 @224": ("float", 3, 64, 224, 7, 2),
+    "1x1/2 64-128 @56": ("float", 64, 128, 56, 1, 2),
+    "1x1/2 128-256 @28": ("float", 128, 256, 28, 1, 2),
+    "1x1/2 256-512 @14": ("float", 256, 512, 14, 1, 2),
 }
 
 
-def time_torch(x: torch.Tensor, w: torch.Tensor, stride: int, repeat: int) -> float:
-    for _ in range(3):
-        F.conv2d(x, w, stride=stride, padding=1)
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        F.conv2d(x, w, stride=stride, padding=1)
-        runs.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(runs))
+def float_conv(cin: int, cout: int, k: int, stride: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)).eval()
 
 
-def time_labnas(vm, dev, xi, repeat: int) -> float:
-    return 1e3 * vm.time_evaluator("main", dev, number=5, repeat=repeat)(xi).median
+def binary_conv(cin: int, cout: int, k: int, stride: int) -> nn.Module:
+    return nn.Sequential(BinaryConv2d(cin, cout, k, stride, padding=k // 2, binarizer="ste_sign", pad_value=1)).eval()
 
 
-def xnor_only(vm, xi) -> float:
-    """The xnor-popcount kernel's own time, from the VM's instrument hook (median of 20 calls)."""
-    times, start = [], {}
+def contenders(name: str, spec: tuple, threads: int, tmp: str) -> tuple[dict, dict]:
+    """Build every contender of one layer; check each one's output; return (callables, facts)."""
+    kind, cin, cout, hw, k, stride = spec
+    x = np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype(np.float32)
+    fp32 = float_conv(cin, cout, k, stride)
+    calls, facts = {}, {}
+    calls["torch_fp32"], ref = torch_runner(fp32, x, threads)
+    calls["onnxruntime_fp32"], out = onnxruntime_runner(fp32, x, threads, os.path.join(tmp, "layer.onnx"))
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+    compiled = compile_model(fp32, x.shape, TARGETS["host"])
+    calls["labnas_fp32"], out = tvm_runner(compiled, x, threads)
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+    if kind == "binary":
+        compiled = compile_model(binary_conv(cin, cout, k, stride), x.shape, TARGETS["host"])
+        calls["labnas_binary"], out = tvm_runner(compiled, x, threads)
+        assert np.array_equal(out, compiled.reference(x)), f"{name}: binary kernel is not bit-exact"
+        import tvm
+        from tvm import relax
 
-    def instrument(func, symbol, before, ret, *args):
-        if "labnas_xnor" in symbol:
-            if before:
-                start[0] = time.perf_counter()
-            else:
-                times.append(time.perf_counter() - start[0])
-        return 0
-
-    vm.set_instrument(instrument)
-    for _ in range(20):
-        vm["main"](xi)
-    return 1e3 * float(np.median(times))
+        vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+        profile = kernel_profile(vm, [tvm.runtime.tensor(x)], runs=30)
+        facts["xnor_kernel_ms"] = sum(ms for kernel, ms, _, _ in profile if "labnas_xnor" in kernel)
+        facts["xnor_words"] = xnor_words(cin, cout, (hw + 2 * (k // 2) - k) // stride + 1, k)
+    return calls, facts
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tvm
-    from tvm import relax
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--number", type=int, default=5)
+    p.add_argument("--only", nargs="*", help="layer names (substrings) to run")
     p.add_argument("--out", default="results/benchmarks/bench_kernels.csv")
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(args.threads)
-    set_threads(args.threads)
-    dev = tvm.cpu()
-    cases = {}
-    for name, (cin, cout, hw, stride) in SHAPES.items():
-        conv = BinaryConv2d(cin, cout, 3, stride, binarizer="ste_sign", pad_value=1)
-        model = nn.Sequential(conv).eval()
-        compiled = compile_model(model, (1, cin, hw, hw), TARGETS["host"])
-        x = np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype(np.float32)
-        vm = relax.VirtualMachine(compiled.executable, dev)
-        xi = tvm.runtime.tensor(x, dev)
-        assert np.array_equal(vm["main"](xi).numpy(), compiled.reference(x)), name
-        w = torch.randn(cout, cin, 3, 3)
-        cases[name] = (vm, xi, torch.from_numpy(x), w, stride, cin, cout, hw)
-        print(f"compiled {name}", file=sys.stderr, flush=True)
-    measured: dict[str, dict[str, list[float]]] = {n: {"labnas": [], "torch": []} for n in cases}
-    for r in range(args.rounds):
-        for name, (vm, xi, xt, w, stride, *_ ) in cases.items():
-            measured[name]["labnas"].append(time_labnas(vm, dev, xi, args.repeat))
-            measured[name]["torch"].append(time_torch(xt, w, stride, args.repeat))
-        print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+    facts = machine_facts(args.threads)
+    layers = {n: s for n, s in LAYERS.items() if not args.only or any(o in n for o in args.only)}
+    ceiling = PopcountCeiling(TARGETS["host"], args.threads)
     rows = []
-    for name, (vm, xi, _xt, _w, stride, cin, cout, hw) in cases.items():
-        ho = (hw + 2 - 3) // stride + 1
-        bops = ho * ho * cout * cin * 9
-        lab, tor = float(np.median(measured[name]["labnas"])), float(np.median(measured[name]["torch"]))
-        xnor = xnor_only(vm, xi)
-        rows.append({
-            "layer": name, "labnas_ms": round(lab, 4), "labnas_xnor_kernel_ms": round(xnor, 4), "torch_fp32_ms": round(tor, 4),
-            "speedup_vs_torch": round(tor / lab, 2), "binary_GOPs_per_s": round(bops / (lab * 1e-3) / 1e9, 1),
-            "threads": args.threads,
-        })
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in layers.items():
+            calls, layer_facts = contenders(name, spec, args.threads, tmp)
+            if spec[0] == "binary":
+                calls["popcount_ceiling"] = ceiling.run  # timed in the same rounds as the layer
+            medians = {who: float(np.median(ms)) for who, ms in round_robin(calls, args.rounds, args.repeat, args.number, name).items()}
+            torch_ms = medians["torch_fp32"]
+            row = {"layer": name, "kind": spec[0]}
+            for who in ("labnas_binary", "labnas_fp32", "torch_fp32", "onnxruntime_fp32"):
+                if who in medians:
+                    row[f"{who}_ms"] = round(medians[who], 4)
+            if spec[0] == "binary":
+                words = layer_facts["xnor_words"]
+                limit_ms = medians["popcount_ceiling"] * words / ceiling.words
+                row["speedup_binary_vs_torch"] = round(torch_ms / medians["labnas_binary"], 2)
+                row["xnor_kernel_ms"] = round(layer_facts["xnor_kernel_ms"], 4)
+                row["popcount_limit_ms"] = round(limit_ms, 4)
+                row["fraction_of_limit"] = round(limit_ms / medians["labnas_binary"], 3)
+            row["labnas_fp32_vs_torch"] = round(medians["labnas_fp32"] / torch_ms, 2)
+            row["onnxruntime_vs_torch"] = round(medians["onnxruntime_fp32"] / torch_ms, 2)
+            row.update(facts)
+            rows.append(row)
+            print(pd.DataFrame([row]).iloc[:, :12].to_string(index=False), flush=True)
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
-    print(df.to_string(index=False))
+    cols = [c for c in df.columns if c not in facts]
+    print(df[cols].to_string(index=False))
     return 0
 
 

@@ -1,0 +1,83 @@
+"""Whole networks at 3x224x224, batch 1: labnas BNNs (TVM) against fp32 ResNet-18 in torch and onnxruntime.
+
+Contenders: ``bireal18`` and ``labbnn``, all-sign and all-LAB (3x3), compiled by labnas for this CPU;
+torch fp32 ResNet-18 eager (oneDNN) and onnxruntime fp32 ResNet-18. All run in this process with the
+same thread count and are timed round-robin (``--rounds`` rounds; medians over rounds) so a drift of the
+machine's speed hits all of them alike. Reported: each network's median, its speedup over the fp32
+ResNet-18 in torch and in onnxruntime, and LAB's overhead over all-sign per family.
+
+    python benchmarks/bench_models.py            # writes results/benchmarks/bench_models.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from labnas.benchmarking import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
+from labnas.models import create_model, default_spec  # noqa: E402
+from labnas.models.resnet_fp32 import resnet18_fp32  # noqa: E402
+from labnas.tvm import TARGETS, check_numerics, compile_model  # noqa: E402
+
+BNNS = {  # contender: (family, binarizer)
+    "bireal18 all-sign": ("bireal18", "sign"),
+    "bireal18 all-LAB": ("bireal18", "lab"),
+    "labbnn all-sign": ("labbnn", "sign"),
+    "labbnn all-LAB": ("labbnn", "lab"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--number", type=int, default=3)
+    p.add_argument("--input", type=int, default=224)
+    p.add_argument("--out", default="results/benchmarks/bench_models.csv")
+    args = p.parse_args(argv)
+    shape = (1, 3, args.input, args.input)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    calls = {}
+    for name, (family, binarizer) in BNNS.items():
+        start = time.perf_counter()
+        compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"])
+        calls[name], out = tvm_runner(compiled, x, args.threads)
+        check_numerics(out, compiled.reference(x), name)
+        print(f"compiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    resnet = resnet18_fp32()
+    calls["resnet18 fp32 torch"], ref = torch_runner(resnet, x, args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        calls["resnet18 fp32 onnxruntime"], out = onnxruntime_runner(resnet, x, args.threads, os.path.join(tmp, "resnet18.onnx"))
+        np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+        rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="models")
+    med = {name: float(np.median(ms)) for name, ms in rounds.items()}
+    facts = machine_facts(args.threads)
+    rows = []
+    for name, ms in med.items():
+        family, binarizer = BNNS.get(name, ("resnet18_fp32", "none"))
+        row = {"network": name, "median_ms": round(ms, 3), "min_ms": round(min(rounds[name]), 3), "max_ms": round(max(rounds[name]), 3),
+               "speedup_vs_torch_resnet18": round(med["resnet18 fp32 torch"] / ms, 2),
+               "speedup_vs_onnxruntime_resnet18": round(med["resnet18 fp32 onnxruntime"] / ms, 2)}
+        if binarizer == "lab":
+            row["lab_overhead_pct"] = round(100 * (ms / med[f"{family} all-sign"] - 1), 1)
+        rows.append({**row, "input": f"3x{args.input}x{args.input}", "rounds": args.rounds, **facts})
+    df = pd.DataFrame(rows)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_path, index=False)
+    print(df[[c for c in df.columns if c not in facts and c not in ("input", "rounds")]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Side-by-side timing of labnas (TVM), PyTorch and onnxruntime on the same input, in one process.
+
+This machine's speed drifts by up to 1.5x over minutes (see :mod:`labnas.tvm.reference`), so a
+benchmark never compares numbers taken minutes apart: every contender is a zero-argument callable,
+and :func:`round_robin` times them in turn, round after round, and keeps each round's median. All
+contenders are timed the same way (``perf_counter`` around ``number`` calls from Python), so the
+per-call overhead of each runtime's Python binding is included for every one of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["machine_facts", "round_robin", "torch_runner", "onnxruntime_runner", "tvm_runner", "OnnxRuntimeMissing"]
+
+
+class OnnxRuntimeMissing(RuntimeError):
+    """onnxruntime (or onnx) is not installed; the message says how to install it."""
+
+
+def machine_facts(threads: int) -> dict[str, Any]:
+    """What a benchmark row needs to be read later: CPU model, cores, threads, library versions."""
+    import tvm
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    facts = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__, "tvm": tvm.__version__}
+    try:
+        import onnxruntime
+
+        facts["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return facts
+
+
+def _timed(fn: Callable[[], Any], number: int, repeat: int) -> float:
+    """Median over ``repeat`` timings of the mean time of ``number`` calls, in ms."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        runs.append((time.perf_counter() - start) / number)
+    return 1e3 * float(np.median(runs))
+
+
+def round_robin(
+    contenders: dict[str, Callable[[], Any]], rounds: int = 5, repeat: int = 10, number: int = 5, progress: str = ""
+) -> dict[str, list[float]]:
+    """Time every contender once per round, in turn; returns each one's per-round medians (ms).
+
+    Each contender is called a few times first (one-time allocations, oneDNN primitive creation).
+    """
+    for fn in contenders.values():
+        for _ in range(3):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, fn in contenders.items():
+            out[name].append(_timed(fn, number, repeat))
+        if progress:
+            print(f"{progress}: round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    return out
+
+
+def torch_runner(module: nn.Module, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], np.ndarray]:
+    """Eager PyTorch fp32 (oneDNN convolutions) under ``no_grad``; returns (call, output)."""
+    torch.set_num_threads(threads)
+    module = module.eval()
+    xt = torch.from_numpy(x)
+
+    @torch.no_grad()
+    def call():
+        return module(xt)
+
+    return call, call().numpy()
+
+
+def onnxruntime_runner(module: nn.Module, x: np.ndarray, threads: int, path: str) -> tuple[Callable[[], Any], np.ndarray]:
+    """onnxruntime fp32 (CPU execution provider, all graph optimisations) on ``module`` exported to ``path``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise OnnxRuntimeMissing("onnxruntime is not installed; run 'pip install -c constraints.txt -e \".[bench]\"'") from None
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.from_numpy(x),), path, input_names=["x"], output_names=["y"], dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"x": x}
+
+    def call():
+        return session.run(None, feed)
+
+    return call, call()[0]
+
+
+def tvm_runner(compiled, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], np.ndarray]:
+    """A labnas-compiled model on this machine's TVM runtime; returns (call, output)."""
+    import tvm
+    from tvm import relax
+
+    from .tvm.measure import set_threads
+
+    set_threads(threads)
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(compiled.executable, dev)
+    xi = tvm.runtime.tensor(x, dev)
+    fn = vm["main"]
+
+    def call():
+        out = fn(xi)
+        dev.sync()
+        return out
+
+    return call, call().numpy()
