@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import Binarizer, BinaryConv2d
+from ..nn import LAB, Binarizer, BinaryConv2d
 
 __all__ = ["PackedBinaryConv2d", "freeze", "hwio", "pack_weight_bits", "padding_correction", "unpack_weight_bits", "WORD_BITS"]
 
@@ -101,6 +101,31 @@ def padding_correction(weight: torch.Tensor, in_hw: tuple[int, int], stride: int
     return F.conv2d(mask, wsum, stride=stride)[0].contiguous()
 
 
+class FrozenLabDecision(nn.Module):
+    """LAB's decision map ``beta u1 - beta u0`` for ``per_channel`` pairing, folded into one depthwise conv.
+
+    Maps 2c and 2c+1 both convolve channel c, so their difference is one depthwise conv C -> C with
+    kernel ``beta (W[2c+1] - W[2c])`` and bias ``beta (b[2c+1] - b[2c])``: half the multiply-adds, no
+    2C intermediate, no slices. The ``official`` pairing compares maps of two different channels
+    (j // 2 and (C + j) // 2); folded, it becomes two half-width grouped convs plus a channel slice,
+    which measured no faster than the 2C conv (0.143 vs 0.139 ms at 64 ch, 56x56), so it is left as is.
+    """
+
+    def __init__(self, lab: LAB):
+        super().__init__()
+        w, b = lab.dw.weight.detach() * lab.beta.detach(), lab.dw.bias.detach() * lab.beta.detach()
+        self.channels, self.padding = lab.channels, lab.kernel_size // 2
+        self.register_buffer("weight", (w[1::2] - w[0::2]).contiguous())
+        self.register_buffer("bias", (b[1::2] - b[0::2]).contiguous())
+
+    @staticmethod
+    def applies_to(binarizer: Binarizer) -> bool:
+        return isinstance(binarizer, LAB) and binarizer.pairing == "per_channel"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.channels)
+
+
 class PackedBinaryConv2d(nn.Module):
     """Inference-only binary conv with packed weights; see the module docstring."""
 
@@ -110,6 +135,7 @@ class PackedBinaryConv2d(nn.Module):
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.pad_value = int(conv.pad_value)
         self.binarizer: Binarizer = conv.binarizer
+        self.decision = FrozenLabDecision(conv.binarizer) if FrozenLabDecision.applies_to(conv.binarizer) else conv.binarizer.decision
         weight = conv.weight.detach()
         self.register_buffer("wbits", hwio(pack_weight_bits(weight)))
         needs_corr = self.pad_value == 0 and self.padding > 0
@@ -121,7 +147,7 @@ class PackedBinaryConv2d(nn.Module):
             self.scale = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.binarizer.decision(x)
+        d = self.decision(x)
         y = torch.ops.labnas.xnor_conv2d(
             d,
             self.wbits,

@@ -115,6 +115,26 @@ def _schedule_conv2d(sch, block, loops) -> None:
     sch.decompose_reduction(block, rc)
 
 
+def _schedule_group_conv(sch, block, loops) -> None:
+    """Grouped conv with few channels per group (LAB's depthwise C -> 2C): a tile of 4 rows x 8 pixels
+    x the 2 outputs of a group, all taps unrolled, so LLVM loads each input vector once for every
+    output row and channel that uses it (the direct-conv tile shares nothing across rows here)."""
+    n, f, y, x, rc, ry, rx = loops
+    height, width = _extent(sch, y), _extent(sch, x)
+    pixels, _ = _conv_tile(width, 1)
+    rows = next(r for r in (4, 2, 1) if height % r == 0)
+    channels = 2 if _extent(sch, f) % 2 == 0 else 1
+    f_out, f_in = sch.split(f, [None, channels])
+    y_out, y_in = sch.split(y, [None, rows])
+    x_out, x_in = sch.split(x, [None, pixels])
+    sch.reorder(n, f_out, y_out, x_out, rc, ry, rx, f_in, y_in, x_in)
+    sch.vectorize(x_in)
+    for loop in (ry, rx, f_in, y_in):
+        sch.unroll(loop)
+    sch.parallel(sch.fuse(n, f_out, y_out))
+    sch.decompose_reduction(block, rc)
+
+
 def _schedule_spatial(sch, block, loops) -> None:
     if len(loops) == 1:
         ext = _extent(sch, loops[0])
@@ -147,7 +167,10 @@ def _schedule_block(func, block_name: str):
             if len(spatial) + len(reduce) != len(loops):
                 return func
             if level == "full":
-                if block_name.startswith(("conv2d_nchw", "group_conv2d_nchw")) and len(spatial) == 4 and len(reduce) == 3 and kinds[:4] == [0] * 4:
+                is_conv = len(spatial) == 4 and len(reduce) == 3 and kinds[:4] == [0] * 4
+                if is_conv and block_name.startswith("group_conv2d_nchw") and _extent(sch, loops[4]) <= 2:
+                    _schedule_group_conv(sch, block, loops)
+                elif is_conv and block_name.startswith(("conv2d_nchw", "group_conv2d_nchw")):
                     _schedule_conv2d(sch, block, loops)
                 elif reduce and spatial:
                     _schedule_reduction(sch, block, spatial, reduce)

@@ -1,0 +1,99 @@
+"""Scheduled float kernels against PyTorch, the folded LAB decision, the popcount ceiling, the benchmark harness."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from labnas.nn import LAB
+from labnas.tvm import TARGETS, compile_model
+from labnas.tvm.packed import FrozenLabDecision
+
+HOST = TARGETS["host"]
+
+FLOAT_CONVS = {  # name: (module, input shape); widths chosen to hit every tile fallback (8, 7, 4, 2, 1 pixels)
+    "stem 7x7/2": (nn.Conv2d(3, 16, 7, 2, 3, bias=False), (1, 3, 32, 32)),
+    "1x1/2 odd width": (nn.Conv2d(16, 24, 1, 2, bias=False), (1, 16, 18, 18)),
+    "3x3 width 7": (nn.Conv2d(8, 12, 3, 1, 1, bias=True), (1, 8, 7, 7)),
+    "3x3/2 width 5": (nn.Conv2d(8, 6, 3, 2, 1, bias=False), (1, 8, 10, 10)),
+    "LAB group conv C->2C k3": (nn.Conv2d(8, 16, 3, 1, 1, groups=8), (1, 8, 12, 12)),
+    "LAB group conv C->2C k7 odd height": (nn.Conv2d(6, 12, 7, 1, 3, groups=6), (1, 6, 9, 9)),
+    "depthwise k5": (nn.Conv2d(8, 8, 5, 1, 2, groups=8), (1, 8, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT_CONVS))
+def test_scheduled_float_conv_matches_torch(name):
+    conv, shape = FLOAT_CONVS[name]
+    torch.manual_seed(0)
+    model = nn.Sequential(conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU()).eval()
+    nn.init.normal_(model[1].running_mean)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    out = compile_model(model, shape, HOST).run_local(x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 7])
+def test_folded_per_channel_lab_decision_equals_lab(kernel):
+    torch.manual_seed(kernel)
+    lab = LAB(10, kernel, pairing="per_channel")
+    nn.init.normal_(lab.dw.bias)
+    lab.beta.data.fill_(0.7)
+    x = torch.randn(2, 10, 9, 9)
+    with torch.no_grad():
+        np.testing.assert_allclose(FrozenLabDecision(lab)(x).numpy(), lab.decision(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(LAB(10, kernel))
+
+
+def test_popcount_ceiling_counts_words_and_is_plausible():
+    from labnas.tvm.popcount_limit import PopcountCeiling, xnor_words
+
+    assert xnor_words(256, 256, 14, 3) == 14 * 14 * 256 * 9 * 4
+    assert xnor_words(65, 8, 2, 1) == 2 * 2 * 8 * 2  # 65 channels take two words
+    ceiling = PopcountCeiling(HOST, threads=1, tasks=16)
+    rate = ceiling.words_per_second(repeat=3)
+    assert 1e8 < rate < 1e12  # a CPU does between 0.1 and 1000 G xor-popcounts per second
+
+
+def test_round_robin_and_runners_agree_on_outputs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from labnas.benchmarking import onnxruntime_runner, round_robin, torch_runner, tvm_runner
+
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()).eval()
+    x = np.random.default_rng(0).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    calls = {}
+    calls["torch"], ref = torch_runner(model, x, 1)
+    calls["ort"], out_ort = onnxruntime_runner(model, x, 1, str(tmp_path / "m.onnx"))
+    calls["tvm"], out_tvm = tvm_runner(compile_model(model, x.shape, HOST), x, 1)
+    np.testing.assert_allclose(out_ort, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_tvm, ref, rtol=1e-4, atol=1e-4)
+    times = round_robin(calls, rounds=2, repeat=2, number=1)
+    assert set(times) == {"torch", "ort", "tvm"} and all(len(v) == 2 and min(v) > 0 for v in times.values())
+
+
+def test_fp32_resnet18_is_torchvisions():
+    from labnas.models.resnet_fp32 import resnet18_fp32
+
+    model = resnet18_fp32()
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("pairing", ["official", "per_channel"])
+def test_compiled_lab_binary_conv_matches_frozen_torch(pairing):
+    from labnas.nn import BinaryConv2d
+    from labnas.tvm import check_numerics
+
+    torch.manual_seed(3)
+    lab = LAB(16, 5, pairing=pairing)
+    nn.init.normal_(lab.dw.weight)
+    nn.init.normal_(lab.dw.bias, std=0.1)
+    model = nn.Sequential(BinaryConv2d(16, 8, 3, binarizer=lab, pad_value=1)).eval()
+    x = np.random.default_rng(2).standard_normal((1, 16, 11, 11)).astype(np.float32)
+    compiled = compile_model(model, x.shape, HOST)
+    out = compiled.run_local(x)
+    assert check_numerics(out, compiled.reference(x)) < 1e-3
+    with torch.no_grad():  # the frozen (folded) network computes what the training-time one does
+        np.testing.assert_allclose(compiled.reference(x), model(torch.from_numpy(x)).numpy(), atol=1e-4)
