@@ -22,6 +22,9 @@ def add_profile_parser(sub) -> None:
     p.add_argument("--number", type=int, default=5, help="runs per repeat (default 5)")
     p.add_argument("--emulated", action="store_true", help="label the numbers as from an emulated board (e.g. qemu)")
     p.add_argument("--out", default="results/profile", help="directory for the JSON / CSV profile (default results/profile)")
+    p.add_argument("--space", help="with --lut: the search space whose blocks to time (name or .toml)")
+    p.add_argument("--lut", action="store_true", help="build the space's block latency table: results/lut/TARGET/SPACE.csv")
+    p.add_argument("--lut-root", default="results/lut", help="where latency tables go (default results/lut)")
     p.set_defaults(func=run_profile)
 
 
@@ -33,6 +36,8 @@ def run_profile(args: argparse.Namespace) -> int:
     from .tvm import LoweringError, RemoteError, TargetError, compile_model, measure, resolve_target
 
     console = Console()
+    if args.lut or args.space:
+        return run_lut(args, console)
     spec = _spec_from_args(args)
     try:
         target = resolve_target(args.target)
@@ -78,4 +83,48 @@ def run_profile(args: argparse.Namespace) -> int:
     record = {"spec": spec.to_dict(), "input": list(args.input), "compile_s": compile_s, **result.to_dict()}
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"saved {out_dir / (stem + '.json')}")
+    return 0
+
+
+def run_lut(args: argparse.Namespace, console) -> int:
+    """``labnas profile --space SPACE --target T --lut``: time every unique block of the space."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .latency import build_table, table_path
+    from .search.space import SpaceError, load_space
+    from .tvm import LoweringError, RemoteError, TargetError, resolve_target
+
+    if not (args.lut and args.space):
+        raise UserError("a latency table needs both --space SPACE and --lut (e.g. 'labnas profile --space labbnn --lut')")
+    if args.family or args.spec:
+        raise UserError("--lut times the blocks of --space; drop FAMILY / --spec")
+    try:
+        space = load_space(args.space)
+        target = resolve_target(args.target)
+        target.check_compiler()
+    except (SpaceError, TargetError) as err:
+        raise UserError(str(err)) from None
+    remote = remote_from_args(args)
+    if remote is None and target.is_remote_only:
+        from .tvm.measure import START_BOARD_HINT
+
+        raise UserError(f"target {target.name} runs on a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
+    path = table_path(space.name, target.name, args.lut_root)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    with bar:
+        task = bar.add_task(f"blocks of {space.name} on {target.name}", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what[:60])
+
+        try:
+            table = build_table(space, target, remote, args.threads, args.number, args.repeat, progress)
+        except (RemoteError, LoweringError) as err:
+            raise UserError(str(err)) from None
+    table.save(path)
+    diffs = ", ".join(f"{d:+.3f}" for d in table.meta["calibration_differences_ms"])
+    console.print(
+        f"{len(table.entries)} block entries in {table.meta['build_s']:.0f} s; overhead {table.meta['overhead_ms']:+.3f} ms "
+        f"(calibration networks: {diffs}); saved {path}"
+    )
     return 0

@@ -39,6 +39,10 @@ def add_search_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the proxy trains")
     p.add_argument("--data-dir", help="dataset directory for fashion-mnist / cifar10 / imagefolder proxies")
+    p.add_argument("--latency", default="measure", choices=["measure", "lut"],
+                   help="measure: compile and time every candidate; lut: predict from the space's block latency table "
+                        "(labnas profile --space SPACE --lut), then time the Pareto set end to end")
+    p.add_argument("--lut-root", default="results/lut", help="where latency tables are (default results/lut)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run_search_cli)
 
@@ -67,7 +71,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     except (SpaceError, TargetError) as err:
         raise UserError(str(err)) from None
     remote = remote_from_args(args)
-    if remote is None and target.is_remote_only:
+    if remote is None and target.is_remote_only and args.latency == "measure":
         raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
     config = SearchConfig(
@@ -78,8 +82,17 @@ def run_search_cli(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
         device=args.device,
+        latency=args.latency,
+        lut_root=args.lut_root,
         extra={"sampler": args.sampler},
     )
+    if args.latency == "lut":
+        from .latency import TableError, load_table
+
+        try:
+            load_table(space, target.name, args.lut_root)
+        except TableError as err:
+            raise UserError(str(err)) from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are listed, one line each, in the summary
     console = Console()
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
@@ -110,7 +123,8 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
         console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
     if not done.empty:
         lat = done.latency_ms.dropna()
-        console.print(f"measured latency range {lat.min():.2f} .. {lat.max():.2f} ms")
+        predicted = "latency_source" in done and (done.latency_source == "lut").any()
+        console.print(f"{'predicted (latency table)' if predicted else 'measured'} latency range {lat.min():.2f} .. {lat.max():.2f} ms")
         ref = done.reference_ms.dropna() if "reference_ms" in done else pd.Series(dtype=float)
         if len(ref) > 1:
             drift = 100 * (ref.max() / ref.min() - 1)
@@ -121,10 +135,13 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
         console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
     else:
         table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
-        for col in ("trial", "accuracy", "latency ms", "MOPs", "LAB layers"):
+        remeasured = "latency_measured_ms" in front and front.latency_measured_ms.notna().any()
+        cols = ("trial", "accuracy", "latency ms", *(("measured ms",) if remeasured else ()), "MOPs", "LAB layers")
+        for col in cols:
             table.add_column(col, justify="right")
         for row in front.itertuples():
-            table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", f"{row.ops / 1e6:.1f}", str(row.n_lab))
+            measured = (f"{row.latency_measured_ms:.2f}" if row.latency_measured_ms == row.latency_measured_ms else "-",) if remeasured else ()
+            table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", *measured, f"{row.ops / 1e6:.1f}", str(row.n_lab))
         console.print(table)
     written = [p.name for p in (out_dir / n for n in ("trials.csv", "trials.parquet", "pareto.csv", "best_spec.json")) if p.exists()]
     console.print(f"results in {out_dir}/ ({', '.join(written)})")

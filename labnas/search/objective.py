@@ -39,6 +39,9 @@ class SearchConfig:
     device: str = "cpu"
     timing_number: int = 3
     timing_repeat: int = 5
+    #: "measure": compile and time every candidate; "lut": predict from the space's block latency table
+    latency: str = "measure"
+    lut_root: str = "results/lut"
     extra: dict = field(default_factory=dict)
 
 
@@ -76,6 +79,11 @@ class Objective:
         self.directions = OBJECTIVES[config.objectives]
         self.target = resolve_target(config.target)
         self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
+        self.table = None
+        if config.latency == "lut":
+            from ..latency import load_table
+
+            self.table = load_table(space, self.target.name, config.lut_root)  # TableError says how to build it
 
     def reference_ms(self) -> float | None:
         """The fixed reference workload's latency now (see labnas.tvm.reference); None on remote targets."""
@@ -103,6 +111,28 @@ class Objective:
             threads=self.config.threads,
         )
         return result, compile_s
+
+    def _latency(self, trial: optuna.Trial, model) -> float:
+        """The trial's latency in ms: predicted from the table, or compiled and timed on the target."""
+        if self.table is not None:
+            from ..latency import block_units
+
+            lat = self.table.predict_units(block_units(model, (1, *self.space.deploy_input)))
+            trial.set_user_attr("latency_ms", lat)
+            trial.set_user_attr("latency_source", "lut")
+            return lat
+        latency, compile_s = self.measure_latency(model)
+        trial.set_user_attr("latency_ms", latency.median_ms)
+        trial.set_user_attr("latency_source", "measured")
+        trial.set_user_attr("latency_p10_ms", latency.p10_ms)
+        trial.set_user_attr("latency_p90_ms", latency.p90_ms)
+        trial.set_user_attr("threads", latency.threads)
+        trial.set_user_attr("timing_attempts", latency.attempts)
+        reference = self.reference_ms()
+        if reference is not None:
+            trial.set_user_attr("reference_ms", round(reference, 4))
+        trial.set_user_attr("compile_s", round(compile_s, 2))
+        return latency.median_ms
 
     def _values(self, accuracy: float, latency: float, ops: float):
         full = (accuracy, latency, ops)
@@ -134,20 +164,10 @@ class Objective:
             return values[0] if len(values) == 1 else tuple(values)
         try:
             model = create_model(deploy).eval()
-            latency, compile_s = self.measure_latency(model)
+            lat = self._latency(trial, model)
         except Exception as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
             trial.set_user_attr("error", f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
-        lat = latency.median_ms
-        trial.set_user_attr("latency_ms", lat)
-        trial.set_user_attr("latency_p10_ms", latency.p10_ms)
-        trial.set_user_attr("latency_p90_ms", latency.p90_ms)
-        trial.set_user_attr("threads", latency.threads)
-        trial.set_user_attr("timing_attempts", latency.attempts)
-        reference = self.reference_ms()
-        if reference is not None:
-            trial.set_user_attr("reference_ms", round(reference, 4))
-        trial.set_user_attr("compile_s", round(compile_s, 2))
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
         counted = count_ops(model, (1, *self.space.deploy_input))
         for name in ("bops", "flops", "params"):

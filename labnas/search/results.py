@@ -19,6 +19,8 @@ __all__ = ["trials_frame", "pareto_front", "write_results"]
 ATTR_COLUMNS = (
     "accuracy",
     "latency_ms",
+    "latency_source",
+    "latency_measured_ms",
     "latency_p10_ms",
     "latency_p90_ms",
     "ops",
@@ -45,6 +47,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row = {"trial": t.number, "state": t.state.name}
         for name in ATTR_COLUMNS:
             row[name] = t.user_attrs.get(name)
+        remeasured = study.user_attrs.get("remeasured_ms", {}).get(str(t.number))
+        if remeasured is not None:  # a LUT search's front, timed end to end afterwards
+            row["latency_measured_ms"] = remeasured
         spec = json.loads(t.user_attrs["spec"]) if "spec" in t.user_attrs else None
         if spec:
             for i, layer in enumerate(spec["layers"]):

@@ -1,0 +1,122 @@
+"""Block latency tables: build, round trip, prediction of unseen combinations, refusal, LUT-driven search."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labnas.latency import LatencyTable, TableError, block_units, build_table, load_table, predict, table_path
+from labnas.latency.table import space_units
+from labnas.models import LayerSpec, create_model
+from labnas.search import SearchConfig, load_space, run_search
+from labnas.tvm import TARGETS
+
+TINY = str(Path(__file__).parent / "data" / "tiny_space.toml")
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    """The tiny space's table, built once on the host (13 blocks + 2 calibration networks, ~20 s)."""
+    root = tmp_path_factory.mktemp("lut")
+    space = load_space(TINY)
+    seen = []
+    table = build_table(space, TARGETS["host"], threads=1, number=2, repeat=3, progress=lambda what, done, total: seen.append((done, total)))
+    table.save(table_path(space.name, "host", root))
+    return space, root, table, seen
+
+
+def test_every_unique_block_is_timed_once_with_progress(tiny_table):
+    space, _, table, seen = tiny_table
+    unique, calibration = space_units(space)
+    assert len(table.entries) == len(unique) == 13  # 9 sign blocks/stem/head + LAB 3 and 5 on the 2 searched layers
+    assert seen[-1] == (15, 15) and len(calibration) == 2
+    assert all(ms > 0 for ms in table.entries.values())
+    assert len(table.meta["calibration_differences_ms"]) == 2
+
+
+def test_table_round_trips_through_its_csv(tiny_table):
+    space, root, table, _ = tiny_table
+    loaded = load_table(space, "host", root)
+    assert loaded.entries == pytest.approx(table.entries, rel=1e-4)
+    for key in ("space", "target", "labnas_version", "kernels", "overhead_ms", "device", "space_fingerprint"):
+        assert loaded.meta[key] == table.meta[key]
+    assert list(loaded.rows.columns) == ["key", "block", "median_ms", "p10_ms", "p90_ms"]
+
+
+def test_unseen_combination_of_seen_blocks_is_predicted(tiny_table):
+    space, root, table, _ = tiny_table
+    layers = space.default_layers()
+    layers[0] = LayerSpec(binarizer="lab", lab_kernel=5)  # LAB-5 first, sign last: no network the table timed
+    layers[15] = LayerSpec(binarizer="sign")
+    spec = space.deploy_spec(layers)
+    units = block_units(create_model(spec).eval(), (1, *space.deploy_input))
+    expected = sum(table.entries[u.key] for u in units) + table.meta["overhead_ms"]
+    assert predict(spec, "host", space, root) == pytest.approx(expected, rel=1e-3)
+    # identical blocks at different positions share one entry: 16 blocks + stem + head, fewer keys
+    assert len(units) == 18 and len({u.key for u in units}) < len(units)
+
+
+def test_block_outside_the_space_is_refused_with_the_rebuild_command(tiny_table):
+    space, root, table, _ = tiny_table
+    layers = space.default_layers()
+    layers[0] = LayerSpec(binarizer="lab", lab_kernel=7)  # the space offers LAB 3 and 5 only
+    with pytest.raises(TableError, match="labnas profile --space tiny --target host --lut"):
+        predict(space.deploy_spec(layers), "host", space, root)
+
+
+@pytest.mark.parametrize("what", ["space", "target", "version", "kernels"])
+def test_table_for_something_else_is_refused(tiny_table, tmp_path, what):
+    space, root, _, _ = tiny_table
+    text = table_path(space.name, "host", root).read_text()
+    if what == "space":  # same name, other choices
+        other = tmp_path / "tiny.toml"
+        other.write_text(Path(TINY).read_text().replace("lab_kernel = [3, 5]", "lab_kernel = [3]"))
+        space = load_space(str(other))
+        path = table_path("tiny", "host", root)
+    else:
+        edits = {"target": ('# target: "host"', '# target: "x86"'),
+                 "version": ('# labnas_version: "', '# labnas_version: "0.0.1-old'),
+                 "kernels": ('# kernels: "', '# kernels: "0ld')}
+        path = table_path("tiny", "host", tmp_path)
+        path.parent.mkdir(parents=True)
+        path.write_text(text.replace(*edits[what]))
+    with pytest.raises(TableError, match="rebuild it with 'labnas profile --space tiny --target host --lut'"):
+        LatencyTable.load(path, space, "host")
+
+
+def test_missing_or_malformed_table_says_how_to_build_one(tmp_path):
+    space = load_space(TINY)
+    with pytest.raises(TableError, match="no latency table at .*labnas profile --space tiny --target host --lut"):
+        load_table(space, "host", tmp_path)
+    bad = table_path("tiny", "host", tmp_path)
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not,a\ntable,here\n")
+    with pytest.raises(TableError, match="not a labnas latency table"):
+        load_table(space, "host", tmp_path)
+
+
+def test_lut_search_predicts_then_measures_the_front(tiny_table, tmp_path):
+    space, root, table, _ = tiny_table
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=3, threads=1, latency="lut", lut_root=str(root))
+    study, out = run_search(space, config, "lut1", tmp_path, n_trials=3, progress=False)
+    df = pd.read_csv(out / "trials.csv")
+    assert set(df.state) == {"COMPLETE"} and (df.latency_source == "lut").all()
+    assert df.compile_s.isna().all()  # nothing was compiled for a trial
+    front = pd.read_csv(out / "pareto.csv")
+    assert len(front) >= 1 and (front.latency_measured_ms > 0).all()  # the front was timed end to end
+    assert set(study.user_attrs["remeasured_ms"]) == {str(t) for t in front.trial}
+
+
+def test_cli_bad_lut_inputs_are_one_line(tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "labnas.cli", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # noqa: E731
+    r = run("search", "--budget-ms", "20", "--space", TINY, "--latency", "lut", "--lut-root", str(tmp_path / "none"), "--trials", "1")
+    assert r.returncode == 2 and "labnas profile --space tiny --target host --lut" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+    r = run("profile", "--lut")
+    assert r.returncode == 2 and "--space" in r.stderr
+    r = run("profile", "--space", "nope", "--lut")
+    assert r.returncode == 2 and "unknown search space" in r.stderr
