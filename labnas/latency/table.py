@@ -179,6 +179,8 @@ def build_table(
     total = len(unique) + len(calibration)
     rows, entries, device = [], {}, {}
     started = time.time()
+    reference = _reference_timer(target, remote, threads)
+    references = [reference.time_ms()] if reference else []
 
     def timed(module, shape):
         compiled = compile_model(module, shape, target)
@@ -199,14 +201,26 @@ def build_table(
         differences.append(result.median_ms - sum(entries[u.key] for u in units))
         if progress:
             progress(f"calibration network {i + 1}", len(unique) + i + 1, total)
+    if reference:
+        references.append(reference.time_ms())
     meta = {
         "format": FORMAT, "space": space.name, "space_fingerprint": space_fingerprint(space), "target": target.name,
         "labnas_version": __version__, "kernels": kernels_fingerprint(), "device": device,
         "threads": threads, "number": number, "repeat": repeat,
         "overhead_ms": round(sum(differences) / len(differences), 5), "calibration_differences_ms": [round(d, 5) for d in differences],
+        # the drift probe of labnas.tvm.reference, timed before and after the build (local targets)
+        "reference_ms": [round(r, 5) for r in references],
         "built": time.strftime("%Y-%m-%d %H:%M:%S"), "build_s": round(time.time() - started, 1),
     }
     return LatencyTable(entries, meta, pd.DataFrame(rows))
+
+
+def _reference_timer(target, remote, threads):
+    if remote is not None or target.is_remote_only:
+        return None
+    from ..tvm.reference import ReferenceTimer
+
+    return ReferenceTimer(target, threads)
 
 
 def torch_sequential(modules):

@@ -3,9 +3,9 @@
 Three stages per binary conv, each its own PrimFunc so a profile shows them apart:
 
 1. ``labnas_pack``: the binarizer's decision map ``d[N, C, H, W]`` -> bits, padded spatially with the
-   pad bit and packed along channels: ``int64[N, H + 2p, W + 2p, Cw]``. The sign (or LAB's compare)
+   pad bit and packed along channels: ``int64[N, H + 2p, Cw, W + 2p]``. The sign (or LAB's compare)
    happens here, fused into the packing.
-2. ``labnas_xnor``: ``pop[n, y, x, o] = sum_{ky, kx, w} popcount(A[n, s y + ky, s x + kx, w] ^ W[ky, kx, w, o])``.
+2. ``labnas_xnor``: ``pop[n, y, x, o] = sum_{ky, kx, w} popcount(A[n, s y + ky, w, s x + kx] ^ W[ky, kx, w, o])``.
    Each tile of sums becomes ``K - 2 pop`` (int32, NCHW) in the same kernel, ``K = C k^2``.
 3. ``labnas_dot``: ``out[n, o, y, x] = (K - 2 pop) + corr`` as float32 NCHW, where ``corr`` (a
    constant computed by :func:`labnas.tvm.packed.padding_correction`) adds back, for zero-padded
@@ -24,25 +24,36 @@ KERNEL_PREFIX = "labnas_"
 
 
 def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.Tensor:
+    """Bits of ``d`` packed along channels, as ``int64[N, H + 2p, Cw, W + 2p]`` (pixels innermost).
+
+    Pixels innermost lets the packing run as vectors along a row: for each of a word's 64 channels,
+    one contiguous load of the (padded) row, a compare, and an OR of the bit into every pixel's word.
+    The padded row is a float copy holding +1 (pad bit 1) or -1 (pad bit 0), so the compare needs no
+    bounds checks; the xnor kernel only broadcasts single words, so it does not mind the layout.
+    """
     n, c, h, w = (int(v) for v in d.shape)
     words = -(-c // WORD)
     b = te.reduce_axis((0, WORD), name="b")
     zero = tirx.const(0, "int64")
     bit_or = te.comm_reducer(lambda x, y: x | y, lambda t: tirx.const(0, t), name="bit_or")
+    pad_float = tirx.const(1.0 if pad_bit else -1.0, d.dtype)
 
-    def bit(nn, yy, xx, ww, bb):
-        ch = ww * WORD + bb
+    def padded(nn, cc, yy, xx):
         yi, xi = yy - padding, xx - padding
         inside = tirx.all(yi >= 0, yi < h, xi >= 0, xi < w)
-        value = d[nn, tirx.min(ch, c - 1), tirx.max(tirx.min(yi, h - 1), 0), tirx.max(tirx.min(xi, w - 1), 0)]
+        return tirx.if_then_else(inside, d[nn, cc, yi, xi], pad_float)
+
+    dpad = te.compute((n, c, h + 2 * padding, w + 2 * padding), padded, name="pad_decision")
+
+    def bit(nn, yy, ww, xx, bb):
+        ch = ww * WORD + bb
+        value = dpad[nn, tirx.min(ch, c - 1), yy, xx]
         on = value > 0 if strict else value >= 0
-        one = tirx.const(1, "int64") << bb.astype("int64")
-        in_pad = tirx.const(pad_bit, "int64") << bb.astype("int64")
-        return tirx.Select(ch < c, tirx.Select(inside, tirx.Select(on, one, zero), in_pad), zero)
+        return tirx.Select(tirx.all(ch < c, on), tirx.const(1, "int64") << bb.astype("int64"), zero)
 
     return te.compute(
-        (n, h + 2 * padding, w + 2 * padding, words),
-        lambda nn, yy, xx, ww: bit_or(bit(nn, yy, xx, ww, b), axis=b),
+        (n, h + 2 * padding, words, w + 2 * padding),
+        lambda nn, yy, ww, xx: bit_or(bit(nn, yy, ww, xx, b), axis=b),
         name="packed",
     )
 
@@ -57,14 +68,14 @@ def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int) -> te.T
     popcount's own type: narrowing every vector of popcounts to int32 costs two shuffles per four
     words on AVX2 (0.297 -> 0.239 ms on the daBNN layer).
     """
-    n, hp, wp, words = (int(v) for v in a.shape)
+    n, hp, words, wp = (int(v) for v in a.shape)
     k, _, _, cout = (int(v) for v in wbits.shape)
     ho, wo = (hp - k) // stride + 1, (wp - k) // stride + 1
     ky, kx, kw = te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx"), te.reduce_axis((0, words), "kw")
     pop = te.compute(
         (n, ho, wo, cout),
         lambda nn, y, x, o: te.sum(
-            tirx.popcount(a[nn, y * stride + ky, x * stride + kx, kw] ^ wbits[ky, kx, kw, o]),
+            tirx.popcount(a[nn, y * stride + ky, kw, x * stride + kx] ^ wbits[ky, kx, kw, o]),
             axis=[ky, kx, kw],
         ),
         name="pop",
@@ -96,8 +107,16 @@ def _vector_lanes(extent: int, want: int) -> int:
 
 def _schedule_pack(sch, vector: int) -> None:
     block = sch.get_sblock("packed")
-    n, y, x, w, b = sch.get_loops(block)
-    sch.parallel(sch.fuse(n, y))
+    n, y, w, x, b = sch.get_loops(block)
+    sch.reorder(n, y, w, b, x)
+    width = int(sch.get(x).extent)
+    if width > 64:  # LLVM splits up to 16 ymm of int64 lanes itself; beyond that, a divisor
+        x = sch.split(x, [None, next(lanes for lanes in (32, 16, 8, 4, 2, 1) if width % lanes == 0)])[1]
+    sch.vectorize(x)  # before decompose_reduction (it needs compact dataflow)
+    rows = sch.fuse(n, y)
+    sch.parallel(rows)
+    sch.compute_at(sch.get_sblock("pad_decision"), rows)  # the padded rows this output row needs
+    sch.decompose_reduction(block, b)
 
 
 #: Packed weights larger than this are re-read from L2 per output pixel unless a tile of pixels shares them.
