@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             start = time.perf_counter()
             table = build_table(space, target, threads=args.threads,
-                                progress=lambda what, done, total: print(f"{name} table {done}/{total}: {what}", file=sys.stderr, flush=True))
+                                progress=lambda what, done, total, name=name: print(f"{name} table {done}/{total}: {what}", file=sys.stderr, flush=True))
             table.save(path)
             print(f"{name}: {len(table.entries)} entries in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr, flush=True)
         built_ref = float(np.mean(table.meta["reference_ms"]))

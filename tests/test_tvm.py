@@ -274,6 +274,12 @@ def test_emulated_arm_board_profile_matches_torch(tmp_path, processes):
     record = json.loads((tmp_path / "labbnn_lab_arm_3x16x16.json").read_text())
     assert record["emulated"] is True and record["target"] == "arm" and record["max_abs_error"] < 1e-3
     assert record["median_ms"] > 0
+    # the 7x7/2 stem (phase-split input), max-pool and 224-style blocks, scheduled for AArch64
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "profile", "bireal18", "--input", "3x112x112",
+                        "--target", "arm", "--rpc", f"127.0.0.1:{port}", "--emulated", "--repeat", "1", "--number", "1",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "outputs match PyTorch" in r.stdout
 
 
 def test_a_layer_the_lowering_does_not_know_is_named():
