@@ -19,7 +19,7 @@ import numpy as np
 
 from .lowering import CompiledModel, check_numerics
 
-__all__ = ["LatencyResult", "RemoteSpec", "RemoteError", "START_BOARD_HINT", "measure", "kernel_profile", "connect", "set_threads", "local_device_info"]
+__all__ = ["LatencyResult", "RemoteSpec", "RemoteError", "START_BOARD_HINT", "measure", "verify", "kernel_profile", "connect", "set_threads", "local_device_info"]
 
 
 #: How to bring a board online; every "no board" message ends with it.
@@ -178,6 +178,16 @@ def _checked_input(vm, dev, compiled: CompiledModel, seed: int):
         except LoweringError as err:
             last = err
     raise LoweringError(f"{last} on all {NUMERICS_ATTEMPTS} test inputs")
+
+
+def verify(compiled: CompiledModel, seed: int = 0) -> float:
+    """Check a locally runnable compiled model against PyTorch as :func:`measure` does (up to
+    :data:`NUMERICS_ATTEMPTS` random inputs); return the max abs error or raise LoweringError."""
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    return _checked_input(relax.VirtualMachine(compiled.executable, dev), dev, compiled, seed)[1]
 
 
 def _stats(runs_s: list[float]) -> tuple[float, float, float, list[float]]:
