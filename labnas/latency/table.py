@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+from torch import nn
 
 from .. import __version__
 from ..models import ArchSpec, LayerSpec, create_model
@@ -138,7 +139,6 @@ def space_units(space) -> tuple[dict[str, BlockUnit], list[list[BlockUnit]]]:
     """Every unique block of ``space`` (one per key) and the block lists of its calibration networks."""
     shape = (1, *space.deploy_input)
     unique: dict[str, BlockUnit] = {}
-    n_layers = len(space.default_layers())
     options = []
     for binarizer in space.binarizers:
         for lab_kernel in space.lab_kernels if binarizer == "lab" else [3]:
@@ -159,7 +159,6 @@ def space_units(space) -> tuple[dict[str, BlockUnit], list[list[BlockUnit]]]:
         for i in space.layers:
             layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=space.lab_kernels[0], kernel=space.layer_kernels(i)[0])
         calibration.append(block_units(create_model(space.deploy_spec(layers)).eval(), shape))
-    assert n_layers == len(space.default_layers())
     return unique, calibration
 
 
@@ -200,8 +199,7 @@ def build_table(
             progress(unit.summary, done, total)
     differences = []
     for i, units in enumerate(calibration):
-        whole = torch_sequential([u.module for u in units])
-        result = timed(whole, units[0].input_shape)
+        result = timed(nn.Sequential(*(u.module for u in units)).eval(), units[0].input_shape)
         differences.append(result.median_ms - sum(entries[u.key] for u in units))
         if progress:
             progress(f"calibration network {i + 1}", len(unique) + i + 1, total)
@@ -226,8 +224,3 @@ def _reference_timer(target, remote, threads):
 
     return ReferenceTimer(target, threads)
 
-
-def torch_sequential(modules):
-    from torch import nn
-
-    return nn.Sequential(*modules).eval()
