@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["UserError", "add_remote_args", "remote_from_args", "_add_model_args", "_spec_from_args", "_parse_shape"]
+__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "_add_model_args", "_spec_from_args", "_parse_shape"]
 
 
 class UserError(Exception):
@@ -63,6 +63,14 @@ def add_remote_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tracker", type=_host_port, metavar="HOST:PORT", help="a TVM RPC tracker with a pool of boards")
     p.add_argument("--key", help="the board key to request from --tracker")
     p.add_argument("--rpc-timeout", type=int, default=60, help="seconds before a silent board is given up (default 60)")
+
+
+def require_board(target, remote) -> None:
+    """A target that only runs on a board needs --rpc or --tracker; say how to start one."""
+    if remote is None and target.is_remote_only:
+        from .tvm.measure import START_BOARD_HINT
+
+        raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
 
 
 def remote_from_args(args: argparse.Namespace):

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from .cli_common import UserError, _add_model_args, _spec_from_args, add_remote_args, remote_from_args
+from .cli_common import UserError, _add_model_args, _spec_from_args, add_remote_args, remote_from_args, require_board
 
 __all__ = ["add_profile_parser"]
 
@@ -105,10 +105,7 @@ def run_lut(args: argparse.Namespace, console) -> int:
     except (SpaceError, TargetError) as err:
         raise UserError(str(err)) from None
     remote = remote_from_args(args)
-    if remote is None and target.is_remote_only:
-        from .tvm.measure import START_BOARD_HINT
-
-        raise UserError(f"target {target.name} runs on a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
+    require_board(target, remote)
     path = table_path(space.name, target.name, args.lut_root)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     with bar:

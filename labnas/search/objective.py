@@ -19,7 +19,7 @@ from ..ops import count_ops
 from ..train import TrainConfig, train_proxy
 from .space import SearchSpace
 
-__all__ = ["SearchConfig", "Objective", "sample_layers", "spec_key", "OBJECTIVES"]
+__all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES"]
 
 OBJECTIVES = {
     "accuracy": ("maximize",),
@@ -68,6 +68,18 @@ def spec_key(layers: list[LayerSpec]) -> str:
     )
 
 
+def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig) -> tuple:
+    """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
+    config's timing settings: (LatencyResult, compile seconds). Trials and the LUT search's front use it."""
+    from ..tvm import compile_model, measure
+
+    start = time.perf_counter()
+    compiled = compile_model(model, (1, *space.deploy_input), target)
+    compile_s = time.perf_counter() - start
+    result = measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat, threads=config.threads)
+    return result, compile_s
+
+
 class Objective:
     """Callable objective for ``study.optimize``; holds the loaded dataset, the resolved target and the
     drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
@@ -98,19 +110,7 @@ class Objective:
     # -- pieces --------------------------------------------------------------------------------
     def measure_latency(self, model) -> tuple:
         """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds)."""
-        from ..tvm import compile_model, measure
-
-        start = time.perf_counter()
-        compiled = compile_model(model, (1, *self.space.deploy_input), self.target)
-        compile_s = time.perf_counter() - start
-        result = measure(
-            compiled,
-            remote=self.config.remote,
-            number=self.config.timing_number,
-            repeat=self.config.timing_repeat,
-            threads=self.config.threads,
-        )
-        return result, compile_s
+        return measure_deploy_latency(model, self.space, self.target, self.config)
 
     def _latency(self, trial: optuna.Trial, model) -> float:
         """The trial's latency in ms: predicted from the table, or compiled and timed on the target."""

@@ -175,7 +175,8 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     import sys
 
     from ..models import ArchSpec, create_model
-    from ..tvm import RemoteError, compile_model, measure, resolve_target
+    from ..tvm import RemoteError, resolve_target
+    from .objective import measure_deploy_latency
     from .results import pareto_front, trials_frame
 
     df = trials_frame(study)
@@ -190,9 +191,7 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
             continue
         model = create_model(ArchSpec.from_json(row.spec)).eval()
         try:
-            compiled = compile_model(model, (1, *space.deploy_input), target)
-            result = measure(compiled, remote=config.remote, number=config.timing_number,
-                             repeat=config.timing_repeat, threads=config.threads)
+            result, _ = measure_deploy_latency(model, space, target, config)
         except RemoteError as err:
             print(f"the Pareto set keeps its predicted latencies: {err}", file=sys.stderr)
             break

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PopcountCeiling", "popcount_limit", "xnor_words"]
+__all__ = ["PopcountCeiling", "xnor_words"]
 
 _ROWS = 256  # 256 x 8 words x 2 operands = 32 KB: the L1 data cache of current x86 and ARM cores
 _LANES = 8
@@ -67,11 +67,3 @@ class PopcountCeiling:
     def words_per_second(self, repeat: int = 10) -> float:
         seconds = self.lib.mod.time_evaluator("main", self.dev, number=5, repeat=repeat)(*self.args).median
         return self.words / seconds
-
-
-def popcount_limit(target, threads: int, repeat: int = 10) -> float:
-    """Measured words per second of xor + popcount + accumulate on L1-resident data, ``threads`` threads.
-
-    ``target`` is a :class:`~labnas.tvm.targets.TargetPreset` that runs on this machine.
-    """
-    return PopcountCeiling(target, threads).words_per_second(repeat)
