@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from labnas.nn import LAB
+from labnas.nn import LAB, SteSign
 from labnas.tvm import TARGETS, compile_model
 from labnas.tvm.packed import FrozenLabDecision
 
@@ -35,16 +35,19 @@ def test_scheduled_float_conv_matches_torch(name):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("pairing", ["official", "per_channel"])
 @pytest.mark.parametrize("kernel", [1, 3, 7])
-def test_folded_per_channel_lab_decision_equals_lab(kernel):
+def test_folded_lab_decision_equals_lab(kernel, pairing):
     torch.manual_seed(kernel)
-    lab = LAB(10, kernel, pairing="per_channel")
+    lab = LAB(10, kernel, pairing=pairing)
     nn.init.normal_(lab.dw.bias)
     lab.beta.data.fill_(0.7)
     x = torch.randn(2, 10, 9, 9)
+    frozen = FrozenLabDecision(lab)
     with torch.no_grad():
-        np.testing.assert_allclose(FrozenLabDecision(lab)(x).numpy(), lab.decision(x).numpy(), rtol=1e-5, atol=1e-5)
-    assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(LAB(10, kernel))
+        np.testing.assert_allclose(frozen(x).numpy(), lab.decision(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert tuple(frozen.weight.shape) == ((2 if pairing == "official" else 1), 10, kernel, kernel)
+    assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(SteSign())
 
 
 def test_popcount_ceiling_counts_words_and_is_plausible():

@@ -10,6 +10,10 @@ Three stages per binary conv, each its own PrimFunc so a profile shows them apar
 3. ``labnas_dot``: ``out[n, o, y, x] = (K - 2 pop) + corr`` as float32 NCHW, where ``corr`` (a
    constant computed by :func:`labnas.tvm.packed.padding_correction`) adds back, for zero-padded
    convs, what the -1 padding taps subtracted.
+
+A LAB binarizer adds ``labnas_lab`` before the packing: its decision map (``beta u1 - beta u0``) as
+one kernel straight from the frozen weights, in place of the C -> 2C depthwise conv, two channel
+slices and a subtraction the plain lowering would run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from tvm import te, tirx
 
 from .packed import WORD_BITS as WORD  # one word size for the packed weights and the kernels
 
-__all__ = ["pack_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
+__all__ = ["pack_compute", "lab_decision_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
 
 KERNEL_PREFIX = "labnas_"
 
@@ -56,6 +60,44 @@ def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.T
         lambda nn, yy, ww, xx: bit_or(bit(nn, yy, ww, xx, b), axis=b),
         name="packed",
     )
+
+
+def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te.Tensor:
+    """LAB's decision map ``bias[c] + sum_{s, ky, kx} weight[s, c, ky, kx] xpad[src_s(c), y + ky, x + kx]``.
+
+    ``weight[S, C, k, k]`` and ``bias[C]`` are :class:`labnas.tvm.packed.FrozenLabDecision`'s: one
+    source channel per output channel ``c`` for the folded ``per_channel`` pairing, two (``c // 2``
+    and ``(C + c) // 2``) for the ``official`` one. ``xpad`` is the input zero-padded by ``k // 2``
+    (its own stage: reading through a bounds check in the tap loop would stop the row vectorising).
+
+    Its own kernel (``labnas_lab``), float32 NCHW, consumed by the sign packing kernel. Measured at
+    64 channels, 56x56, k 3, official pairing: 0.14 ms with a 4-row tile (:func:`_schedule_lab`);
+    computed row by row inside the packing kernel instead (no tile across rows possible there) the
+    packing kernel took 0.35-0.41 ms, not 0.05 + 0.14. Against the unfused lowering (a C -> 2C grouped
+    conv, two channel slices and a subtraction) it writes half the float map and runs no slice kernel.
+    """
+    n, c, h, w = (int(v) for v in x.shape)
+    sources, _, k, _ = (int(v) for v in weight.shape)
+    p = k // 2
+    zero = tirx.const(0.0, x.dtype)
+
+    def padded(nn, cc, yy, xx):
+        inside = tirx.all(yy >= p, yy < h + p, xx >= p, xx < w + p)
+        return tirx.if_then_else(inside, x[nn, cc, yy - p, xx - p], zero)
+
+    xpad = te.compute((n, c, h + 2 * p, w + 2 * p), padded, name="lab_input")
+    s, ky, kx = te.reduce_axis((0, sources), "s"), te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
+
+    def source(cc, ss):
+        return cc if sources == 1 else (cc + ss * c) // 2
+
+    raw = te.compute(
+        (n, c, h, w),
+        lambda nn, cc, y, xx: te.sum(weight[s, cc, ky, kx] * xpad[nn, source(cc, s), y + ky, xx + kx], axis=[s, ky, kx]),
+        name="lab_decision",
+    )
+    # te.sum(..., init=bias[c]) compiles to wrong sums in TVM 0.27; the bias is added per tile instead.
+    return te.compute(raw.shape, lambda nn, cc, y, xx: raw[nn, cc, y, xx] + bias[cc], name="lab_bias")
 
 
 def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int) -> te.Tensor:
@@ -119,6 +161,48 @@ def _schedule_pack(sch, vector: int) -> None:
     sch.decompose_reduction(block, b)
 
 
+def lab_tile(width: int, vector: int) -> tuple[int, int]:
+    """``(pixels, rows)`` of the LAB kernel's register tile (times 2 channels).
+
+    Rows that are a multiple of the vector: ``vector`` pixels x 4 rows. Other widths (ResNet's 28, 14,
+    7) as one whole-row vector, which LLVM splits into registers, x 2 rows when that is at most two
+    registers. Measured (official pairing, k 3): 64 ch @ 56 4x8 0.14 ms; 128 @ 28 1x28 0.068 ms
+    (4x4 0.094, 2x14 0.158); 256 @ 14 2x14 0.032 (1x14 0.037, 4x7 0.056); 512 @ 7 7x7 0.030, 1x7 0.033.
+    """
+    if width % vector == 0:
+        return vector, 4
+    if width > 4 * vector:  # too wide for registers: a divisor of the row
+        return _vector_lanes(width, vector), 1
+    return width, (2 if width <= 2 * vector else 1)
+
+
+def _schedule_lab(sch, vector: int) -> None:
+    """LAB's decision map: a tile of 4 rows x ``vector`` pixels x 2 channels (which read the same two
+    input channels in the official pairing), taps unrolled around it, so LLVM loads each input vector
+    once for every row and channel of the tile that uses it; the zero-padded input is a parallel
+    pass before."""
+    lab = sch.get_sblock("lab_decision")
+    n, c, y, x, *taps = sch.get_loops(lab)
+    ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
+    c_out, c_in = sch.split(c, [None, 2 if ext(c) % 2 == 0 else 1])
+    pixels, rows = lab_tile(ext(x), vector)
+    y_out, y_in = sch.split(y, [None, next(r for r in (rows, 2, 1) if ext(y) % r == 0)])
+    x_out, x_in = sch.split(x, [None, pixels])
+    sch.reorder(n, c_out, y_out, x_out, *taps, c_in, y_in, x_in)
+    sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
+    for loop in (*taps, c_in, y_in):
+        sch.unroll(loop)
+    sch.parallel(sch.fuse(n, c_out, y_out))
+    sch.decompose_reduction(lab, taps[0])
+    bias = sch.get_sblock("lab_bias")
+    sch.reverse_compute_at(bias, x_out)  # added to the tile while it is in registers / L1
+    sch.vectorize(sch.get_loops(bias)[-1])
+    pad = sch.get_sblock("lab_input")
+    n, c, y, x = sch.get_loops(pad)
+    sch.parallel(sch.fuse(n, c))
+    sch.vectorize(x)
+
+
 #: Packed weights larger than this are re-read from L2 per output pixel unless a tile of pixels shares them.
 WEIGHT_REUSE_BYTES = 32 * 1024
 
@@ -157,7 +241,7 @@ def _schedule_xnor(sch, vector: int) -> None:
 
 #: Hand-scheduled, opaque kernels. ``labnas_dot`` is element-wise and left to fusion and the float
 #: scheduler.
-SCHEDULES = {"labnas_pack": _schedule_pack, "labnas_xnor": _schedule_xnor}
+SCHEDULES = {"labnas_pack": _schedule_pack, "labnas_xnor": _schedule_xnor, "labnas_lab": _schedule_lab}
 
 
 def schedule_kernel(func, kind: str, vector: int = 8):

@@ -25,6 +25,14 @@ class LoweringError(RuntimeError):
     """The model has a layer the lowering does not know, or TVM's output does not match PyTorch."""
 
 
+def _convert_lab_decision(node, importer):
+    """Custom importer for ``labnas::lab_decision``: LAB's decision map as one hand-scheduled kernel."""
+    from . import kernels
+
+    x, weight, bias = (importer.env[a] for a in node.args[:3])
+    return importer.block_builder.emit_te(kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint="labnas_lab")
+
+
 def _convert_xnor_conv2d(node, importer):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor -> dot."""
 
@@ -53,7 +61,7 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...]):
             warnings.simplefilter("ignore")
             ep = torch.export.export(frozen, (x,))
             mod = from_exported_program(
-                ep, custom_convert_map={"xnor_conv2d.default": _convert_xnor_conv2d}, unwrap_unit_return_tuple=True
+                ep, custom_convert_map={"xnor_conv2d.default": _convert_xnor_conv2d, "lab_decision.default": _convert_lab_decision}, unwrap_unit_return_tuple=True
             )
     except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..nn import LAB, Binarizer, BinaryConv2d
 
-__all__ = ["PackedBinaryConv2d", "freeze", "hwio", "pack_weight_bits", "padding_correction", "unpack_weight_bits", "WORD_BITS"]
+__all__ = ["PackedBinaryConv2d", "FrozenLabDecision", "lab_decision", "lab_source_channels", "freeze", "hwio", "pack_weight_bits", "padding_correction", "unpack_weight_bits", "WORD_BITS"]
 
 WORD_BITS = 64
 
@@ -101,29 +101,64 @@ def padding_correction(weight: torch.Tensor, in_hw: tuple[int, int], stride: int
     return F.conv2d(mask, wsum, stride=stride)[0].contiguous()
 
 
-class FrozenLabDecision(nn.Module):
-    """LAB's decision map ``beta u1 - beta u0`` for ``per_channel`` pairing, folded into one depthwise conv.
+def lab_source_channels(channels: int, sources: int) -> list[torch.Tensor]:
+    """Input channel read by source ``s`` of decision channel ``j``, for each source.
 
-    Maps 2c and 2c+1 both convolve channel c, so their difference is one depthwise conv C -> C with
-    kernel ``beta (W[2c+1] - W[2c])`` and bias ``beta (b[2c+1] - b[2c])``: half the multiply-adds, no
-    2C intermediate, no slices. The ``official`` pairing compares maps of two different channels
-    (j // 2 and (C + j) // 2); folded, it becomes two half-width grouped convs plus a channel slice,
-    which measured no faster than the 2C conv (0.143 vs 0.139 ms at 64 ch, 56x56), so it is left as is.
+    One source (``per_channel``, folded): channel j. Two sources (``official``): the two compared
+    depthwise maps j and C + j come from input channels ``j // 2`` and ``(C + j) // 2``.
+    """
+    j = torch.arange(channels)
+    return [j] if sources == 1 else [j // 2, (channels + j) // 2]
+
+
+@torch.library.custom_op("labnas::lab_decision", mutates_args=())
+def lab_decision(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """LAB's decision map ``beta u1 - beta u0`` from frozen weights ``[S, C, k, k]`` (see FrozenLabDecision).
+
+    A custom operator so that export keeps it whole: the TVM importer computes it inside the
+    bit-packing kernel of the binary conv that consumes it (:func:`labnas.tvm.kernels.lab_compute`).
+    """
+    sources, channels, k, _ = weight.shape
+    out = bias.view(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], x.shape[3]).clone()
+    for s, src in enumerate(lab_source_channels(channels, sources)):
+        out = out + F.conv2d(x[:, src], weight[s].unsqueeze(1), padding=k // 2, groups=channels)
+    return out
+
+
+@lab_decision.register_fake
+def _lab_decision_shape(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[1], x.shape[2], x.shape[3])
+
+
+class FrozenLabDecision(nn.Module):
+    """LAB's decision map ``beta u1 - beta u0`` as ``S`` depthwise taps per output channel, with beta folded.
+
+    ``per_channel`` pairing: maps 2c and 2c+1 both convolve channel c, so the difference is one
+    depthwise conv C -> C (``S = 1``) with kernel ``beta (W[2c+1] - W[2c])``: half the multiply-adds of
+    LAB's C -> 2C conv. ``official`` pairing: channel j compares map ``C + j`` (input channel
+    ``(C + j) // 2``) against map ``j`` (input channel ``j // 2``), so ``S = 2`` sources with kernels
+    ``-beta W[j]`` and ``beta W[C + j]`` (in :func:`lab_source_channels`' order). Bias ``beta (b[z1] - b[z0])`` either way. No 2C intermediate,
+    no slices: the compiled model computes the map row by row inside the bit-packing kernel.
     """
 
     def __init__(self, lab: LAB):
         super().__init__()
-        w, b = lab.dw.weight.detach() * lab.beta.detach(), lab.dw.bias.detach() * lab.beta.detach()
-        self.channels, self.padding = lab.channels, lab.kernel_size // 2
-        self.register_buffer("weight", (w[1::2] - w[0::2]).contiguous())
-        self.register_buffer("bias", (b[1::2] - b[0::2]).contiguous())
+        w, b = lab.dw.weight.detach()[:, 0] * lab.beta.detach(), lab.dw.bias.detach() * lab.beta.detach()
+        c = lab.channels
+        if lab.pairing == "per_channel":
+            weight, bias = (w[1::2] - w[0::2]).unsqueeze(0), b[1::2] - b[0::2]
+        else:
+            weight, bias = torch.stack([-w[:c], w[c:]]), b[c:] - b[:c]  # sources j // 2, (C + j) // 2
+        self.channels, self.kernel_size = c, lab.kernel_size
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("bias", bias.contiguous())
 
     @staticmethod
     def applies_to(binarizer: Binarizer) -> bool:
-        return isinstance(binarizer, LAB) and binarizer.pairing == "per_channel"
+        return isinstance(binarizer, LAB)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.channels)
+        return torch.ops.labnas.lab_decision(x, self.weight, self.bias)
 
 
 class PackedBinaryConv2d(nn.Module):
