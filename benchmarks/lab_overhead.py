@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="labbnn")
     p.add_argument("--input", type=int, default=224)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--number", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
