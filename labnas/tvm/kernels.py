@@ -6,10 +6,12 @@ Three stages per binary conv, each its own PrimFunc so a profile shows them apar
    pad bit and packed along channels: ``int64[N, H + 2p, Cw, W + 2p]``. The sign (or LAB's compare)
    happens here, fused into the packing.
 2. ``labnas_xnor``: ``pop[n, y, x, o] = sum_{ky, kx, w} popcount(A[n, s y + ky, w, s x + kx] ^ W[ky, kx, w, o])``.
-   Each tile of sums becomes ``K - 2 pop`` (int32, NCHW) in the same kernel, ``K = C k^2``.
-3. ``labnas_dot``: ``out[n, o, y, x] = (K - 2 pop) + corr`` as float32 NCHW, where ``corr`` (a
-   constant computed by :func:`labnas.tvm.packed.padding_correction`) adds back, for zero-padded
-   convs, what the -1 padding taps subtracted.
+   Each tile of sums becomes ``K - 2 pop`` (float32, NCHW) in the same kernel, ``K = C k^2``.
+3. ``labnas_dot``, zero-padded convs only: ``out[n, o, y, x] = (K - 2 pop) + corr``, where ``corr`` (a
+   constant computed by :func:`labnas.tvm.packed.padding_correction`) adds back what the -1 padding
+   taps subtracted. Element-wise, so it fuses with the scale, BatchNorm, residual and activation
+   that follow; without padding correction those fuse on their own and a bare binary conv is two
+   kernels.
 
 A LAB binarizer adds ``labnas_lab`` before the packing: its decision map (``beta u1 - beta u0``) as
 one kernel straight from the frozen weights, in place of the C -> 2C depthwise conv, two channel
@@ -101,11 +103,11 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
 
 
 def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int) -> te.Tensor:
-    """The ±1 dot products ``taps - 2 popcount(a ^ w)`` as ``int32[N, Cout, H, W]`` (NCHW).
+    """The ±1 dot products ``taps - 2 popcount(a ^ w)`` as ``float32[N, Cout, H, W]`` (NCHW).
 
     ``wbits`` is laid out ``[k, k, Cw, Cout]`` (output channels innermost, to vectorise over), so the
-    popcount sums (``pop``) come out NHWC; a second stage turns each register tile into NCHW int32
-    while it is in L1, so the float epilogue reads contiguous rows (as a separate kernel, reading the
+    popcount sums (``pop``) come out NHWC; a second stage turns each register tile into NCHW float32
+    (via int32: AVX2 has no int64 -> float conversion) while it is in L1, so the float epilogue reads contiguous rows (as a separate kernel, reading the
     NHWC sums with a stride of Cout cost 0.07 ms of a 0.35 ms layer). The sums stay int64, the
     popcount's own type: narrowing every vector of popcounts to int32 costs two shuffles per four
     words on AVX2 (0.297 -> 0.239 ms on the daBNN layer).
@@ -123,20 +125,14 @@ def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int) -> te.T
         name="pop",
     )
     return te.compute(
-        (n, cout, ho, wo), lambda nn, o, y, x: (taps - 2 * pop[nn, y, x, o]).astype("int32"), name="dot_int"
+        (n, cout, ho, wo), lambda nn, o, y, x: (taps - 2 * pop[nn, y, x, o]).astype("int32").astype("float32"), name="dot_tile"
     )
 
 
-def dot_compute(dot_int: te.Tensor, corr: te.Tensor | None = None) -> te.Tensor:
-    """``out = float(dot_int) (+ corr[o, y, x])``, float32 NCHW: element-wise, so the scale, BatchNorm,
+def dot_compute(dot: te.Tensor, corr: te.Tensor) -> te.Tensor:
+    """``out = dot + corr[o, y, x]``, float32 NCHW: element-wise, so the scale, BatchNorm,
     residual add and activation that follow fuse into it."""
-    n, cout, ho, wo = (int(v) for v in dot_int.shape)
-
-    def body(nn, o, y, x):
-        value = dot_int[nn, o, y, x].astype("float32")
-        return value + corr[o, y, x] if corr is not None else value
-
-    return te.compute((n, cout, ho, wo), body, name="dot")
+    return te.compute(dot.shape, lambda nn, o, y, x: dot[nn, o, y, x] + corr[o, y, x], name="dot")
 
 
 # -- schedules ---------------------------------------------------------------------------------------
@@ -235,7 +231,7 @@ def _schedule_xnor(sch, vector: int) -> None:
     if lanes > 1:
         sch.vectorize(o_in)  # before decompose_reduction: it needs the compact dataflow (see tvm_notes)
     sch.unroll(x_in)
-    sch.reverse_compute_at(sch.get_sblock("dot_int"), o_out)  # NCHW tile written while in L1
+    sch.reverse_compute_at(sch.get_sblock("dot_tile"), o_out)  # NCHW tile written while in L1
     sch.decompose_reduction(block, ky)
 
 

@@ -34,7 +34,7 @@ def _convert_lab_decision(node, importer):
 
 
 def _convert_xnor_conv2d(node, importer):
-    """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor -> dot."""
+    """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction)."""
 
     from . import kernels
 
@@ -44,10 +44,10 @@ def _convert_xnor_conv2d(node, importer):
     pad_bit = 1 if pad_value == 1 else 0
     k = int(wbits.ty.shape[0])
     packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
-    dot_int = bb.emit_te(kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, primfunc_name_hint="labnas_xnor")
+    dot = bb.emit_te(kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, primfunc_name_hint="labnas_xnor")
     if pad_value == 0 and padding:
-        return bb.emit_te(kernels.dot_compute, dot_int, corr, primfunc_name_hint="labnas_dot")
-    return bb.emit_te(kernels.dot_compute, dot_int, primfunc_name_hint="labnas_dot")
+        return bb.emit_te(kernels.dot_compute, dot, corr, primfunc_name_hint="labnas_dot")
+    return dot
 
 
 def import_model(model: nn.Module, input_shape: tuple[int, ...]):
