@@ -120,3 +120,11 @@ def test_cli_bad_lut_inputs_are_one_line(tmp_path):
     assert r.returncode == 2 and "--space" in r.stderr
     r = run("profile", "--space", "nope", "--lut")
     assert r.returncode == 2 and "unknown search space" in r.stderr
+
+
+def test_kernel_fingerprint_ignores_docs_but_not_code():
+    from labnas.latency.table import _code_without_docs
+
+    documented = 'def f(x):\n    """Why."""\n    return x + 1  # note\n'
+    assert _code_without_docs(documented) == _code_without_docs('def f(x):\n    """Another why."""\n    return x + 1\n')
+    assert _code_without_docs(documented) != _code_without_docs("def f(x):\n    return x + 2\n")

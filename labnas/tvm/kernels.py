@@ -1,10 +1,10 @@
 """Bitpacked binary-conv kernels for TVM: compute definitions (TE) apart from their schedules (s_tir).
 
-Three stages per binary conv, each its own PrimFunc so a profile shows them apart:
+Two or three stages per binary conv, each its own PrimFunc so a profile shows them apart:
 
 1. ``labnas_pack``: the binarizer's decision map ``d[N, C, H, W]`` -> bits, padded spatially with the
-   pad bit and packed along channels: ``int64[N, H + 2p, Cw, W + 2p]``. The sign (or LAB's compare)
-   happens here, fused into the packing.
+   pad bit and packed along channels: ``int64[N, H + 2p, Cw, W + 2p]``. The compare (``d > 0`` or
+   ``d >= 0``) happens here, fused into the packing.
 2. ``labnas_xnor``: ``pop[n, y, x, o] = sum_{ky, kx, w} popcount(A[n, s y + ky, w, s x + kx] ^ W[ky, kx, w, o])``.
    Each tile of sums becomes ``K - 2 pop`` (float32, NCHW) in the same kernel, ``K = C k^2``.
 3. ``labnas_dot``, zero-padded convs only: ``out[n, o, y, x] = (K - 2 pop) + corr``, where ``corr`` (a
@@ -107,8 +107,9 @@ def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int) -> te.T
 
     ``wbits`` is laid out ``[k, k, Cw, Cout]`` (output channels innermost, to vectorise over), so the
     popcount sums (``pop``) come out NHWC; a second stage turns each register tile into NCHW float32
-    (via int32: AVX2 has no int64 -> float conversion) while it is in L1, so the float epilogue reads contiguous rows (as a separate kernel, reading the
-    NHWC sums with a stride of Cout cost 0.07 ms of a 0.35 ms layer). The sums stay int64, the
+    (via int32: AVX2 has no int64 -> float conversion) while it is in L1, so the float epilogue reads
+    contiguous rows (as a separate kernel, reading the NHWC sums with a stride of Cout cost 0.07 ms of a
+    0.35 ms layer). The sums stay int64, the
     popcount's own type: narrowing every vector of popcounts to int32 costs two shuffles per four
     words on AVX2 (0.297 -> 0.239 ms on the daBNN layer).
     """
@@ -241,7 +242,7 @@ SCHEDULES = {"labnas_pack": _schedule_pack, "labnas_xnor": _schedule_xnor, "labn
 
 
 def schedule_kernel(func, kind: str, vector: int = 8):
-    """Apply the hand schedule for ``kind`` (``labnas_pack``, ``labnas_xnor`` or ``labnas_dot``).
+    """Apply the hand schedule for ``kind`` (``labnas_pack``, ``labnas_xnor`` or ``labnas_lab``).
 
     ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
     registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.

@@ -60,9 +60,8 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = torch.export.export(frozen, (x,))
-            mod = from_exported_program(
-                ep, custom_convert_map={"xnor_conv2d.default": _convert_xnor_conv2d, "lab_decision.default": _convert_lab_decision}, unwrap_unit_return_tuple=True
-            )
+            converters = {"xnor_conv2d.default": _convert_xnor_conv2d, "lab_decision.default": _convert_lab_decision}
+            mod = from_exported_program(ep, custom_convert_map=converters, unwrap_unit_return_tuple=True)
     except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LoweringError(f"the TVM importer does not support a layer of this model: {msg}") from None

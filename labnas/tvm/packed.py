@@ -2,8 +2,9 @@
 
 :func:`freeze` turns every :class:`~labnas.nn.BinaryConv2d` of a trained model into a
 :class:`PackedBinaryConv2d` whose weights are sign bits packed 64 to a word once, here. Its forward
-computes the binarizer's *decision* map (sign: x itself; LAB: the depthwise conv and the difference of
-the paired maps; no soft surrogate) and calls the custom operator ``labnas::xnor_conv2d``. The TVM
+computes the binarizer's *decision* map (sign: x itself; LAB: :class:`FrozenLabDecision`, the difference of
+the paired maps folded into S depthwise sources, custom operator ``labnas::lab_decision``; no soft
+surrogate) and calls the custom operator ``labnas::xnor_conv2d``. The TVM
 importer replaces that operator with bit-packing and xnor-popcount kernels; in PyTorch it runs an
 independent float reference (unpack the bits, pad, ``conv2d``), which is what the compiled model is
 checked against.
@@ -31,7 +32,10 @@ from torch import nn
 
 from ..nn import LAB, Binarizer, BinaryConv2d
 
-__all__ = ["PackedBinaryConv2d", "FrozenLabDecision", "lab_decision", "lab_source_channels", "freeze", "hwio", "pack_weight_bits", "padding_correction", "unpack_weight_bits", "WORD_BITS"]
+__all__ = [
+    "PackedBinaryConv2d", "FrozenLabDecision", "lab_decision", "lab_source_channels", "freeze", "hwio", "pack_weight_bits",
+    "padding_correction", "unpack_weight_bits", "WORD_BITS",
+]
 
 WORD_BITS = 64
 
@@ -115,8 +119,8 @@ def lab_source_channels(channels: int, sources: int) -> list[torch.Tensor]:
 def lab_decision(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """LAB's decision map ``beta u1 - beta u0`` from frozen weights ``[S, C, k, k]`` (see FrozenLabDecision).
 
-    A custom operator so that export keeps it whole: the TVM importer computes it inside the
-    bit-packing kernel of the binary conv that consumes it (:func:`labnas.tvm.kernels.lab_compute`).
+    A custom operator so that export keeps it whole: the TVM importer lowers it to one hand-scheduled
+    kernel (:func:`labnas.tvm.kernels.lab_decision_compute`) instead of a grouped conv and slices.
     """
     sources, channels, k, _ = weight.shape
     out = bias.view(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], x.shape[3]).clone()
@@ -137,8 +141,9 @@ class FrozenLabDecision(nn.Module):
     depthwise conv C -> C (``S = 1``) with kernel ``beta (W[2c+1] - W[2c])``: half the multiply-adds of
     LAB's C -> 2C conv. ``official`` pairing: channel j compares map ``C + j`` (input channel
     ``(C + j) // 2``) against map ``j`` (input channel ``j // 2``), so ``S = 2`` sources with kernels
-    ``-beta W[j]`` and ``beta W[C + j]`` (in :func:`lab_source_channels`' order). Bias ``beta (b[z1] - b[z0])`` either way. No 2C intermediate,
-    no slices: the compiled model computes the map row by row inside the bit-packing kernel.
+    ``-beta W[j]`` and ``beta W[C + j]`` (in :func:`lab_source_channels`' order). Bias
+    ``beta (b[z1] - b[z0])`` either way. No 2C intermediate, no slices: the compiled model computes the
+    map as one kernel (``labnas_lab``).
     """
 
     def __init__(self, lab: LAB):
