@@ -23,6 +23,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from .packed import WORD_BITS as WORD  # one word size for the packed weights and the kernels
+from .packed import lab_source
 
 __all__ = ["pack_compute", "lab_decision_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
 
@@ -90,12 +91,11 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     xpad = te.compute((n, c, h + 2 * p, w + 2 * p), padded, name="lab_input")
     s, ky, kx = te.reduce_axis((0, sources), "s"), te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
 
-    def source(cc, ss):
-        return cc if sources == 1 else (cc + ss * c) // 2
-
     raw = te.compute(
         (n, c, h, w),
-        lambda nn, cc, y, xx: te.sum(weight[s, cc, ky, kx] * xpad[nn, source(cc, s), y + ky, xx + kx], axis=[s, ky, kx]),
+        lambda nn, cc, y, xx: te.sum(
+            weight[s, cc, ky, kx] * xpad[nn, lab_source(cc, s, c, sources), y + ky, xx + kx], axis=[s, ky, kx]
+        ),
         name="lab_decision",
     )
     # te.sum(..., init=bias[c]) compiles to wrong sums in TVM 0.27; the bias is added per tile instead.

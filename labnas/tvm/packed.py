@@ -33,7 +33,7 @@ from torch import nn
 from ..nn import LAB, Binarizer, BinaryConv2d
 
 __all__ = [
-    "PackedBinaryConv2d", "FrozenLabDecision", "lab_decision", "lab_source_channels", "freeze", "hwio", "pack_weight_bits",
+    "PackedBinaryConv2d", "FrozenLabDecision", "lab_decision", "lab_source", "freeze", "hwio", "pack_weight_bits",
     "padding_correction", "unpack_weight_bits", "WORD_BITS",
 ]
 
@@ -105,14 +105,14 @@ def padding_correction(weight: torch.Tensor, in_hw: tuple[int, int], stride: int
     return F.conv2d(mask, wsum, stride=stride)[0].contiguous()
 
 
-def lab_source_channels(channels: int, sources: int) -> list[torch.Tensor]:
-    """Input channel read by source ``s`` of decision channel ``j``, for each source.
+def lab_source(j, s, channels: int, sources: int):
+    """Input channel read by source ``s`` of LAB decision channel ``j`` (tensors or TE expressions).
 
     One source (``per_channel``, folded): channel j. Two sources (``official``): the two compared
-    depthwise maps j and C + j come from input channels ``j // 2`` and ``(C + j) // 2``.
+    depthwise maps j and C + j come from input channels ``j // 2`` (s = 0) and ``(C + j) // 2`` (s = 1).
+    The torch reference and the TVM kernel (:func:`labnas.tvm.kernels.lab_decision_compute`) both use it.
     """
-    j = torch.arange(channels)
-    return [j] if sources == 1 else [j // 2, (channels + j) // 2]
+    return j if sources == 1 else (j + s * channels) // 2
 
 
 @torch.library.custom_op("labnas::lab_decision", mutates_args=())
@@ -124,7 +124,8 @@ def lab_decision(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     """
     sources, channels, k, _ = weight.shape
     out = bias.view(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], x.shape[3]).clone()
-    for s, src in enumerate(lab_source_channels(channels, sources)):
+    for s in range(sources):
+        src = lab_source(torch.arange(channels), s, channels, sources)
         out = out + F.conv2d(x[:, src], weight[s].unsqueeze(1), padding=k // 2, groups=channels)
     return out
 
@@ -141,7 +142,7 @@ class FrozenLabDecision(nn.Module):
     depthwise conv C -> C (``S = 1``) with kernel ``beta (W[2c+1] - W[2c])``: half the multiply-adds of
     LAB's C -> 2C conv. ``official`` pairing: channel j compares map ``C + j`` (input channel
     ``(C + j) // 2``) against map ``j`` (input channel ``j // 2``), so ``S = 2`` sources with kernels
-    ``-beta W[j]`` and ``beta W[C + j]`` (in :func:`lab_source_channels`' order). Bias
+    ``-beta W[j]`` and ``beta W[C + j]`` (in :func:`lab_source`'s order). Bias
     ``beta (b[z1] - b[z0])`` either way. No 2C intermediate, no slices: the compiled model computes the
     map as one kernel (``labnas_lab``).
     """
