@@ -116,9 +116,10 @@ def _schedule_conv2d(sch, block, loops) -> None:
 
 
 def _schedule_group_conv(sch, block, loops) -> None:
-    """Grouped conv with few channels per group (LAB's depthwise C -> 2C): a tile of 4 rows x 8 pixels
-    x the 2 outputs of a group, all taps unrolled, so LLVM loads each input vector once for every
-    output row and channel that uses it (the direct-conv tile shares nothing across rows here)."""
+    """Grouped conv with few channels per group (depthwise convs such as QuickNet's blur pool, or a LAB
+    C -> 2C conv outside the labnas_lab kernel): a tile of 4 rows x 8 pixels x the 2 outputs of a group,
+    all taps unrolled, so LLVM loads each input vector once for every output row and channel that uses
+    it (the direct-conv tile shares nothing across rows here)."""
     n, f, y, x, rc, ry, rx = loops
     height, width = _extent(sch, y), _extent(sch, x)
     pixels, _ = _conv_tile(width, 1)
