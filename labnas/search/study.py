@@ -39,12 +39,33 @@ def open_storage(url: str | None, study_dir: Path):
         return JournalStorage(JournalFileBackend(str(path)))
     if not url.split(":", 1)[0].startswith(("sqlite", "postgresql", "mysql")):
         raise SearchError(f"storage {url!r} is not a sqlite:///, postgresql:// URL or a journal file (*.log)")
-    try:
-        kwargs = {} if url.startswith("sqlite") else {"heartbeat_interval": 30, "grace_period": 90}
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None, **kwargs)
-    except Exception as err:  # noqa: BLE001 - sqlalchemy raises many types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SearchError(f"cannot open storage {url.split('@')[-1]}: {first[:160]}") from None
+    kwargs = {} if url.startswith("sqlite") else {"heartbeat_interval": 30, "grace_period": 90}
+    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as err:  # noqa: BLE001 - sqlalchemy raises many types
+            if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(err):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SearchError(f"cannot open storage {url.split('@')[-1]}: {first[:160]}") from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 4
+
+
+def _lost_schema_race(err: Exception) -> bool:
+    """True when another process created the same fresh database's schema at the same moment.
+
+    Optuna's RDBStorage creates its tables and writes one alembic version row on first open; two
+    processes opening a new SQLite file together (a second worker, ``labnas report`` on a starting
+    search) race on that row and one gets ``UNIQUE constraint failed: alembic_version`` or ``table ...
+    already exists``. Opening again once the winner has finished succeeds, so these are retried.
+    """
+    text = str(err)
+    return "alembic_version" in text or "already exists" in text or "database is locked" in text
 
 
 def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchConfig) -> optuna.Study:
