@@ -170,7 +170,8 @@ def test_kill_minus_nine_then_resume(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert exited is None, f"the search ended (exit {exited}) before it could be killed: {log.read_text()[-2000:]}"
-    done_before = [(t.number, t.values) for t in load(tmp_path / "k9", "k9").get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    complete = load(tmp_path / "k9", "k9").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    done_before = [(t.number, t.values) for t in complete]
     assert len(done_before) >= 2, log.read_text()[-2000:]
     r = cli(*args)
     assert r.returncode == 0, r.stderr
