@@ -50,6 +50,31 @@ def test_folded_lab_decision_equals_lab(kernel, pairing):
     assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(SteSign())
 
 
+@pytest.mark.parametrize("terms", [1, 2, 3, 7, 36, 37, 73])
+def test_carry_save_popcount_equals_the_sum_of_popcounts(terms):
+    """Full-adder tree (one chain up to 36 words, two or three beyond) vs numpy, vectorised over 8 lanes;
+    all-ones words make every carry fire."""
+    import tvm
+    from tvm import s_tir, te
+
+    from labnas.tvm.carry_save import carry_save_popcount
+
+    x = te.placeholder((terms, 8), "int64", name="x")
+    out = te.compute((8,), lambda lane: carry_save_popcount([x[i, lane] for i in range(terms)]), name="out")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    sch.vectorize(sch.get_loops(sch.get_sblock("out"))[0])
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"]}), target=HOST.tvm_target())
+    rng = np.random.default_rng(terms)
+    words = rng.integers(-(2**63), 2**63 - 1, (terms, 8), dtype=np.int64, endpoint=True)
+    words[:, 0] = -1  # all 64 bits set in every word of lane 0
+    words[:, 1] = 0
+    result = tvm.runtime.tensor(np.zeros(8, np.int64))
+    lib["main"](tvm.runtime.tensor(words), result)
+    expected = np.bitwise_count(words.view(np.uint64)).sum(axis=0).astype(np.int64)
+    assert expected[0] == 64 * terms and expected[1] == 0
+    assert np.array_equal(result.numpy(), expected)
+
+
 def test_popcount_ceiling_counts_words_and_is_plausible():
     from labnas.tvm.popcount_limit import PopcountCeiling, xnor_words
 

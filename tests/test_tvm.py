@@ -13,7 +13,17 @@ from torch import nn
 
 from labnas.models import FAMILIES, create_model, default_spec
 from labnas.nn import BinaryConv2d
-from labnas.tvm import TARGETS, LoweringError, RemoteError, RemoteSpec, TargetError, compile_model, measure, resolve_target
+from labnas.tvm import (
+    TARGETS,
+    LoweringError,
+    RemoteError,
+    RemoteSpec,
+    TargetError,
+    compile_model,
+    import_model,
+    measure,
+    resolve_target,
+)
 from labnas.tvm.packed import WORD_BITS, hwio, pack_weight_bits
 
 HOST = TARGETS["host"]
@@ -291,17 +301,26 @@ def test_a_layer_the_lowering_does_not_know_is_named():
         compile_model(nn.Sequential(nn.Conv2d(3, 4, 3), Erfinv()).eval(), (1, 3, 8, 8), HOST)
 
 
-def test_weight_heavy_binary_conv_uses_pixel_tiles_and_stays_bit_exact():
-    """> 32 KB of packed weights switches the xnor kernel to tiles of up to 7 pixels (kernels.xnor_tile)."""
+@pytest.mark.parametrize("carry_save", [False, True])
+def test_weight_heavy_binary_conv_stays_bit_exact(carry_save):
+    """> 32 KB of packed weights switches the plain xnor kernel (NEON's) to tiles of up to 7 pixels
+    (kernels.xnor_tile); the carry-save kernel (AVX2's) runs the same layer with its per-channel-block order."""
+    import dataclasses
+
     from labnas.tvm.kernels import WEIGHT_REUSE_BYTES, xnor_tile
 
     assert xnor_tile(WEIGHT_REUSE_BYTES + 8, 7, 128, 8) == (4, 7)
     assert xnor_tile(WEIGHT_REUSE_BYTES + 8, 6, 128, 8) == (4, 2)
     assert xnor_tile(1024, 14, 64, 8) == (8, 1)
+    target = dataclasses.replace(HOST, carry_save_popcount=carry_save)
     rng = np.random.default_rng(7)
     conv = BinaryConv2d(256, 128, 3, 1, binarizer="ste_sign", pad_value=0)  # 128 * 9 * 4 words = 36 KB
     conv.weight.data = torch.from_numpy(rng.standard_normal(conv.weight.shape).astype(np.float32))
     x = rng.standard_normal((1, 256, 7, 7)).astype(np.float32)
-    out = compile_model(nn.Sequential(conv).eval(), x.shape, HOST).run_local(x)
+    model = nn.Sequential(conv).eval()
+    imported, _ = import_model(model, x.shape, carry_save=carry_save)
+    xnor = next(f for gv, f in imported.functions.items() if gv.name_hint.startswith("labnas_xnor"))
+    assert ("ky" in xnor.script()) != carry_save  # the plain kernel loops over taps; the tree has them unrolled
+    out = compile_model(model, x.shape, target).run_local(x)
     ref = numpy_xnor_popcount(x, conv.weight.detach().numpy(), 1, 1, 0)
     assert np.array_equal(out, ref.astype(np.float32))

@@ -8,6 +8,7 @@ shortcuts, LAB's depthwise conv, BatchNorm, the classifier) are ordinary Relax o
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -33,8 +34,11 @@ def _convert_lab_decision(node, importer):
     return importer.block_builder.emit_te(kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint="labnas_lab")
 
 
-def _convert_xnor_conv2d(node, importer):
-    """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction)."""
+def _convert_xnor_conv2d(node, importer, carry_save: bool = False):
+    """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction).
+
+    ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`).
+    """
 
     from . import kernels
 
@@ -44,14 +48,20 @@ def _convert_xnor_conv2d(node, importer):
     pad_bit = 1 if pad_value == 1 else 0
     k = int(wbits.ty.shape[0])
     packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
-    dot = bb.emit_te(kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, primfunc_name_hint="labnas_xnor")
+    dot = bb.emit_te(
+        kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save, primfunc_name_hint="labnas_xnor"
+    )
     if pad_value == 0 and padding:
         return bb.emit_te(kernels.dot_compute, dot, corr, primfunc_name_hint="labnas_dot")
     return dot
 
 
-def import_model(model: nn.Module, input_shape: tuple[int, ...]):
-    """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``."""
+def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: bool = False):
+    """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``.
+
+    ``carry_save``: binary convs sum their popcounts through full adders (the target's
+    :attr:`~labnas.tvm.targets.TargetPreset.carry_save_popcount`).
+    """
     from tvm.relax.frontend.torch import from_exported_program
 
     frozen = freeze(model, input_shape)
@@ -60,7 +70,10 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = torch.export.export(frozen, (x,))
-            converters = {"xnor_conv2d.default": _convert_xnor_conv2d, "lab_decision.default": _convert_lab_decision}
+            converters = {
+                "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save),
+                "lab_decision.default": _convert_lab_decision,
+            }
             mod = from_exported_program(ep, custom_convert_map=converters, unwrap_unit_return_tuple=True)
     except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -119,7 +132,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
 
     from .schedule_float import labnas_pipeline
 
-    mod, frozen = import_model(model, input_shape)
+    mod, frozen = import_model(model, input_shape, carry_save=target.carry_save_popcount)
     tvm_target = target.tvm_target()
     mod = _schedule_labnas_kernels(mod, target.vector_lanes)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target))
