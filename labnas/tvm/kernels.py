@@ -103,9 +103,10 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     return te.compute(raw.shape, lambda nn, cc, y, xx: raw[nn, cc, y, xx] + bias[cc], name="lab_bias")
 
 
-#: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount: measured faster up to
-#: 72 words (512 -> 512 3x3: 1.35x); at 196 (256 -> 256 7x7) no faster than the plain loop, and slower to compile.
-CARRY_SAVE_MAX_TERMS = 72
+#: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount. Measured against the plain loop:
+#: 9-72 words 1.3-1.9x faster; 100 words 1.26x (256 -> 256 5x5) and 0.97x (256 -> 512 5x5/2); 196-200 words
+#: 0.56-0.99x (512 -> 512 5x5, 256 -> 256 7x7), so longer reductions keep the loop.
+CARRY_SAVE_MAX_TERMS = 100
 
 
 def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int, carry_save: bool = False) -> te.Tensor:
