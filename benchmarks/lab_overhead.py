@@ -1,8 +1,10 @@
 """What LAB costs on this CPU: LAB-BNN (or another family) at 224, all-sign vs LAB variants, TVM-compiled.
 
-Each configuration is compiled once; then all are timed round-robin (``--rounds`` rounds, each a
-``time_evaluator`` median of ``--repeat`` x ``--number`` runs) so that slow drifts of a shared machine
-hit every configuration alike. Reported: the median over rounds and the ratio to all-sign.
+Each configuration is compiled once and checked against PyTorch; then all are timed round-robin
+(``--rounds`` rounds, each the median of ``--repeat`` x ``--number`` calls; see
+:func:`labnas.benchmarking.round_robin`) so that slow drifts of a shared machine hit every configuration
+alike. Reported: the median over rounds, the median of the per-round ratios to all-sign (``vs_all_sign``;
+drift cancels within a round) and the ratio of the medians (``vs_all_sign_of_medians``).
 
     python benchmarks/lab_overhead.py                       # labbnn, writes results/benchmarks/lab_overhead.csv
     python benchmarks/lab_overhead.py --family bireal18 --rounds 7
@@ -11,7 +13,7 @@ hit every configuration alike. Reported: the median over rounds and the ratio to
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,8 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labnas.models import create_model, default_spec
-from labnas.tvm import TARGETS, compile_model, measure
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from labnas.benchmarking import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.models import create_model, default_spec  # noqa: E402
+from labnas.tvm import TARGETS, compile_model  # noqa: E402
+from labnas.tvm.measure import verify  # noqa: E402
 
 
 def configurations(family: str) -> dict[str, object]:
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="labbnn")
     p.add_argument("--input", type=int, default=224)
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--number", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -52,18 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     shape = (1, 3, args.input, args.input)
-    compiled = {}
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    calls = {}
     for name, spec in configurations(args.family).items():
         start = time.perf_counter()
-        compiled[name] = compile_model(create_model(spec).eval(), shape, TARGETS["host"])
+        compiled = compile_model(create_model(spec).eval(), shape, TARGETS["host"])
+        verify(compiled)  # against PyTorch (see labnas.tvm.measure)
+        calls[name], _ = tvm_runner(compiled, x, args.threads)
         print(f"compiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    rounds: dict[str, list[float]] = {name: [] for name in compiled}
-    for r in range(args.rounds):
-        for name, model in compiled.items():
-            res = measure(model, number=args.number, repeat=args.repeat, threads=args.threads)
-            rounds[name].append(res.median_ms)
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    base = float(np.median(rounds["all sign, conv 3x3"]))
+    rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="configurations")
+    base_name = "all sign, conv 3x3"
+    base = float(np.median(rounds[base_name]))
+    facts = machine_facts(args.threads)
     rows = []
     for name, values in rounds.items():
         med = float(np.median(values))
@@ -74,17 +80,17 @@ def main(argv: list[str] | None = None) -> int:
                 "median_ms": round(med, 3),
                 "min_ms": round(min(values), 3),
                 "max_ms": round(max(values), 3),
-                "vs_all_sign": round(med / base, 3),
+                "vs_all_sign": round(paired_ratio(rounds, name, base_name), 3),
+                "vs_all_sign_of_medians": round(med / base, 3),
                 "rounds": len(values),
-                "threads": args.threads,
-                "cpu": platform.processor() or platform.machine(),
+                **facts,
             }
         )
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
-    print(df[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign"]].to_string(index=False))
+    print(df[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "vs_all_sign_of_medians"]].to_string(index=False))
     return 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["machine_facts", "round_robin", "torch_runner", "onnxruntime_runner", "tvm_runner", "OnnxRuntimeMissing"]
+__all__ = ["machine_facts", "round_robin", "paired_ratio", "torch_runner", "onnxruntime_runner", "tvm_runner", "OnnxRuntimeMissing"]
 
 
 class OnnxRuntimeMissing(RuntimeError):
@@ -63,17 +63,32 @@ def round_robin(
     """Time every contender once per round, in turn; returns each one's per-round medians (ms).
 
     Each contender is called a few times first (one-time allocations, oneDNN primitive creation).
+    Round ``r`` starts at contender ``r mod n`` (the order rotates), so no contender is always the one
+    timed right after another runtime's worker threads went idle, or always the first of a round.
     """
     for fn in contenders.values():
         for _ in range(3):
             fn()
-    out: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    out: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name, fn in contenders.items():
-            out[name].append(_timed(fn, number, repeat))
+        start = r % len(names)
+        for name in names[start:] + names[:start]:
+            out[name].append(_timed(contenders[name], number, repeat))
         if progress:
             print(f"{progress}: round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     return out
+
+
+def paired_ratio(rounds: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of ``numerator / denominator`` timed in the same round.
+
+    Why not the ratio of the two medians: this host's speed moves by up to 2x within minutes, and a
+    ratio of medians mixes rounds taken in different phases (four runs of the LAB overhead that way
+    gave 13-27 %). Two contenders of one round ran seconds apart, so their ratio cancels the drift.
+    """
+    pairs = np.asarray(rounds[numerator], dtype=float) / np.asarray(rounds[denominator], dtype=float)
+    return float(np.median(pairs))
 
 
 def torch_runner(module: nn.Module, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], np.ndarray]:

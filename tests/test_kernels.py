@@ -101,6 +101,26 @@ def test_round_robin_and_runners_agree_on_outputs(tmp_path):
     assert set(times) == {"torch", "ort", "tvm"} and all(len(v) == 2 and min(v) > 0 for v in times.values())
 
 
+def test_round_robin_rotates_the_order_each_round():
+    from labnas.benchmarking import round_robin
+
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = round_robin(calls, rounds=4, repeat=1, number=1)
+    timed = order[9:]  # after three warm-up calls each
+    assert timed == list("abc" "bca" "cab" "abc")
+    assert all(len(v) == 4 for v in times.values())
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    from labnas.benchmarking import paired_ratio
+
+    # The machine slows down 2x after round 2; one LAB round caught a fast moment.
+    rounds = {"sign": [5.0, 5.0, 10.0, 10.0, 10.0], "lab": [6.0, 6.0, 12.0, 12.0, 5.1]}
+    assert paired_ratio(rounds, "lab", "sign") == pytest.approx(1.2)
+    assert np.median(rounds["lab"]) / np.median(rounds["sign"]) == pytest.approx(0.6)  # what the old statistic said
+
+
 def test_fp32_resnet18_is_torchvisions():
     from labnas.models.resnet_fp32 import resnet18_fp32
 
