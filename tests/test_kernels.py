@@ -50,6 +50,93 @@ def test_folded_lab_decision_equals_lab(kernel, pairing):
     assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(SteSign())
 
 
+FUSED_LAB_CASES = {  # (channels, height, width, sources, LAB kernel, conv padding, pad bit, strict)
+    "rows of whole vectors, 2 chunks": (64, 16, 16, 2, 3, 1, 1, True),
+    "partial word, per_channel, pad 2": (100, 8, 8, 1, 7, 2, 0, False),
+    "whole map tile, 3 words, pad bit 1": (130, 6, 6, 2, 5, 1, 1, True),
+    "no padding": (64, 8, 8, 2, 3, 0, 1, True),
+    "7x7 map, pad bit 0": (64, 7, 7, 2, 3, 1, 0, True),
+}
+
+
+@pytest.mark.parametrize("name", list(FUSED_LAB_CASES))
+def test_fused_lab_packing_equals_lab_then_pack(name):
+    """labnas_lab_pack gives the packed words of labnas_lab followed by labnas_pack, bit for bit (same float
+    sums, same compare), and both equal numpy's packing of the decision map: padding words, the masked
+    channels of a partial last word and the compare at exactly 0 (every third channel has no weights)."""
+    import tvm
+    from tvm import te
+
+    from labnas.tvm import kernels
+
+    c, h, w, sources, k, padding, pad_bit, strict = FUSED_LAB_CASES[name]
+    assert kernels.lab_pack_tile(h, w, 8) is not None
+    x = te.placeholder((1, c, h, w), "float32", name="x")
+    weight = te.placeholder((sources, c, k, k), "float32", name="w")
+    bias = te.placeholder((c,), "float32", name="b")
+    d = te.placeholder((1, c, h, w), "float32", name="d")
+    funcs = {
+        "lab": kernels.schedule_kernel(te.create_prim_func([x, weight, bias, kernels.lab_decision_compute(x, weight, bias)]), "labnas_lab"),
+        "pack": kernels.schedule_kernel(te.create_prim_func([d, kernels.pack_compute(d, padding, pad_bit, strict)]), "labnas_pack"),
+        "fused": kernels.schedule_kernel(
+            te.create_prim_func([x, weight, bias, kernels.lab_pack_compute(x, weight, bias, padding, pad_bit, strict)]),
+            "labnas_lab_pack",
+        ),
+    }
+    lib = {n: tvm.compile(tvm.IRModule({"main": f}), target=HOST.tvm_target()) for n, f in funcs.items()}
+    rng = np.random.default_rng(c + k)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((1, c, h, w), (sources, c, k, k), (c,))]
+    arrays[1][:, ::3], arrays[2][::3] = 0.0, 0.0  # decisions exactly 0: strict says -1, non-strict +1
+    inputs = [tvm.runtime.tensor(a) for a in arrays]
+    words_shape = (1, h + 2 * padding, -(-c // 64), w + 2 * padding)
+    decision = tvm.runtime.tensor(np.zeros((1, c, h, w), np.float32))
+    two_kernels, fused = (tvm.runtime.tensor(np.zeros(words_shape, np.int64)) for _ in range(2))
+    lib["lab"]["main"](*inputs, decision)
+    lib["pack"]["main"](decision, two_kernels)
+    lib["fused"]["main"](*inputs, fused)
+    expected = _numpy_packed(decision.numpy(), padding, pad_bit, strict)
+    assert 0 < np.bitwise_count(expected.view(np.uint64)).sum() < expected.size * min(c, 64)  # bits both ways
+    assert np.array_equal(two_kernels.numpy(), expected)
+    assert np.array_equal(fused.numpy(), expected)
+
+
+def _numpy_packed(d: np.ndarray, padding: int, pad_bit: int, strict: bool) -> np.ndarray:
+    """Channel ``ch`` of a decision map -> bit ``ch % 64`` of word ``ch // 64``, spatially padded with ``pad_bit``."""
+    on = d > 0 if strict else d >= 0
+    on = np.pad(on, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=bool(pad_bit))
+    n, c, hp, wp = on.shape
+    out = np.zeros((n, hp, -(-c // 64), wp), np.uint64)
+    for ch in range(c):
+        out[:, :, ch // 64, :] |= on[:, ch].astype(np.uint64) << np.uint64(ch % 64)
+    return out.view(np.int64)
+
+
+def test_lab_is_fused_into_the_packing_where_a_tile_fits():
+    from labnas.tvm.kernels import lab_pack_tile
+
+    assert lab_pack_tile(56, 56, 8) == (4, 8, 1, 2)  # 4 rows x 8 pixels x 1 channel, 2 chunks of rows
+    assert lab_pack_tile(7, 7, 8) == (7, 7, 2, 1)  # the whole map x 2 channels
+    assert lab_pack_tile(28, 28, 8) is None and lab_pack_tile(14, 14, 8) is None  # measured slower fused
+    assert lab_pack_tile(2, 2, 8) is None and lab_pack_tile(56, 56, 0) is None
+
+
+def test_network_mixes_fused_and_separate_lab_kernels_and_matches_torch():
+    from labnas.models import create_model, default_spec
+    from labnas.tvm import import_model
+
+    model = create_model(default_spec("labbnn", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
+    shape = (1, 3, 28, 28)
+    imported, _ = import_model(model, shape, carry_save=True, lab_pack_vector=8)
+    names = [gv.name_hint for gv in imported.functions]
+    assert any(n.startswith("labnas_lab_pack") for n in names)
+    assert any(n.startswith("labnas_lab") and not n.startswith("labnas_lab_pack") for n in names)
+    unfused, _ = import_model(model, shape, carry_save=True, lab_pack_vector=None)
+    assert not any(gv.name_hint.startswith("labnas_lab_pack") for gv in unfused.functions)
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    compiled = compile_model(model, shape, HOST)
+    np.testing.assert_allclose(compiled.run_local(x), compiled.reference(x), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("terms", [1, 2, 3, 7, 54, 55, 109])
 def test_carry_save_popcount_equals_the_sum_of_popcounts(terms):
     """Full-adder tree (one chain up to 54 words, two or three beyond) vs numpy, vectorised over 8 lanes;

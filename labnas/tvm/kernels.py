@@ -15,7 +15,9 @@ Two or three stages per binary conv, each its own PrimFunc so a profile shows th
 
 A LAB binarizer adds ``labnas_lab`` before the packing: its decision map (``beta u1 - beta u0``) as
 one kernel straight from the frozen weights, in place of the C -> 2C depthwise conv, two channel
-slices and a subtraction the plain lowering would run.
+slices and a subtraction the plain lowering would run. Where a tile fits the map (:func:`lab_pack_tile`),
+``labnas_lab_pack`` replaces both ``labnas_lab`` and ``labnas_pack``: it compares and packs each tile of
+the decision map while it is in registers, so the float map is never written.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from .carry_save import carry_save_popcount
 from .packed import WORD_BITS as WORD  # one word size for the packed weights and the kernels
 from .packed import lab_source
 
-__all__ = ["pack_compute", "lab_decision_compute", "xnor_compute", "dot_compute", "schedule_kernel", "KERNEL_PREFIX"]
+__all__ = [
+    "pack_compute",
+    "lab_decision_compute",
+    "lab_pack_compute",
+    "lab_pack_tile",
+    "xnor_compute",
+    "dot_compute",
+    "schedule_kernel",
+    "KERNEL_PREFIX",
+]
 
 KERNEL_PREFIX = "labnas_"
 
@@ -42,8 +53,6 @@ def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.T
     n, c, h, w = (int(v) for v in d.shape)
     words = -(-c // WORD)
     b = te.reduce_axis((0, WORD), name="b")
-    zero = tirx.const(0, "int64")
-    bit_or = te.comm_reducer(lambda x, y: x | y, lambda t: tirx.const(0, t), name="bit_or")
     pad_float = tirx.const(1.0 if pad_bit else -1.0, d.dtype)
 
     def padded(nn, cc, yy, xx):
@@ -55,15 +64,23 @@ def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.T
 
     def bit(nn, yy, ww, xx, bb):
         ch = ww * WORD + bb
-        value = dpad[nn, tirx.min(ch, c - 1), yy, xx]
-        on = value > 0 if strict else value >= 0
-        return tirx.Select(tirx.all(ch < c, on), tirx.const(1, "int64") << bb.astype("int64"), zero)
+        return _channel_bit(dpad[nn, tirx.min(ch, c - 1), yy, xx], ch, bb, c, strict)
 
     return te.compute(
         (n, h + 2 * padding, words, w + 2 * padding),
-        lambda nn, yy, ww, xx: bit_or(bit(nn, yy, ww, xx, b), axis=b),
+        lambda nn, yy, ww, xx: _bit_or()(bit(nn, yy, ww, xx, b), axis=b),
         name="packed",
     )
+
+
+def _bit_or():
+    return te.comm_reducer(lambda x, y: x | y, lambda t: tirx.const(0, t), name="bit_or")
+
+
+def _channel_bit(value, ch, bb, channels: int, strict: bool):
+    """Bit ``bb`` of a packed word: set when channel ``ch`` exists and its decision ``value`` says +1."""
+    on = value > 0 if strict else value >= 0
+    return tirx.Select(tirx.all(ch < channels, on), tirx.const(1, "int64") << bb.astype("int64"), tirx.const(0, "int64"))
 
 
 def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te.Tensor:
@@ -80,10 +97,17 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     packing kernel took 0.35-0.41 ms, not 0.05 + 0.14. Against the unfused lowering (a C -> 2C grouped
     conv, two channel slices and a subtraction) it writes half the float map and runs no slice kernel.
     """
+    return _lab_decision(x, weight, bias, int(x.shape[1]))
+
+
+def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: int) -> te.Tensor:
+    """The decision map over ``channels`` output channels; those past the input's ``C`` (the fused
+    kernel's last, partial word) repeat channel ``C - 1`` and are masked out by the packing."""
     n, c, h, w = (int(v) for v in x.shape)
     sources, _, k, _ = (int(v) for v in weight.shape)
     p = k // 2
     zero = tirx.const(0.0, x.dtype)
+    real = (lambda cc: tirx.min(cc, c - 1)) if channels > c else (lambda cc: cc)
 
     def padded(nn, cc, yy, xx):
         inside = tirx.all(yy >= p, yy < h + p, xx >= p, xx < w + p)
@@ -93,14 +117,50 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     s, ky, kx = te.reduce_axis((0, sources), "s"), te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
 
     raw = te.compute(
-        (n, c, h, w),
+        (n, channels, h, w),
         lambda nn, cc, y, xx: te.sum(
-            weight[s, cc, ky, kx] * xpad[nn, lab_source(cc, s, c, sources), y + ky, xx + kx], axis=[s, ky, kx]
+            weight[s, real(cc), ky, kx] * xpad[nn, lab_source(real(cc), s, c, sources), y + ky, xx + kx], axis=[s, ky, kx]
         ),
         name="lab_decision",
     )
     # te.sum(..., init=bias[c]) compiles to wrong sums in TVM 0.27; the bias is added per tile instead.
-    return te.compute(raw.shape, lambda nn, cc, y, xx: raw[nn, cc, y, xx] + bias[cc], name="lab_bias")
+    return te.compute(raw.shape, lambda nn, cc, y, xx: raw[nn, cc, y, xx] + bias[real(cc)], name="lab_bias")
+
+
+def lab_pack_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.Tensor:
+    """LAB's decision map compared and packed in one kernel: what :func:`lab_decision_compute` followed by
+    :func:`pack_compute` give (the same float sums, bit for bit), as ``int64[N, H + 2p, Cw, W + 2p]``.
+
+    Why: the two-kernel path writes the float map (0.8 MB at 64 ch @ 56) and the packing reads it back
+    and pads it once more; here each tile of decisions is compared and OR-ed into its words while in
+    registers (:func:`_schedule_lab_pack`). The interior words are a stage of their own (``lab_bits``),
+    padded with the pad word afterwards: 1/64 of the float map's size.
+    """
+    n, c, h, w = (int(v) for v in x.shape)
+    words = -(-c // WORD)
+    d = _lab_decision(x, weight, bias, words * WORD)
+    b = te.reduce_axis((0, WORD), name="b")
+    bits = te.compute(
+        (n, h, words, w),
+        lambda nn, y, ww, xx: _bit_or()(_channel_bit(d[nn, ww * WORD + b, y, xx], ww * WORD + b, b, c, strict), axis=b),
+        name="lab_bits",
+    )
+    # pack_compute pads the float map with +1 (pad bit 1; on under either compare) or -1 (off): the pad
+    # word has the bits of every existing channel, or none.
+    last = (1 << (c - WORD * (words - 1))) - 1 if c % WORD else -1
+
+    def pad_word(ww):
+        if not pad_bit:
+            return tirx.const(0, "int64")
+        return tirx.Select(ww < words - 1, tirx.const(-1, "int64"), tirx.const(last, "int64"))
+
+    def out(nn, yy, ww, xx):
+        yi, xi = yy - padding, xx - padding
+        inside = tirx.all(yi >= 0, yi < h, xi >= 0, xi < w)
+        clamp_y, clamp_x = tirx.max(tirx.min(yi, h - 1), 0), tirx.max(tirx.min(xi, w - 1), 0)
+        return tirx.if_then_else(inside, bits[nn, clamp_y, ww, clamp_x], pad_word(ww))
+
+    return te.compute((n, h + 2 * padding, words, w + 2 * padding), out, name="packed")
 
 
 #: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount. Measured against the plain loop:
@@ -221,6 +281,70 @@ def _schedule_lab(sch, vector: int) -> None:
     sch.vectorize(x)
 
 
+def lab_pack_tile(height: int, width: int, vector: int) -> tuple[int, int, int, int] | None:
+    """``(rows, pixels, channels, row chunks)`` of the fused LAB + packing kernel's tile, or ``None`` where
+    the two-kernel path is faster.
+
+    Measured against ``labnas_lab`` + ``labnas_pack`` (official pairing, 10 interleaved rounds):
+    rows a multiple of the vector: 4 rows x ``vector`` pixels x 1 channel, the rows in 2 parallel chunks,
+    64 ch @ 56 k3 1.21-1.32x (k7 1.25x); maps narrower than a vector (but at least half of one): the whole
+    map x 2 channels, 512 ch @ 7 k3 1.18-1.61x (k7 0.99x). ResNet's 28 and 14 stay apart: 0.69-0.91x with
+    every tile tried (1-7 rows x 4-28 pixels x 1-2 channels), a row of 28 or 14 pixels being 3.5 or 1.75
+    vectors.
+    """
+    if vector < 2:  # fusion off
+        return None
+    if width % vector == 0:
+        rows = next(r for r in (4, 2, 1) if height % r == 0)
+        return rows, vector, 1, (2 if height % (2 * rows) == 0 else 1)
+    if vector // 2 <= width < vector and height <= vector:
+        return height, width, 2, 1
+    return None
+
+
+def _schedule_lab_pack(sch, vector: int) -> None:
+    """The fused LAB + packing kernel: parallel over (words x row chunks); inside, for each of a word's
+    64 channels, the chunk's tiles of decisions (taps unrolled around the tile, as in :func:`_schedule_lab`),
+    each compared and OR-ed into the chunk's words at once. Channels outside the tiles keep one
+    channel's input rows in L1 while the chunk is swept (tiles outside the channel loop ran 0.77x)."""
+    bits = sch.get_sblock("lab_bits")
+    n, y, words, x, b = sch.get_loops(bits)
+    ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
+    rows, pixels, channels, chunks = lab_pack_tile(ext(y), ext(x), vector)
+    y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
+    x_out, x_in = sch.split(x, [None, pixels])
+    b_out, b_in = sch.split(b, [None, channels])
+    sch.reorder(n, words, y_chunk, b_out, y_out, x_out, b_in, y_in, x_in)
+    sch.parallel(sch.fuse(n, words, y_chunk))
+    sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
+    sch.unroll(y_in)
+    sch.unroll(b_in)
+    depth = 4  # parallel, b_out, y_out, x_out: the tile's own loops follow
+    decision, raw = sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
+    sch.compute_at(decision, x_out)
+    sch.compute_at(raw, x_out)
+    reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # s, ky, kx
+    n_taps = sum(e > 1 for e in reduce_extents)  # compute_at made loops for these only
+    loops = sch.get_loops(raw)[depth:]
+    spatial, taps = loops[: len(loops) - n_taps], loops[len(loops) - n_taps :]
+    sch.reorder(*taps, *spatial)
+    sch.vectorize(spatial[-1])
+    for loop in (*taps, *spatial[:-1]):
+        sch.unroll(loop)
+    sch.decompose_reduction(raw, taps[0])
+    *outer, inner = sch.get_loops(decision)[depth:]
+    sch.vectorize(inner)
+    for loop in outer:
+        sch.unroll(loop)
+    sch.decompose_reduction(bits, b_out)
+    pad = sch.get_sblock("lab_input")
+    n, c, y, x = sch.get_loops(pad)
+    sch.parallel(sch.fuse(n, c))
+    sch.vectorize(x)
+    n, y, *_ = sch.get_loops(sch.get_sblock("packed"))
+    sch.parallel(sch.fuse(n, y))
+
+
 #: Packed weights larger than this are re-read from L2 per output pixel unless a tile of pixels shares them.
 WEIGHT_REUSE_BYTES = 32 * 1024
 
@@ -280,11 +404,16 @@ def _schedule_xnor_tree(sch, vector: int) -> None:
 
 #: Hand-scheduled, opaque kernels. ``labnas_dot`` is element-wise and left to fusion and the float
 #: scheduler.
-SCHEDULES = {"labnas_pack": _schedule_pack, "labnas_xnor": _schedule_xnor, "labnas_lab": _schedule_lab}
+SCHEDULES = {
+    "labnas_lab_pack": _schedule_lab_pack,  # before "labnas_lab": kernels are matched by name prefix
+    "labnas_pack": _schedule_pack,
+    "labnas_xnor": _schedule_xnor,
+    "labnas_lab": _schedule_lab,
+}
 
 
 def schedule_kernel(func, kind: str, vector: int = 8):
-    """Apply the hand schedule for ``kind`` (``labnas_pack``, ``labnas_xnor`` or ``labnas_lab``).
+    """Apply the hand schedule for ``kind`` (a key of :data:`SCHEDULES`).
 
     ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
     registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.

@@ -26,28 +26,52 @@ class LoweringError(RuntimeError):
     """The model has a layer the lowering does not know, or TVM's output does not match PyTorch."""
 
 
-def _convert_lab_decision(node, importer):
-    """Custom importer for ``labnas::lab_decision``: LAB's decision map as one hand-scheduled kernel."""
+def _packed_with_its_conv(lab_node, importer, vector: int) -> bool:
+    """Whether a ``labnas::lab_decision`` node is computed inside its binary conv's packing kernel
+    (``labnas_lab_pack``): it feeds exactly one ``labnas::xnor_conv2d`` and its map has a fused tile."""
+    from . import kernels
+
+    users = list(lab_node.users)
+    if len(users) != 1 or getattr(users[0], "target", None) is not torch.ops.labnas.xnor_conv2d.default:
+        return False
+    _, _, height, width = (int(v) for v in importer.env[lab_node.args[0]].ty.shape)
+    return kernels.lab_pack_tile(height, width, vector) is not None
+
+
+def _convert_lab_decision(node, importer, vector: int = 8):
+    """Custom importer for ``labnas::lab_decision``: LAB's decision map as one hand-scheduled kernel, or
+    nothing when its binary conv computes it inside the packing (see :func:`_packed_with_its_conv`)."""
     from . import kernels
 
     x, weight, bias = (importer.env[a] for a in node.args[:3])
+    if _packed_with_its_conv(node, importer, vector):
+        return x  # a stand-in nobody reads: the conv's converter takes the LAB's inputs from the graph
     return importer.block_builder.emit_te(kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint="labnas_lab")
 
 
-def _convert_xnor_conv2d(node, importer, carry_save: bool = False):
+def _convert_xnor_conv2d(node, importer, carry_save: bool = False, vector: int = 8):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction).
 
-    ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`).
+    ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`). A LAB
+    decision map that feeds only this conv is computed and packed by one kernel (``labnas_lab_pack``)
+    where :func:`kernels.lab_pack_tile` has a tile for it.
     """
 
     from . import kernels
 
+    d_node = node.args[0]
     d, wbits, corr = (importer.env[a] for a in node.args[:3])
     in_channels, stride, padding, pad_value, strict = node.args[3:8]
     bb = importer.block_builder
     pad_bit = 1 if pad_value == 1 else 0
     k = int(wbits.ty.shape[0])
-    packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
+    if getattr(d_node, "target", None) is torch.ops.labnas.lab_decision.default and _packed_with_its_conv(d_node, importer, vector):
+        x, weight, bias = (importer.env[a] for a in d_node.args[:3])
+        packed = bb.emit_te(
+            kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_lab_pack"
+        )
+    else:
+        packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
     dot = bb.emit_te(
         kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save, primfunc_name_hint="labnas_xnor"
     )
@@ -56,11 +80,12 @@ def _convert_xnor_conv2d(node, importer, carry_save: bool = False):
     return dot
 
 
-def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: bool = False):
+def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: bool = False, lab_pack_vector: int | None = 8):
     """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``.
 
     ``carry_save``: binary convs sum their popcounts through full adders (the target's
-    :attr:`~labnas.tvm.targets.TargetPreset.carry_save_popcount`).
+    :attr:`~labnas.tvm.targets.TargetPreset.carry_save_popcount`). ``lab_pack_vector``: the target's
+    vector lanes, which decide where LAB is fused into the packing (``None``: never).
     """
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -70,9 +95,10 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: boo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = torch.export.export(frozen, (x,))
+            vector = lab_pack_vector or 0  # 0: no width has a fused tile
             converters = {
-                "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save),
-                "lab_decision.default": _convert_lab_decision,
+                "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save, vector=vector),
+                "lab_decision.default": functools.partial(_convert_lab_decision, vector=vector),
             }
             mod = from_exported_program(ep, custom_convert_map=converters, unwrap_unit_return_tuple=True)
     except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
@@ -132,7 +158,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
 
     from .schedule_float import labnas_pipeline
 
-    mod, frozen = import_model(model, input_shape, carry_save=target.carry_save_popcount)
+    mod, frozen = import_model(model, input_shape, carry_save=target.carry_save_popcount, lab_pack_vector=target.vector_lanes)
     tvm_target = target.tvm_target()
     mod = _schedule_labnas_kernels(mod, target.vector_lanes)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target))
