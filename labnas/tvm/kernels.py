@@ -91,11 +91,11 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     and ``(C + c) // 2``) for the ``official`` one. ``xpad`` is the input zero-padded by ``k // 2``
     (its own stage: reading through a bounds check in the tap loop would stop the row vectorising).
 
-    Its own kernel (``labnas_lab``), float32 NCHW, consumed by the sign packing kernel. Measured at
-    64 channels, 56x56, k 3, official pairing: 0.14 ms with a 4-row tile (:func:`_schedule_lab`);
-    computed row by row inside the packing kernel instead (no tile across rows possible there) the
-    packing kernel took 0.35-0.41 ms, not 0.05 + 0.14. Against the unfused lowering (a C -> 2C grouped
-    conv, two channel slices and a subtraction) it writes half the float map and runs no slice kernel.
+    Its own kernel (``labnas_lab``), float32 NCHW, consumed by the sign packing kernel, where
+    :func:`lab_pack_tile` finds no tile for :func:`lab_pack_compute` (ResNet's 28- and 14-wide maps).
+    Measured at 64 channels, 56x56, k 3, official pairing: 0.14 ms with a 4-row tile (:func:`_schedule_lab`).
+    Against the unfused lowering (a C -> 2C grouped conv, two channel slices and a subtraction) it writes
+    half the float map and runs no slice kernel.
     """
     return _lab_decision(x, weight, bias, int(x.shape[1]))
 
@@ -323,7 +323,7 @@ def _schedule_lab_pack(sch, vector: int) -> None:
     decision, raw = sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
     sch.compute_at(decision, x_out)
     sch.compute_at(raw, x_out)
-    reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # s, ky, kx
+    reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n_taps = sum(e > 1 for e in reduce_extents)  # compute_at made loops for these only
     loops = sch.get_loops(raw)[depth:]
     spatial, taps = loops[: len(loops) - n_taps], loops[len(loops) - n_taps :]

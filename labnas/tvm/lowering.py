@@ -1,8 +1,9 @@
 """PyTorch BNN -> Relax IRModule -> compiled executable, with binary convs as bitpacked kernels.
 
 ``torch.export`` traces the frozen model (see :mod:`labnas.tvm.packed`); the Relax importer maps
-``labnas::xnor_conv2d`` to the pack / xnor-popcount / dot kernels of :mod:`labnas.tvm.kernels`, which
-get their hand schedules and are marked opaque so fusion keeps them whole. Float parts (stem, 1x1
+``labnas::xnor_conv2d`` to the pack / xnor-popcount / dot kernels of :mod:`labnas.tvm.kernels` (and a
+``labnas::lab_decision`` feeding it into the same packing kernel where a tile fits), which get their hand
+schedules and are marked opaque so fusion keeps them whole. Float parts (stem, 1x1
 shortcuts, LAB's depthwise conv, BatchNorm, the classifier) are ordinary Relax ops.
 """
 
