@@ -52,7 +52,7 @@ def test_folded_lab_decision_equals_lab(kernel, pairing):
 
 FUSED_LAB_CASES = {  # (channels, height, width, sources, LAB kernel, conv padding, pad bit, strict)
     "rows of whole vectors, 2 chunks": (64, 16, 16, 2, 3, 1, 1, True),
-    "partial word, per_channel, pad 2": (100, 8, 8, 1, 7, 2, 0, False),
+    "partial word, per_channel, pad 2": (100, 6, 6, 1, 7, 2, 0, False),
     "whole map tile, 3 words, pad bit 1": (130, 6, 6, 2, 5, 1, 1, True),
     "no padding": (64, 8, 8, 2, 3, 0, 1, True),
     "7x7 map, pad bit 0": (64, 7, 7, 2, 3, 1, 0, True),
@@ -70,7 +70,7 @@ def test_fused_lab_packing_equals_lab_then_pack(name):
     from labnas.tvm import kernels
 
     c, h, w, sources, k, padding, pad_bit, strict = FUSED_LAB_CASES[name]
-    assert kernels.lab_pack_tile(h, w, 8) is not None
+    assert kernels.lab_pack_tile(h, w, 8, sources) is not None
     x = te.placeholder((1, c, h, w), "float32", name="x")
     weight = te.placeholder((sources, c, k, k), "float32", name="w")
     bias = te.placeholder((c,), "float32", name="b")
@@ -118,6 +118,8 @@ def test_lab_is_fused_into_the_packing_where_a_tile_fits():
     assert lab_pack_tile(7, 7, 8) == (7, 7, 2, 1)  # the whole map x 2 channels
     assert lab_pack_tile(28, 28, 8) is None and lab_pack_tile(14, 14, 8) is None  # measured slower fused
     assert lab_pack_tile(2, 2, 8) is None and lab_pack_tile(56, 56, 0) is None
+    assert lab_pack_tile(56, 56, 8, sources=1) is None  # per_channel: measured slower fused at 56
+    assert lab_pack_tile(7, 7, 8, sources=1) == (7, 7, 2, 1)
 
 
 def test_network_mixes_fused_and_separate_lab_kernels_and_matches_torch():
@@ -135,6 +137,16 @@ def test_network_mixes_fused_and_separate_lab_kernels_and_matches_torch():
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     compiled = compile_model(model, shape, HOST)
     np.testing.assert_allclose(compiled.run_local(x), compiled.reference(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pairing,fused", [("official", True), ("per_channel", False)])
+def test_lowering_fuses_a_16_wide_lab_only_for_the_official_pairing(pairing, fused):
+    from labnas.nn import BinaryConv2d
+    from labnas.tvm import import_model
+
+    model = nn.Sequential(BinaryConv2d(16, 8, 3, 1, binarizer=LAB(16, 3, pairing=pairing), pad_value=1)).eval()
+    imported, _ = import_model(model, (1, 16, 16, 16), lab_pack_vector=8)
+    assert any(gv.name_hint.startswith("labnas_lab_pack") for gv in imported.functions) == fused
 
 
 @pytest.mark.parametrize("terms", [1, 2, 3, 7, 54, 55, 109])

@@ -281,20 +281,23 @@ def _schedule_lab(sch, vector: int) -> None:
     sch.vectorize(x)
 
 
-def lab_pack_tile(height: int, width: int, vector: int) -> tuple[int, int, int, int] | None:
+def lab_pack_tile(height: int, width: int, vector: int, sources: int = 2) -> tuple[int, int, int, int] | None:
     """``(rows, pixels, channels, row chunks)`` of the fused LAB + packing kernel's tile, or ``None`` where
-    the two-kernel path is faster.
+    the two-kernel path is faster. ``sources``: 2 for LAB's official pairing, 1 for ``per_channel``.
 
-    Measured against ``labnas_lab`` + ``labnas_pack`` (official pairing, 10 interleaved rounds):
-    rows a multiple of the vector: 4 rows x ``vector`` pixels x 1 channel, the rows in 2 parallel chunks,
-    64 ch @ 56 k3 1.21-1.32x (k7 1.25x); maps narrower than a vector (but at least half of one): the whole
-    map x 2 channels, 512 ch @ 7 k3 1.18-1.61x (k7 0.99x). ResNet's 28 and 14 stay apart: 0.69-0.91x with
-    every tile tried (1-7 rows x 4-28 pixels x 1-2 channels), a row of 28 or 14 pixels being 3.5 or 1.75
-    vectors.
+    Measured against ``labnas_lab`` + ``labnas_pack`` (10 interleaved rounds): rows a multiple of the
+    vector: 4 rows x ``vector`` pixels x 1 channel, the rows in 2 parallel chunks, 64 ch @ 56 k3 1.21-1.32x
+    (k7 1.25x) with the official pairing, but 0.43-0.70x with ``per_channel`` (half the multiply-adds per
+    packed bit), which keeps two kernels there; maps narrower than a vector (but at least half of one): the
+    whole map x 2 channels, 512 ch @ 7 k3 1.16-1.61x (k7 0.99-1.01x; per_channel k3 1.00x, k5 1.20x).
+    ResNet's 28 and 14 stay apart: 0.69-0.91x with every tile tried (1-7 rows x 4-28 pixels x 1-2
+    channels), a row of 28 or 14 pixels being 3.5 or 1.75 vectors.
     """
     if vector < 2:  # fusion off
         return None
     if width % vector == 0:
+        if sources < 2:
+            return None
         rows = next(r for r in (4, 2, 1) if height % r == 0)
         return rows, vector, 1, (2 if height % (2 * rows) == 0 else 1)
     if vector // 2 <= width < vector and height <= vector:
@@ -307,10 +310,11 @@ def _schedule_lab_pack(sch, vector: int) -> None:
     64 channels, the chunk's tiles of decisions (taps unrolled around the tile, as in :func:`_schedule_lab`),
     each compared and OR-ed into the chunk's words at once. Channels outside the tiles keep one
     channel's input rows in L1 while the chunk is swept (tiles outside the channel loop ran 0.77x)."""
-    bits = sch.get_sblock("lab_bits")
+    bits, decision, raw = sch.get_sblock("lab_bits"), sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
+    reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n, y, words, x, b = sch.get_loops(bits)
     ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
-    rows, pixels, channels, chunks = lab_pack_tile(ext(y), ext(x), vector)
+    rows, pixels, channels, chunks = lab_pack_tile(ext(y), ext(x), vector, sources=reduce_extents[0])
     y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
     x_out, x_in = sch.split(x, [None, pixels])
     b_out, b_in = sch.split(b, [None, channels])
@@ -320,10 +324,8 @@ def _schedule_lab_pack(sch, vector: int) -> None:
     sch.unroll(y_in)
     sch.unroll(b_in)
     depth = 4  # parallel, b_out, y_out, x_out: the tile's own loops follow
-    decision, raw = sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
     sch.compute_at(decision, x_out)
     sch.compute_at(raw, x_out)
-    reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n_taps = sum(e > 1 for e in reduce_extents)  # compute_at made loops for these only
     loops = sch.get_loops(raw)[depth:]
     spatial, taps = loops[: len(loops) - n_taps], loops[len(loops) - n_taps :]

@@ -36,7 +36,8 @@ def _packed_with_its_conv(lab_node, importer, vector: int) -> bool:
     if len(users) != 1 or getattr(users[0], "target", None) is not torch.ops.labnas.xnor_conv2d.default:
         return False
     _, _, height, width = (int(v) for v in importer.env[lab_node.args[0]].ty.shape)
-    return kernels.lab_pack_tile(height, width, vector) is not None
+    sources = int(importer.env[lab_node.args[1]].ty.shape[0])  # FrozenLabDecision.weight: [S, C, k, k]
+    return kernels.lab_pack_tile(height, width, vector, sources) is not None
 
 
 def _convert_lab_decision(node, importer, vector: int = 8):
