@@ -37,6 +37,10 @@ def add_search_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
     p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
+    p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
+                   help="accuracy estimator (default: the space's [proxy] estimator): trained = each candidate trained "
+                        "on the proxy dataset; supernet = one weight-sharing supernet, candidates scored with inherited "
+                        "weights; published = fitted to published ImageNet results (sign vs LAB 3x3 only, no training)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the proxy trains")
     p.add_argument("--data-dir", help="dataset directory for fashion-mnist / cifar10 / imagefolder proxies")
     p.add_argument("--latency", default="measure", choices=["measure", "lut"],
@@ -51,6 +55,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     import optuna
     from rich.console import Console
 
+    from .accuracy import EstimatorError
     from .data import DatasetError
     from .search import SearchConfig, SearchError, SpaceError, load_space, run_search
     from .tvm import TargetError, resolve_target
@@ -69,6 +74,11 @@ def run_search_cli(args: argparse.Namespace) -> int:
         target = resolve_target(args.target)
     except (SpaceError, TargetError) as err:
         raise UserError(str(err)) from None
+    estimator = args.accuracy or space.proxy.estimator
+    if args.data_dir and (estimator == "published" or space.proxy.dataset == "digits"):
+        takes = "the published estimator trains nothing" if estimator == "published" else "digits ships with scikit-learn"
+        raise UserError(f"--data-dir {args.data_dir} is not used: {takes}; drop --data-dir or use a space whose "
+                        "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
     remote = remote_from_args(args)
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
         require_board(target, remote)
@@ -83,7 +93,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         device=args.device,
         latency=args.latency,
         lut_root=args.lut_root,
-        extra={"sampler": args.sampler},
+        extra={"sampler": args.sampler, **({"accuracy": args.accuracy} if args.accuracy else {})},
     )
     if args.latency == "lut":
         from .latency import TableError, load_table
@@ -101,7 +111,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
             space, config, study_name, Path(args.results), args.storage, args.trials, args.timeout,
             args.workers, args.data_dir, progress=not args.no_progress,
         )
-    except (SearchError, DatasetError) as err:
+    except (SearchError, DatasetError, EstimatorError) as err:
         raise UserError(str(err)) from None
     _summary(console, out_dir, args.budget_ms)
     return 0

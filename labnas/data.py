@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "FASHION_MNIST_DEBIAN_DIR"]
+__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "resized", "FASHION_MNIST_DEBIAN_DIR"]
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -162,3 +162,24 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Datas
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name](data_dir, seed=seed)
+
+
+def resized(data: Dataset, size: int) -> Dataset:
+    """``data`` with every image resampled to ``size`` x ``size`` (area averaging when shrinking,
+    bilinear when growing); labels unchanged. ``size`` equal to the current size returns ``data``."""
+    import torch
+    import torch.nn.functional as F
+
+    if size < 1:
+        raise DatasetError(f"image size must be >= 1, got {size}")
+    if data.shape[1:] == (size, size):
+        return data
+
+    def resample(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        mode = "area" if size < x.shape[-1] else "bilinear"
+        out = F.interpolate(t, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        return out.numpy().astype(np.float32)
+
+    return Dataset(f"{data.name}@{size}", resample(data.x_train), data.y_train, resample(data.x_test), data.y_test, data.num_classes)
+

@@ -1,9 +1,15 @@
-"""The accuracy proxy: a short, deterministic training run of a spec on a small dataset."""
+"""Training a spec on a dataset: the short proxy runs of a search and the health checks on them.
+
+A run that diverges (a non-finite loss) or ends no better than guessing is not an accuracy: it raises
+:class:`TrainingFailed` naming the reason, so a search records a failed trial instead of ranking it.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,32 +18,95 @@ import torch.nn.functional as F
 from .data import Dataset
 from .models import ArchSpec, create_model
 
-__all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingFailed",
+    "SCHEDULES",
+    "train_proxy",
+    "train_model",
+    "evaluate",
+    "lr_factor",
+    "chance_floor",
+]
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+class TrainingFailed(RuntimeError):
+    """A training run whose result is not an accuracy: ``reason`` is ``"diverged"`` or ``"chance"``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
 class TrainConfig:
-    """Adam with a linear decay to 0 (the LAB code's recipe), on at most ``subset`` training images."""
+    """How a proxy run trains: Adam, ``warmup_epochs`` of linear warm-up, then ``schedule`` to 0.
+
+    Attributes:
+        epochs: passes over the (sub)set of training images.
+        batch_size: images per step.
+        lr: peak Adam learning rate.
+        schedule: ``"linear"`` (the LAB code's PolynomialDecay p=1), ``"cosine"`` (QuickNet's) or
+            ``"constant"``, applied after warm-up.
+        warmup_epochs: epochs of linear warm-up from 0 to ``lr`` (may be fractional).
+        grad_clip: clip the global gradient norm to this value (0: no clipping).
+        subset: train on at most this many images (None: all), drawn with ``seed``.
+        seed: seeds torch (initial weights) and numpy (subset and batch order).
+        device: ``"cpu"`` or ``"cuda"``.
+    """
 
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2.5e-3
+    schedule: str = "linear"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0
     subset: int | None = None
     seed: int = 0
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
 
 @dataclass
 class TrainResult:
+    """Test accuracy (fraction in [0, 1]) after ``epochs`` epochs; ``train_loss`` is the last epoch's mean."""
+
     accuracy: float
     train_loss: float
     seconds: float
     epochs: int
 
 
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The multiplier of the peak learning rate at optimiser step ``step`` of ``total``.
+
+    Linear warm-up over the first ``warmup`` steps (from 1/warmup up to 1), then ``schedule`` from 1
+    down to 0 at ``total``.
+    """
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+def chance_floor(num_classes: int) -> float:
+    """The accuracy under which a run counts as failed: twice chance (1 / classes), capped at 0.5."""
+    return min(0.5, 2.0 / num_classes)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str = "cpu", batch_size: int = 256) -> float:
-    """Top-1 accuracy in eval mode."""
+    """Top-1 accuracy (fraction) of ``model`` in eval mode on images ``x`` (N, C, H, W) and labels ``y``."""
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
@@ -46,24 +115,30 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str =
     return correct / len(x)
 
 
-def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None) -> TrainResult:
-    """Train ``spec`` on ``data`` and return test accuracy.
+def train_model(
+    model: torch.nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    progress: Callable[[int, float], None] | None = None,
+    before_step: Callable[[np.random.Generator], None] | None = None,
+) -> float:
+    """Train ``model`` in place on ``data.x_train``; return the last epoch's mean training loss.
 
-    ``progress`` is an optional callable ``(epoch, loss)`` called after each epoch (for progress bars
-    and for Optuna to notice interrupts between epochs).
+    ``before_step(rng)`` runs before every step (the supernet samples its sub-network there).
+    Raises :class:`TrainingFailed` ("diverged") as soon as an epoch's loss is not finite.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = create_model(spec).to(config.device)
     x, y = data.x_train, data.y_train
     if config.subset and config.subset < len(x):
         keep = rng.choice(len(x), config.subset, replace=False)
         x, y = x[keep], y[keep]
     steps_per_epoch = max(1, -(-len(x) // config.batch_size))
     total = steps_per_epoch * config.epochs
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
-    start, loss_value = time.perf_counter(), float("nan")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup, config.schedule))
+    loss_value = float("nan")
     for epoch in range(config.epochs):
         model.train()
         order = rng.permutation(len(x))
@@ -72,18 +147,39 @@ def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=Non
             idx = order[i : i + config.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
+            if before_step is not None:
+                before_step(rng)
             xb = torch.from_numpy(x[idx]).to(config.device)
             yb = torch.from_numpy(y[idx]).to(config.device)
             loss = F.cross_entropy(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise TrainingFailed("diverged", f"training diverged at epoch {epoch + 1} (loss {loss.item()})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
             sched.step()
             losses.append(loss.item())
         loss_value = float(np.mean(losses)) if losses else float("nan")
-        if not np.isfinite(loss_value):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {loss_value})")
         if progress is not None:
             progress(epoch + 1, loss_value)
+    return loss_value
+
+
+def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None) -> TrainResult:
+    """Build ``spec``, train it on ``data`` and return its test accuracy.
+
+    ``progress`` is an optional callable ``(epoch, loss)`` called after each epoch (for progress bars
+    and for Optuna to notice interrupts between epochs). Raises :class:`TrainingFailed` when the run
+    diverges or its test accuracy is below :func:`chance_floor`.
+    """
+    torch.manual_seed(config.seed)
+    model = create_model(spec).to(config.device)
+    start = time.perf_counter()
+    loss_value = train_model(model, data, config, progress)
     acc = evaluate(model, data.x_test, data.y_test, config.device)
+    floor = chance_floor(data.num_classes)
+    if acc < floor:
+        raise TrainingFailed("chance", f"test accuracy {acc:.3f} is below twice chance ({floor:.2f}): the run did not learn")
     return TrainResult(acc, loss_value, time.perf_counter() - start, config.epochs)

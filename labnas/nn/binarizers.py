@@ -221,16 +221,32 @@ class LAB(Binarizer):
         ``view(N, C, 2, H, W)[:, :, q]`` is every other channel from q; slices lower to strided copies in
         TVM instead of gathers.
         """
-        u = self.dw(x)
+        return self._pair(self.dw(x))
+
+    def _pair(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.channels
         if self.pairing == "official":
             return u[:, :c], u[:, c:]
         return u[:, 0::2], u[:, 1::2]
 
+    def cropped_forward(self, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        """The forward pass of a LAB whose depthwise kernel is the centre ``kernel_size`` x ``kernel_size``
+        of this one's (and the same biases and beta): how a weight-sharing supernet runs a smaller LAB."""
+        if kernel_size == self.kernel_size:
+            return self.forward(x)
+        if kernel_size > self.kernel_size or kernel_size % 2 == 0:
+            raise ValueError(f"cannot crop a {self.kernel_size}x{self.kernel_size} LAB kernel to {kernel_size}")
+        lo = (self.kernel_size - kernel_size) // 2
+        weight = self.dw.weight[:, :, lo : lo + kernel_size, lo : lo + kernel_size]
+        u = F.conv2d(x, weight, self.dw.bias, padding=kernel_size // 2, groups=self.channels)
+        return self._binarize(*self._pair(u))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u0, u1 = self.candidates(x)
+        return self._binarize(*self.candidates(x))
+
+    def _binarize(self, u0: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:
         z0, z1 = self.beta * u0, self.beta * u1
-        hard = torch.where(z1 > z0, 1.0, -1.0).to(x.dtype)
+        hard = torch.where(z1 > z0, 1.0, -1.0).to(u0.dtype)
         soft = torch.tanh((z1 - z0) / 2)  # == 2 * softmax([z0, z1])[1] - 1
         return hard + (soft - soft.detach())
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from ..data import Dataset
+from ..accuracy import AccuracyEstimator
 from ..models import LayerSpec, create_model
 from ..ops import count_ops
-from ..train import TrainConfig, train_proxy
+from ..train import TrainingFailed
 from .space import SearchSpace
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES"]
@@ -81,13 +81,13 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
 
 
 class Objective:
-    """Callable objective for ``study.optimize``; holds the loaded dataset, the resolved target and the
-    drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
+    """Callable objective for ``study.optimize``; holds the accuracy estimator, the resolved target and
+    the drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
 
-    def __init__(self, space: SearchSpace, data: Dataset, config: SearchConfig):
+    def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig):
         from ..tvm import resolve_target
 
-        self.space, self.data, self.config = space, data, config
+        self.space, self.estimator, self.config = space, estimator, config
         self.directions = OBJECTIVES[config.objectives]
         self.target = resolve_target(config.target)
         self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
@@ -175,25 +175,23 @@ class Objective:
         trial.set_user_attr("ops", float(counted.ops))
         feasible = lat <= self.config.budget_ms
         trial.set_user_attr("feasible", feasible)
-        if not feasible:
+        trial.set_user_attr("estimator", self.estimator.name)
+        if not feasible:  # never trained: no accuracy attr (unknown, not 0); the sampler sees 0 (Optuna refuses NaN)
             trial.set_user_attr("trained", False)
-            trial.set_user_attr("accuracy", 0.0)
             return self._values(0.0, lat, counted.ops)
-        proxy = self.space.proxy_spec(layers, self.data.shape[0], self.data.num_classes)
-        config = TrainConfig(
-            epochs=self.space.epochs,
-            batch_size=self.space.batch_size,
-            lr=self.space.lr,
-            subset=self.space.subset or None,
-            seed=self.config.seed,
-            device=self.config.device,
-        )
         try:
-            result = train_proxy(proxy, self.data, config)
-        except Exception as err:  # noqa: BLE001
-            trial.set_user_attr("error", f"training: {type(err).__name__}: {err}"[:500])
+            result = self.estimator.estimate(layers, seed=self.config.seed)
+        except TrainingFailed as err:
+            trial.set_user_attr("failure", err.reason)
+            trial.set_user_attr("error", f"training: {err.reason}: {err}"[:500])
             raise
-        trial.set_user_attr("trained", True)
+        except Exception as err:  # noqa: BLE001
+            trial.set_user_attr("error", f"accuracy: {type(err).__name__}: {err}"[:500])
+            raise
+        trial.set_user_attr("trained", result.fidelity > 0)
+        trial.set_user_attr("fidelity_epochs", result.fidelity)
         trial.set_user_attr("train_s", round(result.seconds, 2))
         trial.set_user_attr("accuracy", result.accuracy)
+        if len(result.per_seed) > 1:
+            trial.set_user_attr("accuracy_per_seed", [round(a, 5) for a in result.per_seed])
         return self._values(result.accuracy, lat, counted.ops)

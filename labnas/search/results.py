@@ -18,6 +18,9 @@ __all__ = ["trials_frame", "pareto_front", "write_results"]
 
 ATTR_COLUMNS = (
     "accuracy",
+    "estimator",
+    "fidelity_epochs",
+    "accuracy_per_seed",
     "latency_ms",
     "latency_source",
     "latency_measured_ms",
@@ -36,6 +39,7 @@ ATTR_COLUMNS = (
     "reference_ms",
     "duplicate_of",
     "error",
+    "failure",
     "spec",
 )
 

@@ -18,13 +18,17 @@ A space file::
     kernel = [3]        # binary conv kernels; a layer only offers those its slot allows
     layers = []         # optional: indices of the searched layers (default: all); others keep the defaults
 
-    [proxy]             # the accuracy proxy
+    [proxy]             # the accuracy estimator (labnas.accuracy.ProxySettings documents every key)
+    estimator = "trained"   # trained | supernet | published
     dataset = "digits"
+    resolution = 0      # 0: the dataset's own size
     width_mult = 0.25
     epochs = 2
     batch_size = 64
     subset = 0          # 0: every training image
     lr = 0.0025
+    schedule = "linear"
+    seeds = 1
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ..accuracy import EstimatorError, ProxySettings
+from ..accuracy.supernet import LayerChoices
 from ..data import DATASETS
 from ..models import FAMILIES, ArchSpec, LayerSpec, default_spec
 from ..nn import BINARIZERS
@@ -64,12 +70,7 @@ class SearchSpace:
     lab_kernels: list[int]
     kernels: list[int]
     layers: list[int]
-    dataset: str
-    proxy_width: float
-    epochs: int
-    batch_size: int
-    subset: int
-    lr: float
+    proxy: ProxySettings
     path: str = ""
 
     def layer_kernels(self, index: int) -> list[int]:
@@ -89,8 +90,11 @@ class SearchSpace:
             stem="imagenet" if h >= 100 else "small",
         )
 
-    def proxy_spec(self, layers: list[LayerSpec], in_channels: int, num_classes: int) -> ArchSpec:
-        return ArchSpec(self.family, layers, width_mult=self.proxy_width, in_channels=in_channels, num_classes=num_classes, stem="small")
+    def layer_choices(self) -> LayerChoices:
+        """Every binary layer's choices (unsearched layers keep their one default), for the supernet."""
+        defaults = self.default_layers()
+        kernels = tuple(tuple(self.layer_kernels(i)) if i in self.layers else (defaults[i].kernel,) for i in range(len(defaults)))
+        return LayerChoices(tuple(self.binarizers), tuple(self.lab_kernels), kernels)
 
     def default_layers(self) -> list[LayerSpec]:
         return default_spec(self.family, "sign").layers
@@ -157,9 +161,12 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not binarizers or any(b not in known_bins for b in binarizers):
         raise SpaceError(f"{f} [choices].binarizer: {binarizers!r} must be a non-empty list from {sorted(known_bins)}")
     layers = _int_list(choices, "layers", f"{f} [choices]", tuple(range(n_layers)), default=list(range(n_layers)))
-    dataset = _get(proxy, "dataset", str, f"{f} [proxy]")
-    if dataset not in DATASETS:
-        raise SpaceError(f"{f} [proxy].dataset: unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    try:
+        settings = ProxySettings.from_table(proxy, f"{f} [proxy]")
+    except EstimatorError as err:
+        raise SpaceError(str(err)) from None
+    if settings.dataset not in DATASETS:
+        raise SpaceError(f"{f} [proxy].dataset: unknown dataset {settings.dataset!r}; choose one of {', '.join(DATASETS)}")
     result = SearchSpace(
         name=_get(space, "name", str, f"{f} [space]", path.stem),
         family=family,
@@ -171,17 +178,9 @@ def load_space(name_or_path: str) -> SearchSpace:
         lab_kernels=_int_list(choices, "lab_kernel", f"{f} [choices]", (1, 3, 5, 7), default=[3]),
         kernels=_int_list(choices, "kernel", f"{f} [choices]", (1, 3, 5, 6, 7), default=[3]),
         layers=layers,
-        dataset=dataset,
-        proxy_width=_get(proxy, "width_mult", float, f"{f} [proxy]", 0.25),
-        epochs=_get(proxy, "epochs", int, f"{f} [proxy]", 2),
-        batch_size=_get(proxy, "batch_size", int, f"{f} [proxy]", 64),
-        subset=_get(proxy, "subset", int, f"{f} [proxy]", 0),
-        lr=_get(proxy, "lr", float, f"{f} [proxy]", 2.5e-3),
+        proxy=settings,
         path=f,
     )
-    for key in ("epochs", "batch_size"):
-        if getattr(result, key) < 1:
-            raise SpaceError(f"{f} [proxy].{key}: must be >= 1, got {getattr(result, key)}")
-    if not 0 < result.proxy_width <= 4 or not 0 < result.deploy_width <= 4:
+    if not 0 < result.deploy_width <= 4:
         raise SpaceError(f"{f}: width_mult must be in (0, 4]")
     return result

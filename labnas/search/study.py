@@ -78,10 +78,10 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
     except ValueError as err:
         raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
     settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target, "objectives": config.objectives,
-                "latency": config.latency}
+                "latency": config.latency, "accuracy": config.extra.get("accuracy") or space.proxy.estimator}
     stored = study.user_attrs.get("labnas")
-    if stored is not None:
-        stored = {"latency": "measure", **stored}  # studies from before --latency measured every trial
+    if stored is not None:  # keys added later default to what studies without them did
+        stored = {"latency": "measure", "accuracy": "trained", **stored}
     if stored is None:
         study.set_user_attr("labnas", settings)
     elif stored != settings:
@@ -95,6 +95,17 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=int(config.extra.get("population", 12)))
     return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
+
+
+def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | None):
+    """The space's accuracy estimator (``[proxy]``), with ``config.extra["accuracy"]`` overriding its kind."""
+    from ..accuracy import build_estimator
+
+    settings = space.proxy
+    if config.extra.get("accuracy"):
+        settings = settings.replace(estimator=config.extra["accuracy"])
+    return build_estimator(space.family, settings, choices=space.layer_choices(), data_dir=data_dir, device=config.device,
+                           cache_dir=config.extra.get("cache_dir"))
 
 
 def _finished(study: optuna.Study) -> int:
@@ -123,7 +134,6 @@ def _set_worker_threads(threads: int) -> None:
 
 def _run_worker(args: _WorkerArgs) -> None:
     """Body of a worker process: its own storage connection, data and objective."""
-    from ..data import load_dataset
     from .space import load_space
 
     _set_worker_threads(1)
@@ -132,7 +142,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     config = SearchConfig(**args.config)
     storage = open_storage(args.storage_url, Path(args.study_dir))
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config))
-    objective = Objective(space, load_dataset(space.dataset, args.data_dir, seed=config.seed), config)
+    objective = Objective(space, make_estimator(space, config, args.data_dir), config)
     study.optimize(objective, n_trials=args.n_trials, timeout=args.timeout, catch=(Exception,), gc_after_trial=True)
 
 
@@ -152,9 +162,7 @@ def run_search(
 
     Returns the study and the results directory. Ctrl-C stops after writing what is stored.
     """
-    from ..data import load_dataset
-
-    data = load_dataset(space.dataset, data_dir, seed=config.seed)  # fail before any file is written
+    estimator = make_estimator(space, config, data_dir)  # fail before any file is written
     study_dir = results_root / study_name
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
@@ -164,7 +172,7 @@ def run_search(
     try:
         if remaining and workers <= 1:
             _set_worker_threads(1)
-            objective = Objective(space, data, config)
+            objective = Objective(space, estimator, config)
             callback = (lambda st, tr: bar.update(_finished(st))) if bar else None
             study.optimize(
                 objective,

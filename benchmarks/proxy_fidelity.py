@@ -1,0 +1,186 @@
+"""How well does an accuracy estimator rank LAB placements the way ImageNet does?
+
+Scores the 16 configurations of the LAB authors' stage ablation (Bi-Real-18, LAB 3x3 with the official
+pairing in every binary layer of the marked stages, sign elsewhere; ImageNet top-1 53.2 .. 59.1 %) with an
+estimator built by ``labnas.accuracy.build_estimator`` (the search's own code path), several seeds, and
+reports Kendall tau / Spearman rho against the ImageNet column (bootstrap 90 % interval over
+configurations), the 1111-vs-0000 gain next to the seed noise, and CPU seconds per candidate.
+
+Every (setting, configuration, seed) result is appended to ``results/benchmarks/proxy_fidelity_runs.csv`` as
+it finishes; a re-run skips finished rows, so a study spread over several sittings loses nothing. The
+summary (one row per setting) goes to ``results/benchmarks/proxy_fidelity.csv``.
+
+    python benchmarks/proxy_fidelity.py                      # the default setting (what the search uses)
+    python benchmarks/proxy_fidelity.py --setting fmnist14-w25-e3 --seeds 0 1
+    python benchmarks/proxy_fidelity.py --study              # every setting of the study, in order
+    python benchmarks/proxy_fidelity.py --summary            # recompute the summary from the rows only
+    python benchmarks/proxy_fidelity.py --reference my.csv   # score against your own table (config,accuracy)
+
+Run it with one torch thread and ``nice`` when other work shares the machine (it sets one thread itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from labnas.accuracy import (  # noqa: E402
+    STAGE_ABLATION_TOP1,
+    ProxySettings,
+    build_estimator,
+    load_reference_csv,
+    rank_fidelity,
+    stage_layers,
+)
+from labnas.train import TrainingFailed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "results" / "benchmarks" / "proxy_fidelity_runs.csv"
+SUMMARY = ROOT / "results" / "benchmarks" / "proxy_fidelity.csv"
+FAMILY = "bireal18"
+RUN_COLUMNS = ["setting", "estimator", "config", "seed", "accuracy", "status", "fidelity", "cpu_s", "settings", "finished"]
+
+#: The study: each setting is ProxySettings fields. Ordered cheap and informative first.
+SETTINGS: dict[str, dict] = {
+    # the bireal18 space's proxy before the study (digits 8x8)
+    "digits8-w25-e4-lr1e2": dict(dataset="digits", width_mult=0.25, epochs=4, batch_size=32, lr=0.01),
+    # one-shot: a weight-sharing supernet over {sign, LAB3} per layer, scored after BN recalibration
+    "supernet-fmnist14-w25-e12": dict(estimator="supernet", dataset="fashion-mnist", resolution=14, width_mult=0.25,
+                                      epochs=12, batch_size=64, lr=2.5e-3, subset=10000, warmup_epochs=0.5),
+    # Fashion-MNIST pooled to 14x14, 10k images
+    "fmnist14-w25-e3": dict(dataset="fashion-mnist", resolution=14, width_mult=0.25, epochs=3, batch_size=64,
+                            lr=2.5e-3, subset=10000),
+    # capacity-limited (the ImageNet regime for BNNs): narrow network, every image, longer
+    "fmnist14-w12-full-e2": dict(dataset="fashion-mnist", resolution=14, width_mult=0.125, epochs=2, batch_size=64,
+                                 lr=2.5e-3, subset=0),
+    # full resolution: stage 4 at 4x4 instead of 2x2
+    "fmnist28-w25-e3": dict(dataset="fashion-mnist", resolution=28, width_mult=0.25, epochs=3, batch_size=64,
+                            lr=2.5e-3, subset=10000),
+    # longer with warm-up and cosine (QuickNet's recipe)
+    "fmnist14-w25-e8-cos": dict(dataset="fashion-mnist", resolution=14, width_mult=0.25, epochs=8, batch_size=64,
+                                lr=2.5e-3, subset=10000, schedule="cosine", warmup_epochs=1.0),
+    "published": dict(estimator="published"),
+}
+DEFAULT_SETTING = "published"
+
+
+def read_runs(path: Path = RUNS) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_run(row: dict, path: Path = RUNS) -> None:
+    """Append one finished row (and the header on a new file), flushed to disk at once."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, RUN_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _choices():
+    from labnas.accuracy.supernet import LayerChoices
+
+    return LayerChoices.uniform(16, binarizers=["sign", "lab"], lab_kernels=[3], kernels=[3])
+
+
+def run_setting(name: str, settings: ProxySettings, seeds: list[int], configs: list[str], cache_dir: str | None) -> None:
+    done = {(r["config"], int(r["seed"])) for r in read_runs() if r["setting"] == name}
+    todo = [(c, s) for s in seeds for c in configs if (c, s) not in done]
+    if not todo:
+        print(f"{name}: all {len(configs) * len(seeds)} rows already recorded")
+        return
+    estimator = build_estimator(FAMILY, settings, choices=_choices(), cache_dir=cache_dir)
+    print(f"{name}: {estimator.describe()}; {len(todo)} rows to run", flush=True)
+    for i, (config, seed) in enumerate(todo, start=1):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        try:
+            est = estimator.estimate(stage_layers(config), seed=seed)
+            accuracy, status, fidelity = est.accuracy, "ok", est.fidelity
+        except TrainingFailed as err:
+            accuracy, status, fidelity = float("nan"), err.reason, float(settings.epochs)
+        cpu = time.process_time() - cpu0
+        append_run({
+            "setting": name, "estimator": settings.estimator, "config": config, "seed": seed,
+            "accuracy": f"{accuracy:.5f}", "status": status, "fidelity": fidelity, "cpu_s": f"{cpu:.1f}",
+            "settings": json.dumps(settings.to_dict(), sort_keys=True), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        print(f"  [{i}/{len(todo)}] {config} seed {seed}: {100 * accuracy:.2f} % ({status}), "
+              f"{cpu:.0f} CPU s, {time.perf_counter() - wall0:.0f} s wall", flush=True)
+
+
+def summarise(reference: dict[str, float], out: Path | None = SUMMARY) -> list[dict]:
+    """One summary row per setting from the recorded runs (scores in accuracy points)."""
+    rows = read_runs()
+    table = []
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == name]
+        scores: dict[str, list[float]] = {}
+        failed = 0
+        for r in mine:
+            if r["status"] != "ok":
+                failed += 1
+                continue
+            scores.setdefault(r["config"], []).append(100 * float(r["accuracy"]))
+        cpu = [float(r["cpu_s"]) for r in mine]
+        try:
+            fid = rank_fidelity(scores, reference)
+        except ValueError:
+            continue
+        table.append({
+            "setting": name, "estimator": mine[0]["estimator"], "configs": fid.n, "seeds": fid.seeds,
+            "failed_runs": failed, "kendall_tau": round(fid.tau, 3), "tau_lo90": round(fid.tau_lo, 3),
+            "tau_hi90": round(fid.tau_hi, 3), "spearman_rho": round(fid.rho, 3),
+            "gain_1111_0000_pts": round(fid.gain, 2), "seed_noise_pts": round(fid.noise, 2),
+            "gain_over_noise": round(fid.gain_over_noise, 2), "cpu_s_per_candidate": round(float(np.mean(cpu)), 1),
+            "settings": mine[-1]["settings"],
+        })
+    if out is not None and table:
+        with out.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--setting", default=DEFAULT_SETTING, choices=sorted(SETTINGS), help=f"default {DEFAULT_SETTING}")
+    p.add_argument("--study", action="store_true", help="run every setting of the study in order")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--configs", nargs="+", default=list(STAGE_ABLATION_TOP1), help="stage codes (default: all 16)")
+    p.add_argument("--reference", help="CSV with columns config,accuracy (default: the ImageNet stage ablation)")
+    p.add_argument("--summary", action="store_true", help="only recompute the summary from the recorded rows")
+    p.add_argument("--cache-dir", help="supernet cache directory")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    reference = load_reference_csv(args.reference) if args.reference else STAGE_ABLATION_TOP1
+    if not args.summary:
+        names = list(SETTINGS) if args.study else [args.setting]
+        for name in names:
+            run_setting(name, ProxySettings(**SETTINGS[name]), args.seeds, args.configs, args.cache_dir)
+    for row in summarise(reference):
+        print(f"{row['setting']:28s} tau {row['kendall_tau']:+.2f} [{row['tau_lo90']:+.2f}, {row['tau_hi90']:+.2f}] "
+              f"rho {row['spearman_rho']:+.2f}  gain {row['gain_1111_0000_pts']:+.2f} pts  noise {row['seed_noise_pts']:.2f}  "
+              f"{row['cpu_s_per_candidate']:.0f} CPU s/candidate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

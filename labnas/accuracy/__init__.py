@@ -1,0 +1,86 @@
+"""Accuracy estimation: the estimators a search can use and the harness's rank-fidelity statistics.
+
+``build_estimator`` is the one place an estimator is made from a family and a space's ``[proxy]``
+settings; the search, ``labnas train`` and ``benchmarks/proxy_fidelity.py`` all go through it.
+"""
+
+from __future__ import annotations
+
+from .estimator import AccuracyEstimate, AccuracyEstimator, EstimatorError, ProgressFn
+from .fidelity import (
+    STAGE_ABLATION_TOP1,
+    RankFidelity,
+    ReferenceTableError,
+    bootstrap_interval,
+    kendall_tau,
+    load_reference_csv,
+    rank_fidelity,
+    spearman_rho,
+    stage_layers,
+)
+from .settings import ESTIMATOR_NAMES, ProxySettings
+
+__all__ = [
+    "AccuracyEstimate",
+    "AccuracyEstimator",
+    "ESTIMATOR_NAMES",
+    "EstimatorError",
+    "ProgressFn",
+    "ProxySettings",
+    "RankFidelity",
+    "ReferenceTableError",
+    "STAGE_ABLATION_TOP1",
+    "bootstrap_interval",
+    "build_estimator",
+    "kendall_tau",
+    "load_reference_csv",
+    "rank_fidelity",
+    "spearman_rho",
+    "stage_layers",
+]
+
+
+def build_estimator(
+    family: str,
+    settings: ProxySettings,
+    *,
+    choices=None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    cache_dir: str | None = None,
+    data=None,
+) -> AccuracyEstimator:
+    """The estimator ``settings.estimator`` for ``family``.
+
+    Arguments:
+        family: a name from ``labnas.models.FAMILIES``.
+        settings: the space's ``[proxy]`` settings.
+        choices: the space's per-layer choices (a ``labnas.accuracy.supernet.LayerChoices``); the supernet
+            trains exactly these.
+        data_dir: dataset directory for datasets that need one.
+        device: where trained estimators train.
+        cache_dir: where trained supernets are cached (default ``~/.cache/labnas/supernets``).
+        data: an already loaded ``labnas.data.Dataset`` (skips loading; must match ``settings``).
+
+    Raises :class:`EstimatorError` (unknown estimator, family not covered) or
+    ``labnas.data.DatasetError`` (missing dataset).
+    """
+    if settings.estimator == "published":
+        from .published import PublishedImageNet
+
+        return PublishedImageNet(family)
+    if data is None:
+        from ..data import load_dataset, resized
+
+        data = load_dataset(settings.dataset, data_dir, seed=0)
+        if settings.resolution:
+            data = resized(data, settings.resolution)
+    if settings.estimator == "trained":
+        from .trained import TrainedProxy
+
+        return TrainedProxy(family, settings, data, device)
+    from .supernet import SupernetEstimator
+
+    if choices is None:
+        raise EstimatorError("the supernet estimator needs the space's per-layer choices")
+    return SupernetEstimator(family, settings, data, choices, device=device, cache_dir=cache_dir)

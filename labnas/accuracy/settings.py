@@ -1,0 +1,84 @@
+"""The accuracy settings of a search space (its ``[proxy]`` table), typed and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..train import SCHEDULES
+from .estimator import EstimatorError
+
+__all__ = ["ProxySettings", "ESTIMATOR_NAMES"]
+
+ESTIMATOR_NAMES = ("trained", "supernet", "published")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How a space's accuracy column is estimated.
+
+    Attributes:
+        estimator: ``trained`` (each candidate trained on the dataset), ``supernet`` (one weight-sharing
+            supernet trained once, candidates scored with inherited weights after BatchNorm
+            recalibration) or ``published`` (a model fitted to published ImageNet results; no training).
+        dataset: a name from ``labnas.data.DATASETS``.
+        resolution: images resampled to this square size (0: the dataset's own).
+        width_mult: channel multiplier of the proxy network (the deployment network keeps its own).
+        epochs: training epochs of a candidate (``trained``) or of the supernet (``supernet``).
+        batch_size, lr, schedule, warmup_epochs, grad_clip: the Adam recipe (see ``labnas.train.TrainConfig``).
+        subset: training images used (0: all).
+        seeds: independent runs averaged per candidate (``trained``) or supernets averaged (``supernet``).
+        recalib_images: training images pushed through a sub-network to re-estimate BatchNorm statistics
+            before it is scored (``supernet``).
+    """
+
+    estimator: str = "trained"
+    dataset: str = "digits"
+    resolution: int = 0
+    width_mult: float = 0.25
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 2.5e-3
+    schedule: str = "linear"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0
+    subset: int = 0
+    seeds: int = 1
+    recalib_images: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATOR_NAMES:
+            raise EstimatorError(f"unknown accuracy estimator {self.estimator!r}; choose one of {', '.join(ESTIMATOR_NAMES)}")
+        if self.schedule not in SCHEDULES:
+            raise EstimatorError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size", "seeds"):
+            if getattr(self, name) < 1:
+                raise EstimatorError(f"proxy {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.width_mult <= 4:
+            raise EstimatorError(f"proxy width_mult must be in (0, 4], got {self.width_mult}")
+        if self.resolution < 0 or self.subset < 0 or self.lr <= 0:
+            raise EstimatorError("proxy resolution and subset must be >= 0 and lr > 0")
+
+    @classmethod
+    def from_table(cls, table: dict, where: str = "[proxy]") -> "ProxySettings":
+        """Settings from a TOML table; unknown keys and wrong types are errors naming the key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise EstimatorError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        values = {}
+        for key, value in table.items():
+            default = getattr(cls, key)
+            kind = type(default)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise EstimatorError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+            values[key] = value
+        return cls(**values)
+
+    def replace(self, **changes) -> "ProxySettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
