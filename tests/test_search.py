@@ -62,7 +62,9 @@ def test_over_budget_candidates_are_never_trained(tmp_path):
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert t.user_attrs["feasible"] is False and t.user_attrs["trained"] is False
         assert "train_s" not in t.user_attrs
+        assert "accuracy" not in t.user_attrs  # never trained: no accuracy, not 0
         assert t.constraints["latency_ms"] > 0
+    assert pd.read_csv(out / "trials.csv").accuracy.isna().all()
     assert pd.read_csv(out / "pareto.csv").empty and not (out / "best_spec.json").exists()
 
 
@@ -90,10 +92,36 @@ def test_failing_candidate_is_a_failed_trial_and_the_search_goes_on(tmp_path):
     assert list(df.state) == ["FAIL", "FAIL"] and df.error.str.startswith("latency:").all()
 
 
+def test_a_diverging_proxy_is_recorded_as_a_failed_trial_with_its_reason(tmp_path):
+    diverging = tmp_path / "diverging.toml"
+    diverging.write_text(Path(TINY).read_text().replace("lr = 0.0025", "lr = 1e30"))
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
+    study, out = run_search(load_space(str(diverging)), config, "div", tmp_path, n_trials=2, progress=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert {t.user_attrs["failure"] for t in study.trials} <= {"diverged", "chance"}
+    assert all(t.user_attrs["error"].startswith("training:") and "accuracy" not in t.user_attrs for t in study.trials)
+    assert pd.read_csv(out / "pareto.csv").empty
+
+
+def test_published_estimator_search_trains_nothing(tmp_path):
+    placement = tmp_path / "placement.toml"
+    placement.write_text(Path(TINY).read_text().replace("lab_kernel = [3, 5]", "lab_kernel = [3]"))
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
+    study, out = run_search(load_space(str(placement)), config, "pub", tmp_path, n_trials=3, progress=False)
+    df = pd.read_csv(out / "trials.csv")
+    assert set(df.state) == {"COMPLETE"} and (df.estimator == "published").all()
+    assert (df.fidelity_epochs == 0).all()
+    # predicted ImageNet top-1: 53.2 % all-sign .. 59.1 % all-LAB for Bi-Real-18
+    assert ((df.accuracy > 0.53) & (df.accuracy < 0.60)).all()
+    assert study.user_attrs["labnas"]["accuracy"] == "published"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--budget-ms", "0"], "must be a number > 0"),
+        (["--budget-ms", "20", "--data-dir", "/nonexistent/fmnist"], "--data-dir /nonexistent/fmnist is not used"),
+        (["--budget-ms", "20", "--accuracy", "magic"], "invalid choice: 'magic'"),
         (["--budget-ms", "20", "--space", "nope"], "unknown search space 'nope'"),
         (["--budget-ms", "20", "--target", "riscv"], "unknown target 'riscv'"),
         (["--budget-ms", "20", "--storage", "postgresql+psycopg2://u:p@127.0.0.1:1/db"], "cannot open storage"),

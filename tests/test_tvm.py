@@ -101,6 +101,8 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            if m.affine:  # ReActNet zero-initialises its residual BN scales: give every branch a say
+                m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
 
 
 @pytest.mark.slow

@@ -85,13 +85,18 @@ class PublishedImageNet:
 
     name = "published"
 
-    def __init__(self, family: str):
+    def __init__(self, family: str, table: dict[str, float] = STAGE_ABLATION_TOP1):
         self.fam = get_family(family)
         self.family = family
         if family not in ("bireal18", "labbnn", *FOUR_NETWORKS_TOP1):
             raise EstimatorError(f"no published LAB results cover family {family!r}; use the trained or supernet estimator")
-        self.params = fit_stage_model()
+        self.table = dict(table)
+        self.params = fit_stage_model(self.table)
         self.coverage = "stage ablation" if family in ("bireal18", "labbnn") else "endpoints only (all-sign, all-LAB)"
+
+    def without(self, code: str) -> "PublishedImageNet":
+        """The same estimator fitted without stage configuration ``code`` (for leave-one-out scoring)."""
+        return PublishedImageNet(self.family, {c: v for c, v in self.table.items() if c != code})
 
     def describe(self) -> str:
         return (f"published ImageNet results (not trained): {self.family}, {self.coverage}; "

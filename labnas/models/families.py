@@ -113,7 +113,9 @@ def _build_labbnn(spec: ArchSpec, family: Family) -> nn.Module:
 # -- QuickNet ---------------------------------------------------------------------------------------
 def _build_quicknet(spec: ArchSpec, family: Family) -> nn.Module:
     c0 = scale_channels(64, spec.width_mult)
-    stem = QuickStem(spec.in_channels, c0) if spec.stem == "imagenet" else SmallStem(spec.in_channels, c0)
+    # QuickNet's stem ends in BN, not ReLU: after a ReLU every input of the first residual block's sign is >= 0,
+    # so it binarizes to +1 everywhere and stage 1 carries no information (and its BN sees zero variance).
+    stem = QuickStem(spec.in_channels, c0) if spec.stem == "imagenet" else SmallStem(spec.in_channels, c0, relu=False)
     layers: list[nn.Module] = [stem]
     width = c0
     for i, slot in enumerate(family.slots):

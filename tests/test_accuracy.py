@@ -1,0 +1,187 @@
+"""Accuracy estimators: rank statistics, the fidelity harness, the supernet, the published model, failures."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labnas.accuracy import (
+    STAGE_ABLATION_TOP1,
+    EstimatorError,
+    ProxySettings,
+    build_estimator,
+    kendall_tau,
+    rank_fidelity,
+    spearman_rho,
+    stage_layers,
+)
+from labnas.accuracy.published import PublishedImageNet, leave_one_out
+from labnas.accuracy.supernet import LayerChoices, Supernet, SupernetEstimator, load_supernet, save_supernet
+from labnas.data import load_dataset
+from labnas.models import LayerSpec
+from labnas.train import TrainConfig, TrainingFailed, lr_factor, train_proxy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_kendall_tau_hand_checked_case():
+    # pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # tau-b with a tie in x: n0 = 6, tied x pairs 1 -> concordant 4, discordant 1 -> 3 / sqrt(5 * 6)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 0]) == pytest.approx((2 - 3) / math.sqrt(5 * 6))
+
+
+def test_rank_statistics_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 16).astype(float), rng.normal(size=16)
+    assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
+def test_head_count_ranks_the_ablation_with_tau_086():
+    names = list(STAGE_ABLATION_TOP1)
+    fid = rank_fidelity({c: [float(c.count("1"))] for c in names}, STAGE_ABLATION_TOP1)
+    assert fid.tau == pytest.approx(0.86, abs=0.01)
+    assert fid.gain == 4.0 and math.isnan(fid.noise)
+
+
+def test_rank_fidelity_gain_and_noise_from_seeds():
+    ref = {"a": 1.0, "b": 2.0, "c": 3.0}
+    fid = rank_fidelity({"a": [10.0, 12.0], "b": [20.0, 20.0], "c": [30.0, 34.0]}, ref)
+    assert fid.tau == pytest.approx(1.0)
+    assert fid.gain == pytest.approx(32.0 - 11.0)
+    assert fid.noise == pytest.approx((2.0 + 0.0 + 4.0) / 3)
+
+
+def test_stage_layers_mark_whole_stages():
+    layers = stage_layers("0101")
+    assert [l.binarizer for l in layers] == ["sign"] * 4 + ["lab"] * 4 + ["sign"] * 4 + ["lab"] * 4
+    assert all(l.kernel == 3 and l.lab_kernel == 3 for l in layers)
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("proxy_fidelity", ROOT / "benchmarks" / "proxy_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fidelity_harness_appends_rows_resumes_and_summarises(tmp_path, monkeypatch):
+    h = _harness()
+    monkeypatch.setattr(h, "RUNS", tmp_path / "runs.csv")
+    monkeypatch.setattr(h, "SUMMARY", tmp_path / "summary.csv")
+    configs = ["0000", "0110", "1111", "1000"]
+    h.run_setting("published", ProxySettings(estimator="published"), [0, 1], configs, None)
+    rows = h.read_runs(h.RUNS)
+    assert [r["config"] for r in rows] == configs  # deterministic estimator: one seed only
+    h.run_setting("published", ProxySettings(estimator="published"), [0], configs, None)
+    assert len(h.read_runs(h.RUNS)) == 4  # finished rows are skipped
+    table = h.summarise({c: STAGE_ABLATION_TOP1[c] for c in configs}, h.SUMMARY)
+    # leave-one-out predictions order these four as ImageNet does
+    assert table[0]["kendall_tau"] == pytest.approx(1.0)
+    assert (tmp_path / "summary.csv").exists()
+
+
+def test_published_estimator_leave_one_out_and_coverage():
+    loo = leave_one_out()
+    assert loo["kendall_tau"] > 0.86 and loo["mae_points"] < 0.5
+    est = build_estimator("bireal18", ProxySettings(estimator="published"))
+    assert est.estimate(stage_layers("1111")).accuracy > est.estimate(stage_layers("0000")).accuracy
+    assert est.estimate(stage_layers("0000")).fidelity == 0.0
+    layers = stage_layers("1111")
+    layers[0] = LayerSpec("lab", lab_kernel=5)
+    with pytest.raises(EstimatorError, match="LAB kernel 5"):
+        est.estimate(layers)
+    with pytest.raises(ValueError, match="unknown family"):
+        PublishedImageNet("no_such_family")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_supernet_samples_every_choice():
+    choices = LayerChoices((("sign", "lab")), (3, 5, 7), ((1, 3),) * 16)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        for i, layer in enumerate(choices.sample(rng)):
+            seen.add((i, layer.binarizer, layer.lab_kernel if layer.binarizer == "lab" else 0, layer.kernel))
+    expected = {(i, b, lk, k) for i in range(16) for k in (1, 3) for b, lk in [("sign", 0), ("lab", 3), ("lab", 5), ("lab", 7)]}
+    assert seen == expected
+
+
+def test_supernet_subnet_equals_standalone_network_with_inherited_weights(digits):
+    choices = LayerChoices(("sign", "lab"), (3, 5), ((1, 3),) * 16)
+    torch.manual_seed(0)
+    net = Supernet("bireal18", choices, 0.25, 1, 10)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)  # a few steps so weights and BN stats are not at init
+    x = torch.from_numpy(digits.x_train[:64])
+    for _ in range(3):
+        net.set_active(choices.sample(rng))
+        loss = net(x).logsumexp(1).mean()
+        opt.zero_grad(), loss.backward(), opt.step()
+    net.eval()
+    for _ in range(4):
+        layers = choices.sample(rng)
+        net.set_active(layers)
+        sub = net.extract(layers).eval()
+        assert sub.spec.layers == layers
+        torch.testing.assert_close(net(x), sub(x), rtol=0, atol=0)
+
+
+def test_supernet_cache_is_refused_for_another_space(tmp_path, digits):
+    a = LayerChoices(("sign", "lab"), (3,), ((3,),) * 16)
+    b = LayerChoices(("sign", "lab"), (3, 5), ((3,),) * 16)
+    net_a = Supernet("bireal18", a, 0.25, 1, 10)
+    save_supernet(net_a, tmp_path / "a.pt", "key")
+    load_supernet(Supernet("bireal18", a, 0.25, 1, 10), tmp_path / "a.pt", "key")
+    with pytest.raises(EstimatorError, match="another space"):
+        load_supernet(Supernet("bireal18", b, 0.25, 1, 10), tmp_path / "a.pt", "key")
+
+
+def test_supernet_estimator_trains_once_caches_and_scores(tmp_path, digits):
+    choices = LayerChoices(("sign", "lab"), (3,), ((3,),) * 16)
+    settings = ProxySettings(estimator="supernet", epochs=2, batch_size=64, lr=5e-3, recalib_images=256)
+    est = SupernetEstimator("bireal18", settings, digits, choices, cache_dir=tmp_path)
+    first = est.estimate(stage_layers("0110"), seed=0)
+    assert first.estimator == "supernet" and first.fidelity == 2.0
+    assert 0.3 < first.accuracy <= 1.0
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    again = SupernetEstimator("bireal18", settings, digits, choices, cache_dir=tmp_path)  # from the cache
+    assert again.estimate(stage_layers("0110"), seed=0).accuracy == pytest.approx(first.accuracy, abs=0.02)
+    with pytest.raises(EstimatorError, match="outside the supernet"):
+        est.estimate(stage_layers("0110", lab_kernel=5), seed=0)
+
+
+def test_lr_factor_warms_up_then_decays():
+    assert lr_factor(0, 100, 10, "linear") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "linear") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 0, "linear") == 0.0
+
+
+def test_a_diverging_run_raises_training_failed(digits):
+    from labnas.models import default_spec
+
+    spec = default_spec("bireal18", "sign", width_mult=0.25, in_channels=1, num_classes=10, stem="small")
+    with pytest.raises(TrainingFailed) as info:
+        train_proxy(spec, digits, TrainConfig(epochs=1, batch_size=64, lr=1e30, subset=256))
+    assert info.value.reason in ("diverged", "chance")
+
+
+def test_unknown_estimator_is_one_clear_error():
+    with pytest.raises(EstimatorError, match="unknown accuracy estimator 'magic'"):
+        ProxySettings(estimator="magic")
+    with pytest.raises(EstimatorError, match="unknown key"):
+        ProxySettings.from_table({"epoch": 3})
