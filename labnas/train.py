@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "lr_factor",
     "chance_floor",
+    "recalibrate_batchnorm",
 ]
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -56,6 +57,8 @@ class TrainConfig:
         subset: train on at most this many images (None: all), drawn with ``seed``.
         seed: seeds torch (initial weights) and numpy (subset and batch order).
         device: ``"cpu"`` or ``"cuda"``.
+        precise_bn_images: after training, BatchNorm statistics are re-estimated on this many training
+            images with the final weights (0: keep the running averages). See :func:`recalibrate_batchnorm`.
     """
 
     epochs: int = 3
@@ -67,6 +70,7 @@ class TrainConfig:
     subset: int | None = None
     seed: int = 0
     device: str = "cpu"
+    precise_bn_images: int = 2048
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -102,6 +106,32 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def chance_floor(num_classes: int) -> float:
     """The accuracy under which a run counts as failed: twice chance (1 / classes), capped at 0.5."""
     return min(0.5, 2.0 / num_classes)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, x: np.ndarray, device: str = "cpu", batch_size: int = 256) -> None:
+    """Re-estimate every BatchNorm's running mean and variance from images ``x`` with the current weights.
+
+    Why: the running averages of a short training run mix statistics of weights from many steps back, and a
+    binary network's signs amplify the mismatch. ReActNet on digits trained to 97 % in train mode measured
+    88 % in eval mode on one seed; with recalibrated statistics, 97 % ("precise BN", Wu & Johnson 2021).
+    A supernet needs it for the same reason: its shared running averages mix every sampled sub-network.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(x) == 0:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+    was_training = model.training
+    model.train()
+    for i in range(0, len(x), batch_size):
+        if len(x[i : i + batch_size]) > 1:
+            model(torch.from_numpy(x[i : i + batch_size]).to(device))
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum
+    model.train(was_training)
 
 
 @torch.no_grad()
@@ -178,6 +208,9 @@ def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=Non
     model = create_model(spec).to(config.device)
     start = time.perf_counter()
     loss_value = train_model(model, data, config, progress)
+    if config.precise_bn_images:
+        pick = np.random.default_rng(config.seed).permutation(len(data.x_train))[: config.precise_bn_images]
+        recalibrate_batchnorm(model, data.x_train[np.sort(pick)], config.device)
     acc = evaluate(model, data.x_test, data.y_test, config.device)
     floor = chance_floor(data.num_classes)
     if acc < floor:

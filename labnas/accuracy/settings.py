@@ -30,6 +30,8 @@ class ProxySettings:
         seeds: independent runs averaged per candidate (``trained``) or supernets averaged (``supernet``).
         recalib_images: training images pushed through a sub-network to re-estimate BatchNorm statistics
             before it is scored (``supernet``).
+        precise_bn_images: training images used to re-estimate BatchNorm statistics after a trained
+            candidate's last epoch (``trained``; 0: keep the running averages).
     """
 
     estimator: str = "trained"
@@ -45,6 +47,7 @@ class ProxySettings:
     subset: int = 0
     seeds: int = 1
     recalib_images: int = 1024
+    precise_bn_images: int = 2048
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATOR_NAMES:

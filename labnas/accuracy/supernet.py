@@ -31,7 +31,7 @@ from ..data import Dataset
 from ..models import ArchSpec, LayerSpec, create_model
 from ..models.families import get_family
 from ..nn import LAB, BinaryConv2d, binarize_weight, get_binarizer
-from ..train import TrainConfig, TrainingFailed, chance_floor, evaluate, train_model
+from ..train import TrainConfig, TrainingFailed, chance_floor, evaluate, recalibrate_batchnorm, train_model
 from .estimator import AccuracyEstimate, EstimatorError, ProgressFn
 from .settings import ProxySettings
 
@@ -189,19 +189,9 @@ class Supernet(nn.Module):
         model.load_state_dict(state)
         return model
 
-    @torch.no_grad()
     def recalibrate_bn(self, x: np.ndarray, batch_size: int = 256) -> None:
-        """Re-estimate every BatchNorm's running mean/variance for the active sub-network from images ``x``."""
-        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [bn.momentum for bn in bns]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over the recalibration batches
-        self.train()
-        for i in range(0, len(x), batch_size):
-            self(torch.from_numpy(x[i : i + batch_size]))
-        for bn, momentum in zip(bns, saved):
-            bn.momentum = momentum
+        """Re-estimate every BatchNorm's statistics for the active sub-network from images ``x``, then eval mode."""
+        recalibrate_batchnorm(self, x, batch_size=batch_size)
         self.eval()
 
 
@@ -245,7 +235,7 @@ class SupernetEstimator:
 
     def cache_key(self, seed: int) -> str:
         s = self.settings.to_dict()
-        s.pop("seeds"), s.pop("recalib_images")
+        s.pop("seeds"), s.pop("recalib_images"), s.pop("precise_bn_images")
         text = json.dumps([self.family, self.choices.key(), s, self.data.name, list(self.data.shape), seed,
                            self.lab_pairing, __version__], sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -270,7 +260,7 @@ class SupernetEstimator:
             s = self.settings
             config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, schedule=s.schedule,
                                  warmup_epochs=s.warmup_epochs, grad_clip=s.grad_clip, subset=s.subset or None,
-                                 seed=seed, device=self.device)
+                                 seed=seed, device=self.device, precise_bn_images=0)
             report = (lambda epoch, loss: progress("supernet", epoch, s.epochs)) if progress else None
             train_model(net.to(self.device), self.data, config, report,
                         before_step=lambda rng: net.set_active(self.choices.sample(rng)))

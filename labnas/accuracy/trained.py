@@ -42,7 +42,7 @@ class TrainedProxy:
         s = self.settings
         return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, schedule=s.schedule,
                            warmup_epochs=s.warmup_epochs, grad_clip=s.grad_clip, subset=s.subset or None,
-                           seed=seed, device=self.device)
+                           seed=seed, device=self.device, precise_bn_images=s.precise_bn_images)
 
     def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None) -> AccuracyEstimate:
         start = time.perf_counter()

@@ -99,8 +99,8 @@ def _build_bireal(spec: ArchSpec, family: Family, prelu: bool = False) -> nn.Mod
             stem = nn.Sequential(
                 nn.Conv2d(spec.in_channels, c0, 7, 2, padding=3, bias=False), _bn(c0), nn.MaxPool2d(3, 2, padding=1)
             )
-    else:
-        stem = SmallStem(spec.in_channels, c0, relu=prelu)
+    else:  # ends in BN as both 224 stems do: a ReLU here would make the first sign's inputs all >= 0
+        stem = SmallStem(spec.in_channels, c0, relu=False)
     blocks = [BiRealBlock(_binconv(spec, family, i), prelu=prelu) for i in range(len(family.slots))]
     width = blocks[-1].conv.out_channels
     return nn.Sequential(stem, *blocks, Classifier(width, spec.num_classes))
