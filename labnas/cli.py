@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cli_ops)
 
+    from .cli_deploy import add_deploy_parsers
     from .cli_profile import add_profile_parser
     from .cli_report import add_report_parsers
     from .cli_search import add_search_parser
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_parser(sub)
     add_search_parser(sub)
     add_report_parsers(sub)
+    add_deploy_parsers(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "_add_model_args", "_spec_from_args", "_parse_shape"]
+__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
 
 
 class UserError(Exception):
@@ -24,17 +24,42 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("family", nargs="?", help="model family (xnornet_alexnet, bireal18, quicknet, reactnet_mbv1, labbnn)")
     p.add_argument("--binarizer", default="sign", help="binarizer of every layer when FAMILY is given: sign or lab")
-    p.add_argument("--spec", help="an architecture spec JSON file (instead of FAMILY)")
-    p.add_argument("--input", type=_parse_shape, default=(3, 224, 224), help="input shape CxHxW (default 3x224x224)")
+    p.add_argument("--spec", help="instead of FAMILY: a spec .json, a search's best_spec.json, a study results folder "
+                                   "(with --trial N; default its best feasible trial) or a 'labnas train' checkpoint .pt")
+    p.add_argument("--trial", type=int, help="with --spec STUDY_FOLDER: the trial to take")
+    p.add_argument("--input", type=_parse_shape, help="input shape CxHxW (default: a checkpoint's own, else 3x224x224)")
+
+
+def _source_from_args(args: argparse.Namespace):
+    """The ``labnas.deploy.SpecSource`` of ``--spec`` (None for FAMILY); fills ``args.input`` when unset."""
+    from .deploy import SpecSourceError, load_spec_source
+    from .deploy.export import default_input
+
+    if not args.spec:
+        if args.trial is not None:
+            raise UserError("--trial needs --spec STUDY_FOLDER")
+        if args.input is None:
+            args.input = (3, 224, 224)
+        return None
+    if args.family:
+        raise UserError(f"give either FAMILY ({args.family}) or --spec, not both")
+    try:
+        source = load_spec_source(args.spec, args.trial)
+    except SpecSourceError as err:
+        raise UserError(str(err)) from None
+    if args.input is None:
+        args.input = default_input(source)
+    return source
 
 
 def _spec_from_args(args: argparse.Namespace):
-    """The ArchSpec named by FAMILY/--binarizer or --spec; the stem follows the input size."""
-    from .models import ArchSpec, SpecError, default_spec
+    """The ArchSpec named by FAMILY/--binarizer or --spec (any form); the stem follows the input size."""
+    from .models import SpecError, default_spec
 
+    source = _source_from_args(args)
+    if source is not None:
+        return source.spec
     try:
-        if args.spec:
-            return ArchSpec.load(args.spec)
         if not args.family:
             raise UserError("give a FAMILY (e.g. bireal18) or --spec FILE")
         c, h, _ = args.input

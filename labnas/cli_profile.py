@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from .cli_common import UserError, _add_model_args, _spec_from_args, add_remote_args, remote_from_args, require_board
+from .cli_common import UserError, _add_model_args, _source_from_args, _spec_from_args, add_remote_args, remote_from_args, require_board
 
 __all__ = ["add_profile_parser"]
 
@@ -38,17 +38,31 @@ def run_profile(args: argparse.Namespace) -> int:
     console = Console()
     if args.lut or args.space:
         return run_lut(args, console)
-    spec = _spec_from_args(args)
+    if args.repeat < 1 or args.number < 1:
+        raise UserError(f"--repeat and --number must be >= 1, got {args.repeat} and {args.number}")
+    source = _source_from_args(args)
+    spec = source.spec if source is not None else _spec_from_args(args)
     try:
         target = resolve_target(args.target)
+        target.check_compiler()  # a missing cross compiler fails now, not after the compile
     except TargetError as err:
         raise UserError(str(err)) from None
     remote = remote_from_args(args)
+    if remote is not None:  # an unreachable board fails now, not after the compile
+        from .tvm.measure import connect
+
+        try:
+            connect(remote)
+        except RemoteError as err:
+            raise UserError(str(err)) from None
+    model = create_model(spec)
+    if source is not None and source.checkpoint is not None:  # the trained weights the user ships
+        model.load_state_dict(source.checkpoint["model"])
     shape = (1, *args.input)
     console.print(f"compiling {spec.family} for {target.name} ({target.description or target.config}) at {'x'.join(map(str, args.input))} ...")
     start = time.perf_counter()
     try:
-        compiled = compile_model(create_model(spec), shape, target)
+        compiled = compile_model(model.eval(), shape, target)
     except LoweringError as err:
         raise UserError(str(err)) from None
     compile_s = time.perf_counter() - start

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "resized", "FASHION_MNIST_DEBIAN_DIR"]
+__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "resized", "ImageFolderStream", "FASHION_MNIST_DEBIAN_DIR"]
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -22,7 +22,11 @@ class DatasetError(ValueError):
 
 @dataclass
 class Dataset:
-    """Images as float32 NCHW scaled to roughly zero mean / unit variance, labels as int64."""
+    """Images as float32 NCHW scaled to roughly zero mean / unit variance, labels as int64.
+
+    ``pixel_mean`` / ``pixel_std``: the scaling, in the raw files' pixel units: ``x = (raw - mean) / std``
+    (what a deployed model's runner must apply to a raw image).
+    """
 
     name: str
     x_train: np.ndarray
@@ -30,6 +34,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    pixel_mean: float = 0.0
+    pixel_std: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -44,7 +50,8 @@ def _normalise(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def _finish(name: str, xtr, ytr, xte, yte, num_classes: int | None = None) -> Dataset:
     xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
     classes = int(num_classes or max(int(ytr.max()), int(yte.max())) + 1)
-    return Dataset(name, _normalise(xtr, xtr), ytr.astype(np.int64), _normalise(xte, xtr), yte.astype(np.int64), classes)
+    mean, std = float(xtr.mean()), float(xtr.std()) or 1.0
+    return Dataset(name, _normalise(xtr, xtr), ytr.astype(np.int64), _normalise(xte, xtr), yte.astype(np.int64), classes, mean, std)
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
@@ -181,5 +188,56 @@ def resized(data: Dataset, size: int) -> Dataset:
         out = F.interpolate(t, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
         return out.numpy().astype(np.float32)
 
-    return Dataset(f"{data.name}@{size}", resample(data.x_train), data.y_train, resample(data.x_test), data.y_test, data.num_classes)
+    return Dataset(f"{data.name}@{size}", resample(data.x_train), data.y_train, resample(data.x_test), data.y_test,
+                   data.num_classes, data.pixel_mean, data.pixel_std)
+
+
+class ImageFolderStream:
+    """A folder of class sub-folders read image by image (for a ``torch.utils.data.DataLoader``), never
+    loaded whole: the 80/20 train/test split is fixed per class (every fifth file is a test image).
+
+    Training items are resized to 9/8 of ``size``, randomly cropped to ``size`` and flipped left-right
+    half of the time; test items are resized to ``size``. Pixels are scaled to (x / 255 - 0.5) / 0.25.
+    Items are ``(float32 tensor [3, size, size], int64 label)``.
+    """
+
+    def __init__(self, root: str | None, split: str, size: int = 32, augment: bool = False):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if not root or not Path(root).is_dir():
+            raise DatasetError(f"imagefolder needs --data-dir with one sub-folder per class, got {root!r}")
+        directory = Path(root)
+        self.classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+        if len(self.classes) < 2:
+            raise DatasetError(f"{directory} must hold at least two class sub-folders, found {len(self.classes)}")
+        self.items: list[tuple[Path, int]] = []
+        for label, cls in enumerate(self.classes):
+            files = sorted(p for p in (directory / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.items += [(f, label) for i, f in enumerate(files) if (i % 5 == 4) == (split == "test")]
+        if not self.items:
+            raise DatasetError(f"{directory} holds no {split} images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
+        self.size, self.augment = size, augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        import torch
+        from PIL import Image
+
+        path, label = self.items[index]
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if self.augment:
+                big = self.size * 9 // 8
+                img = img.resize((big, big))
+                rng = np.random.default_rng()
+                left, top = (int(v) for v in rng.integers(0, big - self.size + 1, 2))
+                img = img.crop((left, top, left + self.size, top + self.size))
+                if rng.random() < 0.5:
+                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            else:
+                img = img.resize((self.size, self.size))
+            x = (np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - 0.5) / 0.25
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(label, dtype=torch.int64)
 

@@ -1,6 +1,8 @@
 """TVM lowering: bit-exact binary kernels, whole networks against PyTorch, targets, RPC."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -182,10 +184,15 @@ def _wait_port(port: int, timeout: float = 60) -> None:
 
 @pytest.fixture
 def processes():
+    """Processes a test starts, each in its own session: at the end the whole group is killed, so an RPC server's
+    workers (under qemu: ``qemu-aarch64-static ... popen_worker``) die with it instead of outliving the test."""
     procs = []
     yield procs
     for p in procs:
-        p.kill()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         p.wait()
 
 
@@ -193,7 +200,7 @@ def _start_tvm(processes, module: str, *extra: str) -> int:
     """Start ``python -m tvm.exec.MODULE`` on a free loopback port; return the port."""
     port = _free_port()
     cmd = [sys.executable, "-m", f"tvm.exec.{module}", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1), *extra]
-    processes.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    processes.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     return port
 
 
@@ -276,7 +283,7 @@ def test_emulated_arm_board_profile_matches_torch(tmp_path, processes):
     root = build_root(DEFAULT_ROOT)
     port = _free_port()
     cmd, env = server_command(root, port)
-    processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     _wait_port(port, timeout=180)  # importing TVM under qemu takes ~10 s
     r = subprocess.run([sys.executable, "-m", "labnas.cli", "profile", "labbnn", "--binarizer", "lab", "--input", "3x16x16",
                         "--target", "arm", "--rpc", f"127.0.0.1:{port}", "--emulated", "--repeat", "2", "--number", "1",
