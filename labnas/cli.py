@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cli_ops)
 
+    p = sub.add_parser("list", help="list the search spaces, target presets, binarizers, model families and accuracy estimators")
+    p.set_defaults(func=_cli_list)
+
     from .cli_deploy import add_deploy_parsers
     from .cli_profile import add_profile_parser
     from .cli_report import add_report_parsers
@@ -38,6 +41,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parsers(sub)
     add_deploy_parsers(sub)
     return parser
+
+
+def _cli_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .accuracy import ESTIMATOR_NAMES
+    from .cli_search import DEFAULT_SPACE
+    from .models import FAMILIES
+    from .nn import BINARIZERS
+    from .search import SpaceError, load_space, space_paths
+    from .tvm import TARGETS
+
+    console = Console()
+    spaces = Table(title="search spaces (--space)")
+    for col in ("name", "family", "deploy", "accuracy", "description"):
+        spaces.add_column(col, no_wrap=col != "description")
+    for name, path in space_paths().items():
+        try:
+            s = load_space(str(path))
+        except SpaceError as err:
+            spaces.add_row(name, "", "", "", f"unusable: {err}")
+            continue
+        estimator = s.proxy.estimator if s.proxy.estimator == "published" else f"{s.proxy.estimator} ({s.proxy.dataset})"
+        spaces.add_row(name + (" (default)" if name == DEFAULT_SPACE else ""), s.family, "x".join(map(str, s.deploy_input)),
+                       estimator, s.description)
+    console.print(spaces)
+    console.print("targets (--target): " + ", ".join(f"{t.name} ({t.description})" if t.description else t.name for t in TARGETS.values()))
+    console.print("binarizers (--binarizer, space files): sign (the family's own), " + ", ".join(sorted(BINARIZERS)))
+    console.print("families: " + ", ".join(FAMILIES))
+    console.print("accuracy estimators (--accuracy): " + ", ".join(ESTIMATOR_NAMES))
+    return 0
 
 
 def _cli_ops(args: argparse.Namespace) -> int:
@@ -61,6 +96,7 @@ def _cli_ops(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

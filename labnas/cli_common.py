@@ -23,7 +23,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("family", nargs="?", help="model family (xnornet_alexnet, bireal18, quicknet, reactnet_mbv1, labbnn)")
-    p.add_argument("--binarizer", default="sign", help="binarizer of every layer when FAMILY is given: sign or lab")
+    p.add_argument("--binarizer", default="sign", help="binarizer of every layer when FAMILY is given: sign (the family's own), "
+                   "lab, ste_sign, approx_sign, rsign, niblack or sauvola (default sign)")
     p.add_argument("--spec", help="instead of FAMILY: a spec .json, a search's best_spec.json, a study results folder "
                                    "(with --trial N; default its best feasible trial) or a 'labnas train' checkpoint .pt")
     p.add_argument("--trial", type=int, help="with --spec STUDY_FOLDER: the trial to take")

@@ -6,8 +6,12 @@ import argparse
 from pathlib import Path
 
 from .cli_common import UserError, add_remote_args, remote_from_args, require_board
+from .search.space import OBJECTIVE_SETS
 
-__all__ = ["add_search_parser"]
+__all__ = ["add_search_parser", "DEFAULT_SPACE"]
+
+#: The space ``labnas search`` uses without ``--space``.
+DEFAULT_SPACE = "bireal18_placement"
 
 
 def _positive_float(text: str) -> float:
@@ -23,7 +27,8 @@ def _positive_float(text: str) -> float:
 def add_search_parser(sub) -> None:
     p = sub.add_parser("search", help="search per-layer sign/LAB choices under a latency budget")
     p.add_argument("--budget-ms", type=_positive_float, required=True, help="latency budget on the target, in ms")
-    p.add_argument("--space", default="labbnn", help="a space name from search_spaces/ or a .toml path (default labbnn)")
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"a space name from search_spaces/ or a .toml path (default {DEFAULT_SPACE}); "
+                   "'labnas list' shows them")
     p.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
     p.add_argument("--trials", type=int, default=14, help="finished trials the study should hold (default 14)")
@@ -32,9 +37,12 @@ def add_search_parser(sub) -> None:
     p.add_argument("--storage", help="Optuna storage: sqlite:///..., postgresql://..., or a journal file *.log "
                    "(default sqlite:///results/STUDY/study.db)")
     p.add_argument("--results", default="results", help="results root directory (default results)")
-    p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,latency", "accuracy,latency,ops"])
-    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objectives", choices=list(OBJECTIVE_SETS), metavar="{" + ",".join(f"'{o}'" for o in OBJECTIVE_SETS) + "}",
+                   help="what to optimise under the budget: accuracy alone (one best network), or the Pareto front of "
+                        "accuracy and latency (and OPs); default: the space's own (bireal18_placement: accuracy,latency)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"],
+                   help="Optuna sampler: tpe (TPE, default) or nsga2 (NSGA-II, for multi-objective fronts)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of proxy training (default 0)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
     p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
     p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
@@ -80,12 +88,24 @@ def run_search_cli(args: argparse.Namespace) -> int:
         raise UserError(f"--data-dir {args.data_dir} is not used: {takes}; drop --data-dir or use a space whose "
                         "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
     remote = remote_from_args(args)
+    try:
+        target.check_compiler()  # fail before the first compile, not after it
+    except TargetError as err:
+        raise UserError(str(err)) from None
+    if remote is not None:
+        from .tvm import RemoteError
+        from .tvm.measure import connect
+
+        try:
+            connect(remote)  # an unreachable board fails now, before any trial compiles
+        except RemoteError as err:
+            raise UserError(str(err)) from None
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
         require_board(target, remote)
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
     config = SearchConfig(
         budget_ms=args.budget_ms,
-        objectives=args.objectives,
+        objectives=args.objectives or space.objectives,
         target=args.target,
         remote=remote,
         threads=args.threads,
@@ -113,6 +133,14 @@ def run_search_cli(args: argparse.Namespace) -> int:
         )
     except (SearchError, DatasetError, EstimatorError) as err:
         raise UserError(str(err)) from None
+    except KeyboardInterrupt:
+        import shlex
+        import sys
+
+        again = " ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv[1:])
+        print(f"interrupted: finished trials are stored in study {study_name} and written to "
+              f"{Path(args.results) / study_name}/; resume with: labnas {again}", file=sys.stderr)
+        raise
     _summary(console, out_dir, args.budget_ms)
     return 0
 

@@ -8,6 +8,8 @@ trial (user attrs), so results are readable with ``optuna.load_study`` and ``opt
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +21,31 @@ from ..ops import count_ops
 from ..train import TrainingFailed
 from .space import SearchSpace
 
-__all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES"]
+__all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
+
+#: Set when Ctrl-C arrives during a search. TVM turns a KeyboardInterrupt raised while it compiles or
+#: times into a RuntimeError with an empty message; this flag tells the objective it was an interrupt.
+INTERRUPTED = threading.Event()
+
+
+def watch_interrupts():
+    """Install the SIGINT handler that sets :data:`INTERRUPTED` before raising KeyboardInterrupt (main thread);
+    return the handler it replaced (None off the main thread)."""
+    INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _reraise_interrupt(trial: optuna.Trial, err: BaseException) -> None:
+    if INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt):
+        trial.set_user_attr("error", "interrupted (Ctrl-C); resumed searches run this trial's slot again")
+        raise KeyboardInterrupt from err
 
 OBJECTIVES = {
     "accuracy": ("maximize",),
@@ -84,10 +110,11 @@ class Objective:
     """Callable objective for ``study.optimize``; holds the accuracy estimator, the resolved target and
     the drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
 
-    def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig):
+    def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None):
         from ..tvm import resolve_target
 
         self.space, self.estimator, self.config = space, estimator, config
+        self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
         self.target = resolve_target(config.target)
         self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
@@ -163,9 +190,11 @@ class Objective:
             values = twin.values
             return values[0] if len(values) == 1 else tuple(values)
         try:
+            self.on_phase(f"trial {trial.number}: {'predict latency' if self.table is not None else 'compile and time'}")
             model = create_model(deploy).eval()
             lat = self._latency(trial, model)
-        except Exception as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
+        except BaseException as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
+            _reraise_interrupt(trial, err)
             trial.set_user_attr("error", f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
@@ -180,12 +209,16 @@ class Objective:
             trial.set_user_attr("trained", False)
             return self._values(0.0, lat, counted.ops)
         try:
+            self.on_phase(f"trial {trial.number}: accuracy ({self.estimator.name})")
             result = self.estimator.estimate(layers, seed=self.config.seed)
+        except KeyboardInterrupt as err:
+            _reraise_interrupt(trial, err)
         except TrainingFailed as err:
             trial.set_user_attr("failure", err.reason)
             trial.set_user_attr("error", f"training: {err.reason}: {err}"[:500])
             raise
         except Exception as err:  # noqa: BLE001
+            _reraise_interrupt(trial, err)
             trial.set_user_attr("error", f"accuracy: {type(err).__name__}: {err}"[:500])
             raise
         trial.set_user_attr("trained", result.fidelity > 0)

@@ -6,6 +6,7 @@ A space file::
     name = "labbnn"
     family = "labbnn"
     description = "..."
+    objectives = "accuracy"   # default --objectives: accuracy | accuracy,latency | accuracy,latency,ops
 
     [deploy]            # what latency and OPs are measured at
     input = [3, 224, 224]
@@ -54,6 +55,10 @@ __all__ = ["SearchSpace", "SpaceError", "load_space", "space_paths", "SPACE_DIRS
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
 
 
+#: What a search can optimise (``--objectives``); the first is always maximised accuracy.
+OBJECTIVE_SETS = ("accuracy", "accuracy,latency", "accuracy,latency,ops")
+
+
 class SpaceError(ValueError):
     """A space file that cannot be used; the message names the file, the key and the problem."""
 
@@ -72,6 +77,7 @@ class SearchSpace:
     layers: list[int]
     proxy: ProxySettings
     path: str = ""
+    objectives: str = "accuracy"
 
     def layer_kernels(self, index: int) -> list[int]:
         """The binary-conv kernels layer ``index`` may take: the space's choices its slot allows."""
@@ -179,8 +185,11 @@ def load_space(name_or_path: str) -> SearchSpace:
         kernels=_int_list(choices, "kernel", f"{f} [choices]", (1, 3, 5, 6, 7), default=[3]),
         layers=layers,
         proxy=settings,
+        objectives=_get(space, "objectives", str, f"{f} [space]", "accuracy"),
         path=f,
     )
+    if result.objectives not in OBJECTIVE_SETS:
+        raise SpaceError(f"{f} [space].objectives: {result.objectives!r} is not one of {', '.join(OBJECTIVE_SETS)}")
     if not 0 < result.deploy_width <= 4:
         raise SpaceError(f"{f}: width_mult must be in (0, 4]")
     return result

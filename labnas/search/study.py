@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
 
-from .objective import OBJECTIVES, Objective, SearchConfig
+from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import write_results
 from .space import SearchSpace
 
@@ -97,6 +98,16 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
 
 
+def _refuse_foreign_results(study_dir: Path, storage_url: str | None) -> None:
+    """Refuse to overwrite result files that the storage cannot resume (e.g. a committed example without its
+    ``study.db``): a new run would replace them with its own few trials."""
+    csv = study_dir / "trials.csv"
+    if storage_url is None and csv.exists() and not (study_dir / "study.db").exists():
+        rows = max(0, sum(1 for _ in csv.open()) - 1)
+        raise SearchError(f"{study_dir} holds the results of a study ({rows} trials) whose storage (study.db) is not there, so "
+                          "it cannot be resumed and would be overwritten; pass --results DIR or --study NAME for a new study")
+
+
 def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | None):
     """The space's accuracy estimator (``[proxy]``), with ``config.extra["accuracy"]`` overriding its kind."""
     from ..accuracy import build_estimator
@@ -164,16 +175,18 @@ def run_search(
     """
     estimator = make_estimator(space, config, data_dir)  # fail before any file is written
     study_dir = results_root / study_name
+    _refuse_foreign_results(study_dir, storage_url)
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
-    bar = _Bar(n_trials, _finished(study)) if progress else None
+    bar = _Bar(n_trials, _finished(study), plain=not progress)
+    previous_handler = watch_interrupts()
     try:
         if remaining and workers <= 1:
             _set_worker_threads(1)
-            objective = Objective(space, estimator, config)
-            callback = (lambda st, tr: bar.update(_finished(st))) if bar else None
+            objective = Objective(space, estimator, config, on_phase=bar.phase)
+            callback = bar.finished
             study.optimize(
                 objective,
                 n_trials=remaining,
@@ -185,6 +198,8 @@ def run_search(
         elif remaining:
             _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar)
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         if bar:
             bar.close()
         write_results(study, study_dir, config.budget_ms)
@@ -241,11 +256,14 @@ def _run_workers(study, space, config, study_name, storage_url, study_dir, remai
         proc = ctx.Process(target=_run_worker, args=(args,), daemon=False)
         proc.start()
         procs.append(proc)
+    seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
     try:
         while any(p.is_alive() for p in procs):
             time.sleep(2)
-            if bar:
-                bar.update(_finished(study))
+            for t in study.get_trials(deepcopy=False, states=FINISHED):
+                if t.number not in seen:
+                    seen.add(t.number)
+                    bar.finished(study, t)
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
@@ -258,18 +276,52 @@ def _run_workers(study, space, config, study_name, storage_url, study_dir, remai
         raise SearchError(f"{len(failed)} worker process(es) exited with codes {failed}; see their output above")
 
 
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """One line about a finished trial: state, accuracy, latency, OPs, LAB layers, or its error."""
+    a = trial.user_attrs
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        return f"trial {trial.number}: {trial.state.name.lower()}: {a.get('error', 'no reason recorded')}"
+    acc = f"accuracy {100 * a['accuracy']:.2f} %" if "accuracy" in a else "over budget, not trained"
+    dup = f" (same spec as trial {a['duplicate_of']})" if "duplicate_of" in a else ""
+    return (f"trial {trial.number}: {acc}, latency {a.get('latency_ms', float('nan')):.2f} ms, "
+            f"{a.get('ops', float('nan')) / 1e6:.1f} MOPs, {a.get('n_lab', '?')} LAB layers{dup}")
+
+
 class _Bar:
-    """A rich progress bar counting finished trials."""
+    """Progress of a search: finished trials with elapsed time and ETA, the running trial's phase, the last
+    trial and the best so far. ``plain=True`` prints one line per finished trial instead (for logs)."""
 
-    def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, total: int, done: int, plain: bool = False):
+        self.plain, self.best = plain, None
+        if plain:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        self.task = self.progress.add_task("trials", total=total, completed=done)
+        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[phase]}"))
+        self.task = self.progress.add_task("trials", total=total, completed=done, phase="")
         self.progress.start()
 
+    def phase(self, text: str) -> None:
+        if not self.plain:
+            self.progress.update(self.task, phase=text)
+
+    def finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        acc = trial.user_attrs.get("accuracy")
+        if acc is not None and (self.best is None or acc > self.best[1]):
+            self.best = (trial.number, acc, trial.user_attrs.get("latency_ms", float("nan")))
+        best = f"; best: trial {self.best[0]}, {100 * self.best[1]:.2f} % at {self.best[2]:.2f} ms" if self.best else ""
+        if self.plain:
+            print(trial_line(trial) + best, flush=True)
+        else:
+            self.progress.console.print(trial_line(trial), markup=False)
+            self.update(_finished(study))
+            self.progress.update(self.task, phase=best.removeprefix("; "))
+
     def update(self, done: int) -> None:
-        self.progress.update(self.task, completed=done)
+        if not self.plain:
+            self.progress.update(self.task, completed=done)
 
     def close(self) -> None:
-        self.progress.stop()
+        if not self.plain:
+            self.progress.stop()

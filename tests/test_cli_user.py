@@ -1,0 +1,109 @@
+"""What a new user trips over: interrupts, unreachable boards, committed results, progress lines, help, list."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from labnas.cli import main as labnas_main
+
+TINY = str(Path(__file__).parent / "data" / "tiny_space.toml")
+
+
+def _search_cmd(results: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "labnas.cli", "search", "--budget-ms", "1000", "--space", TINY, "--trials", "6",
+            "--results", str(results), *extra]
+
+
+def test_ctrl_c_stops_the_search_at_once_with_130_and_the_resume_command(tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen(_search_cmd(tmp_path, "--no-progress"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "tiny-host-1000ms" / "study.db"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until a trial is running (compiling, timing or training)
+        if db.exists():
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                try:
+                    if con.execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 1:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "resume with: labnas search --budget-ms 1000" in err
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        n_trials = con.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    assert n_trials < 6  # it stopped instead of going on
+    assert (tmp_path / "tiny-host-1000ms" / "trials.csv").exists()  # what was stored is written
+
+
+def test_an_unreachable_board_fails_before_any_compile(tmp_path, capsys):
+    start = time.time()
+    code = labnas_main(["search", "--budget-ms", "20", "--space", TINY, "--target", "x86", "--rpc", "127.0.0.1:9",
+                        "--rpc-timeout", "5", "--results", str(tmp_path / "res")])
+    assert code == 2 and time.time() - start < 60
+    err = capsys.readouterr().err
+    assert "cannot reach the board at rpc 127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_results_folder_without_its_storage_is_not_overwritten(tmp_path, capsys):
+    folder = tmp_path / "tiny-host-1000ms"
+    folder.mkdir()
+    (folder / "trials.csv").write_text("trial,state\n0,COMPLETE\n1,COMPLETE\n")
+    code = labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "1", "--results", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed and would be overwritten" in err and "--results DIR or --study NAME" in err
+    assert (folder / "trials.csv").read_text() == "trial,state\n0,COMPLETE\n1,COMPLETE\n"
+    assert not (folder / "study.db").exists()
+
+
+def test_no_progress_prints_one_line_per_trial(tmp_path, capsys):
+    assert labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path), "--no-progress"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("trial ")]
+    assert [l.split(":")[0] for l in lines] == ["trial 0", "trial 1"]
+    assert all("latency" in l and "best: trial" in l for l in lines)
+
+
+def test_list_names_spaces_targets_binarizers_and_estimators(capsys):
+    assert labnas_main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("bireal18_placement (default)", "labbnn", "published", "arm-a76", "approx_sign", "reactnet_mbv1", "supernet"):
+        assert word in out
+
+
+def test_help_explains_objectives_sampler_seed_and_binarizers(capsys):
+    with pytest.raises(SystemExit):
+        labnas_main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{'accuracy','accuracy,latency','accuracy,latency,ops'}" in text and "Pareto front" in text
+    assert "NSGA-II" in text and "seed of the sampler" in text
+    with pytest.raises(SystemExit):
+        labnas_main(["profile", "--help"])
+    assert "approx_sign" in capsys.readouterr().out
+
+
+def test_profile_repeat_zero_is_refused_before_compiling(capsys):
+    start = time.time()
+    assert labnas_main(["profile", "bireal18", "--input", "3x16x16", "--repeat", "0"]) == 2
+    assert "--repeat and --number must be >= 1" in capsys.readouterr().err and time.time() - start < 10
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is not None, reason="the cross compiler is installed here")
+def test_missing_cross_compiler_fails_before_compiling(capsys):
+    start = time.time()
+    assert labnas_main(["profile", "bireal18", "--input", "3x16x16", "--target", "arm"]) == 2
+    assert "apt-get install" in capsys.readouterr().err and time.time() - start < 10
