@@ -23,7 +23,7 @@ def make_results(path, budget=20.0, feasible=True):
             spec.layers[j].binarizer, spec.layers[j].lab_kernel = "lab", int(rng.choice([3, 5, 7]))
         lat = float(rng.uniform(12, 28))
         ok = feasible and lat <= budget
-        rows.append({"trial": i, "state": "COMPLETE", "accuracy": float(rng.uniform(0.6, 0.97)) if ok else 0.0,
+        rows.append({"trial": i, "state": "COMPLETE", "accuracy": float(rng.uniform(0.6, 0.97)) if ok else None,
                      "latency_ms": lat, "ops": float(rng.uniform(5e7, 1.2e8)), "bops": 1.7e9, "flops": 3e7,
                      "n_lab": spec.n_lab, "feasible": ok, "trained": ok, "duplicate_of": None, "spec": spec.to_json()})
     rows.append({**rows[0], "trial": 10, "state": "FAIL", "accuracy": None, "latency_ms": None, "feasible": None})
@@ -41,13 +41,19 @@ def test_pareto_plot_draws_the_result_files(tmp_path):
     fig = plot_pareto([res], "latency")
     ax = fig.axes[0]
     by_gid = {c.get_gid(): c for c in ax.collections}
-    pareto = pd.read_csv(tmp_path / "a" / "pareto.csv")
+    feasible = df[(df.state == "COMPLETE") & (df.feasible == True)]  # noqa: E712
+    expected = front_2d(feasible, "latency_ms")  # the front of the plotted axes, from every feasible trial
     ring = by_gid["pareto-0"].get_offsets()
-    assert sorted(map(tuple, np.asarray(ring))) == sorted(zip(pareto.latency_ms, pareto.accuracy))
+    assert sorted(map(tuple, np.asarray(ring))) == sorted(zip(expected.latency_ms, expected.accuracy))
     line = next(l for l in ax.lines if l.get_gid() == "front-0")
-    expected = front_2d(pareto, "latency_ms")
     assert np.allclose(line.get_xydata(), expected[["latency_ms", "accuracy"]].to_numpy())
     assert np.all(np.diff(line.get_xydata()[:, 1]) > 0)  # a front only climbs
+    for px, py in np.asarray(ring):  # every ringed point lies on the step line, none below it
+        assert py == line.get_xydata()[line.get_xydata()[:, 0] <= px][-1, 1]
+    assert "published" not in ax.get_ylabel() and "proxy accuracy" in ax.get_ylabel()
+    assert "host" in ax.get_title()
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # outside the data
     feas = df[(df.state == "COMPLETE") & (df.feasible == True)]  # noqa: E712
     infeas = df[(df.state == "COMPLETE") & (df.feasible == False)]  # noqa: E712
     assert len(by_gid["feasible-0"].get_offsets()) == len(feas) and len(by_gid["infeasible-0"].get_offsets()) == len(infeas)

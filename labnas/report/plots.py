@@ -14,13 +14,32 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 __all__ = ["StudyResults", "ResultsError", "load_results", "front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
 
-X_AXES = {"latency": ("latency_ms", "latency (ms, measured)"), "ops": ("ops", "OPs = BOPs/64 + FLOPs"), "bops": ("bops", "BOPs")}
+#: --x name -> (trials.csv column, axis label, divisor of the column for the axis unit)
+X_AXES = {
+    "latency": ("latency_ms", "latency (ms, measured on the target)", 1.0),
+    "ops": ("ops", "OPs = BOPs/64 + FLOPs (M)", 1e6),
+    "bops": ("bops", "BOPs (G)", 1e9),
+}
+
+#: What the accuracy axis is, by estimator (the study's settings name it).
+ACCURACY_AXIS = {
+    "published": "predicted ImageNet top-1 (published results, not trained)",
+    "trained": "proxy accuracy (short training on the proxy dataset)",
+    "supernet": "proxy accuracy (weight-sharing supernet)",
+}
+
+
+def accuracy_axis_label(settings: dict) -> str:
+    return ACCURACY_AXIS.get(settings.get("accuracy", "trained"), "accuracy")
 
 
 class ResultsError(ValueError):
@@ -86,34 +105,41 @@ def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
-    """Accuracy against ``x`` for one or more studies: feasible (filled) and over-budget (crosses)
-    trials, the budget line, the pareto.csv points (rings) and its 2-D front as a step line."""
+    """Accuracy against ``x`` for one or more studies: feasible trials (dots), over-budget trials (crosses on
+    the x axis: never trained, so no accuracy), the budget line, and the Pareto front of the plotted axes
+    (step line, its members ringed), computed from every feasible trial."""
     if x not in X_AXES:
         raise ResultsError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
-    column, label = X_AXES[x]
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    column, label, unit = X_AXES[x]
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    rug = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
     for i, res in enumerate(results):
         if res.feasible.empty:
             raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise --budget-ms or run more trials")
         color = colors[i % len(colors)]
         feas, infeas = res.feasible, res.infeasible
-        ax.scatter(feas[column], feas.accuracy, color=color, s=28, label=f"{res.name}: within budget", gid=f"feasible-{i}")
+        ax.scatter(feas[column] / unit, feas.accuracy, color=color, s=28, label=f"{res.name}: within budget", gid=f"feasible-{i}")
         if not infeas.empty:
-            # Over-budget candidates are never trained: they sit at accuracy 0 at their measured cost.
-            ax.scatter(infeas[column], infeas.accuracy, color=color, marker="x", s=28, alpha=0.6,
-                       label=f"{res.name}: over budget (not trained)", gid=f"infeasible-{i}")
-        front = front_2d(res.pareto if len(res.pareto) else feas, column)
-        ax.step(front[column], front.accuracy, where="post", color=color, lw=1.5, gid=f"front-{i}")
-        ax.scatter(res.pareto[column], res.pareto.accuracy, facecolors="none", edgecolors=color, s=90, lw=1.2,
-                   label=f"{res.name}: Pareto (pareto.csv)", gid=f"pareto-{i}")
+            ax.scatter(infeas[column] / unit, np.full(len(infeas), 0.03), transform=rug, color=color, marker="x", s=28,
+                       alpha=0.7, label=f"{res.name}: over budget (not trained)", gid=f"infeasible-{i}", clip_on=False)
+        front = front_2d(feas, column)
+        ax.step(front[column] / unit, front.accuracy, where="post", color=color, lw=1.5, gid=f"front-{i}")
+        ax.scatter(front[column] / unit, front.accuracy, facecolors="none", edgecolors=color, s=90, lw=1.2,
+                   label=f"{res.name}: Pareto front on these axes", gid=f"pareto-{i}")
         if x == "latency" and res.budget_ms is not None:
             ax.axvline(res.budget_ms, color=color, ls="--", lw=1, label=f"{res.name}: budget {res.budget_ms:g} ms", gid=f"budget-{i}")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter(useOffset=False))
     ax.set_xlabel(label)
-    ax.set_ylabel("proxy accuracy")
+    ax.set_ylabel(accuracy_axis_label(results[0].settings))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"accuracy vs {x}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if len(results) == 1:
+        r = results[0]
+        ax.set_title(f"{r.name}: accuracy vs {x} on {r.settings.get('target', '?')} "
+                     f"({r.settings.get('accuracy', 'trained')} accuracy)", fontsize=9)
+    else:
+        ax.set_title(f"accuracy vs {x}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -133,17 +159,32 @@ def plot_choice_map(res: StudyResults, ax=None):
     n_rows, n_cols = len(cells), len(cells[0])
     lab_colors = {1: "#fde0c5", 3: "#f9a65a", 5: "#e8590c", 7: "#a33b00"}
     grid = np.ones((n_rows, n_cols, 3))
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(6, 0.55 * n_cols + 2), 0.45 * n_rows + 1.6))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(7, 0.6 * n_cols + 4), 0.5 * n_rows + 1.8))
     for r, row in enumerate(cells):
         for c, (binarizer, lab_k, conv_k) in enumerate(row):
             rgb = matplotlib.colors.to_rgb(lab_colors.get(lab_k, "#e8590c") if binarizer == "lab" else "#d9d9d9")
             grid[r, c] = rgb
             text = f"L{lab_k}\nc{conv_k}" if binarizer == "lab" else f"s\nc{conv_k}"
-            ax.text(c, r, text, ha="center", va="center", fontsize=6)
+            ax.text(c, r, text, ha="center", va="center", fontsize=7)
     ax.imshow(grid, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(n_cols), [str(i) for i in range(n_cols)], fontsize=7)
-    ax.set_yticks(range(n_rows), [f"#{t} {lat:.1f} ms {acc:.1%}" for t, lat, acc in zip(front.trial, front.latency_ms, front.accuracy)], fontsize=7)
-    ax.set_xlabel("binary layer (input to output)")
-    ax.set_title(f"{res.name}: where LAB sits on the Pareto front (s = sign, Lk = LAB kxk, ck = conv kxk)", fontsize=8)
+    for boundary in _stage_boundaries(json.loads(front.spec.iloc[0])["family"]):
+        ax.axvline(boundary - 0.5, color="black", lw=1.2)
+    ax.set_xticks(range(n_cols), [str(i) for i in range(n_cols)], fontsize=8)
+    ax.set_yticks(range(n_rows), [f"#{t} {lat:.1f} ms {acc:.1%}" for t, lat, acc in zip(front.trial, front.latency_ms, front.accuracy)], fontsize=8)
+    ax.set_xlabel("binary layer, input to output (black lines: stage boundaries)", fontsize=8)
+    used = sorted({k for row in cells for b, k, _ in row if b == "lab"})
+    handles = [matplotlib.patches.Patch(color="#d9d9d9", label="sign")]
+    handles += [matplotlib.patches.Patch(color=lab_colors.get(k, "#e8590c"), label=f"LAB {k}x{k}") for k in used]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              title="binarizer (cell text: s / Lk, then conv ck)", title_fontsize=7)
+    ax.set_title(f"{res.name}: where LAB sits on the Pareto front", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _stage_boundaries(family: str) -> list[int]:
+    """Slot indices where a family's binary layers change width (a new stage starts)."""
+    from ..models.families import get_family
+
+    slots = get_family(family).slots
+    return [i for i in range(1, len(slots)) if slots[i].out_channels != slots[i - 1].out_channels]

@@ -72,16 +72,30 @@ def write_report(path: str | Path, measure_latency: bool = True) -> Path:
     for col in ("ops", "bops", "flops"):
         front[col] = front[col].map(lambda v: f"{v:.3g}")
     ops_table, ops_total = _ops_breakdown(spec, deploy)
+    estimator = res.settings.get("accuracy", "trained")
+    meaning = res.settings.get("accuracy_description") or f"{estimator} estimator"
+    caveat = {
+        "published": "predicted ImageNet top-1 from published results, not trained; it ranks the LAB authors' stage "
+                     "ablation with leave-one-out Kendall tau 0.90 (docs/accuracy.md)",
+        "trained": "a short training on a small proxy dataset; it does not rank LAB placements as ImageNet does "
+                   "(Kendall tau -0.6 .. +0.3 on the stage ablation, docs/accuracy.md): compare candidates of this "
+                   "study only, and train on your own data for a real answer",
+        "supernet": "scores of a weight-sharing supernet on a small proxy dataset; it does not rank LAB placements "
+                    "as ImageNet does (docs/accuracy.md)",
+    }.get(estimator, "")
+    settings = ", ".join(f"{k} {v}" for k, v in res.settings.items() if k not in ("accuracy_description", "study"))
     lines = [
         f"# labnas report: {res.name}",
         "",
-        f"Settings: {json.dumps(res.settings)}.",
+        f"**Accuracy column**: {meaning}. {caveat[:1].upper() + caveat[1:]}.",
+        "",
+        f"Settings: {settings}.",
         f"{len(res.trials)} trials: {len(res.feasible)} within budget, {len(res.infeasible)} over budget (not trained), "
         f"{int((res.trials.state == 'FAIL').sum())} failed.",
         "",
         "## Best architecture",
         "",
-        f"Trial {best['trial'] if best else '?'}: proxy accuracy {best['accuracy'] if best else float('nan'):.3f}, "
+        f"Trial {best['trial'] if best else '?'}: accuracy {best['accuracy'] if best else float('nan'):.3f} ({estimator}), "
         f"latency {best['latency_ms'] if best else float('nan'):.2f} ms, OPs {ops_total:.3g}.",
         "",
         "Per layer (binarizer / LAB kernel / conv kernel): "

@@ -178,6 +178,7 @@ def run_search(
     _refuse_foreign_results(study_dir, storage_url)
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
+    study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
