@@ -53,8 +53,8 @@ def test_spec_sources_every_form(tmp_path):
     plain = tmp_path / "spec.json"
     _small_spec().save(plain)
     assert load_spec_source(plain).spec == _small_spec()
-    committed = load_spec_source(ROOT / "results" / "labbnn-host-20ms" / "best_spec.json")
-    assert committed.spec.family == "labbnn" and committed.trial is not None
+    committed = load_spec_source(ROOT / "results" / "examples" / "bireal18_placement-host-20ms" / "best_spec.json")
+    assert committed.spec.family == "bireal18" and committed.trial is not None
     for args, message in (
         ((study, 9), "has no trial 9; its trials are 0..2"),
         ((study, 1), "over its latency budget"),

@@ -78,7 +78,7 @@ def load_results(path: str | Path) -> StudyResults:
     """Read a results directory written by ``labnas search``."""
     path = Path(path)
     if not path.is_dir():
-        raise ResultsError(f"{path} is not a directory; give a results directory such as results/labbnn-host-20ms")
+        raise ResultsError(f"{path} is not a directory; give a results directory such as results/examples/bireal18_placement-host-20ms")
     if not (path / "trials.csv").is_file():
         raise ResultsError(f"{path} holds no labnas results (no trials.csv); run 'labnas search' first")
     try:

@@ -90,7 +90,8 @@ def write_report(path: str | Path, measure_latency: bool = True) -> Path:
         f"**Accuracy column**: {meaning}. {caveat[:1].upper() + caveat[1:]}.",
         "",
         f"Settings: {settings}.",
-        f"{len(res.trials)} trials: {len(res.feasible)} within budget, {len(res.infeasible)} over budget (not trained), "
+        f"{len(res.trials)} trials: {len(res.feasible)} distinct specs within budget, {len(res.infeasible)} over budget (not estimated), "
+        f"{int(res.trials.duplicate_of.notna().sum())} repeats of an earlier spec, "
         f"{int((res.trials.state == 'FAIL').sum())} failed.",
         "",
         "## Best architecture",
