@@ -169,6 +169,22 @@ def summarise(reference: dict[str, float], out: Path | None = None) -> list[dict
     return table
 
 
+def markdown(table: list[dict]) -> str:
+    """The summary rows as a Markdown table: setting, what it trains, tau [90 % interval], rho, gain, noise, cost."""
+    lines = ["| setting | estimator: data, width, epochs, lr | configs x seeds | Kendall tau [90 % CI] | Spearman | gain 1111-0000 (pts) | seed noise (pts) | CPU s / candidate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        s = json.loads(r["settings"])
+        what = "fitted to published ImageNet results (leave-one-out)" if r["estimator"] == "published" else (
+            f"{r['estimator']}: {s['dataset']}{'@' + str(s['resolution']) if s.get('resolution') else ''}, "
+            f"x{s['width_mult']:g}, {s['epochs']} ep, {s['lr']:g} {s.get('schedule', 'linear')}"
+            f"{', ' + str(s['subset']) + ' imgs' if s.get('subset') else ''}")
+        noise = "-" if r["seed_noise_pts"] != r["seed_noise_pts"] else f"{r['seed_noise_pts']:.2f}"
+        lines.append(f"| {r['setting']} | {what} | {r['configs']} x {r['seeds']} | {r['kendall_tau']:+.2f} [{r['tau_lo90']:+.2f}, {r['tau_hi90']:+.2f}] "
+                     f"| {r['spearman_rho']:+.2f} | {r['gain_1111_0000_pts']:+.2f} | {noise} | {r['cpu_s_per_candidate']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--setting", default=DEFAULT_SETTING, choices=sorted(SETTINGS), help=f"default {DEFAULT_SETTING}")
@@ -178,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", help="CSV with columns config,accuracy (default: the ImageNet stage ablation)")
     p.add_argument("--summary", action="store_true", help="only recompute the summary from the recorded rows")
     p.add_argument("--cache-dir", help="supernet cache directory")
+    p.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table (for docs/accuracy.md)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     reference = load_reference_csv(args.reference) if args.reference else STAGE_ABLATION_TOP1
@@ -185,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         names = list(SETTINGS) if args.study else [args.setting]
         for name in names:
             run_setting(name, ProxySettings(**SETTINGS[name]), args.seeds, args.configs, args.cache_dir)
-    for row in summarise(reference):
+    table = summarise(reference)
+    if args.markdown:
+        print(markdown(table))
+        return 0
+    for row in table:
         print(f"{row['setting']:28s} tau {row['kendall_tau']:+.2f} [{row['tau_lo90']:+.2f}, {row['tau_hi90']:+.2f}] "
               f"rho {row['spearman_rho']:+.2f}  gain {row['gain_1111_0000_pts']:+.2f} pts  noise {row['seed_noise_pts']:.2f}  "
               f"{row['cpu_s_per_candidate']:.0f} CPU s/candidate")

@@ -14,7 +14,7 @@ __all__ = ["__version__", "convert"]
 def __getattr__(name: str):
     # ``convert`` needs torch; imported on first use so that ``python -m labnas.run`` needs only TVM and numpy.
     if name == "convert":
-        from .convert import convert
+        from ._convert import convert
 
         return convert
     raise AttributeError(f"module 'labnas' has no attribute {name!r}")

@@ -85,7 +85,9 @@ def _cli_ops(args: argparse.Namespace) -> int:
 
     result = count_ops(create_model(spec), (1, *args.input))
     if args.json:
-        print(json.dumps(result.summary(), indent=2))
+        described = {"family": spec.family, "binarizer": args.binarizer if not args.spec else None, "spec": args.spec,
+                     "n_lab": spec.n_lab, "input": list(args.input)}
+        print(json.dumps({**described, **result.summary()}, indent=2))
     else:
         from rich.console import Console
 
@@ -108,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"labnas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a folder that cannot be written (read-only, full disk, no permission)
+        if not err.filename:
+            raise
+        print(f"labnas {args.command}: error: cannot write {err.filename}: {err.strerror}; "
+              "pick a writable folder (--results / --out) or free some space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,7 +50,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .report import ResultsError, write_report
 
     try:
-        path = write_report(args.results, measure_latency=not args.no_measure)
+        path = write_report(args.results, measure_latency=not args.no_measure, progress=lambda text: print(f"{text} ...", flush=True))
     except ResultsError as err:
         raise UserError(str(err)) from None
     print(f"wrote {path}")

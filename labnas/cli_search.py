@@ -155,7 +155,7 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
     feasible = int(done.feasible.fillna(False).astype(bool).sum())
     failed = int((df.state == "FAIL").sum())
     console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
-                  f"{len(done) - feasible} over budget, never trained), {failed} failed")
+                  f"{len(done) - feasible} over budget, accuracy not estimated), {failed} failed")
     for row in df[df.state == "FAIL"].head(10).itertuples():
         console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
     if not done.empty:

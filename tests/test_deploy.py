@@ -114,7 +114,7 @@ def test_resume_after_kill_minus_nine_gives_the_uninterrupted_weights(tmp_path):
     spec = tmp_path / "spec.json"
     _small_spec().save(spec)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_train_cmd(tmp_path / "killed", spec, 8), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_train_cmd(tmp_path / "killed", spec, 12), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -125,9 +125,9 @@ def test_resume_after_kill_minus_nine_gives_the_uninterrupted_weights(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "killed" / "model.pt").exists()
-    r = subprocess.run(_train_cmd(tmp_path / "killed", spec, 8) + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(_train_cmd(tmp_path / "killed", spec, 12) + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(_train_cmd(tmp_path / "whole", spec, 8), env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(_train_cmd(tmp_path / "whole", spec, 12), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     resumed = torch.load(tmp_path / "killed" / "model.pt", weights_only=False)["model"]
     whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["model"]

@@ -128,3 +128,14 @@ def test_kernel_fingerprint_ignores_docs_but_not_code():
     documented = 'def f(x):\n    """Why."""\n    return x + 1  # note\n'
     assert _code_without_docs(documented) == _code_without_docs('def f(x):\n    """Another why."""\n    return x + 1\n')
     assert _code_without_docs(documented) != _code_without_docs("def f(x):\n    return x + 2\n")
+
+
+def test_a_table_timed_on_another_cpu_is_used_with_a_warning(tiny_table, tmp_path, capsys):
+    space, root, table, _ = tiny_table
+    load_table(space, "host", root)
+    assert "warning" not in capsys.readouterr().err  # built here: silent
+    other = LatencyTable(table.entries, {**table.meta, "device": {**table.meta["device"], "isa": ["avx2"], "cpu": "Other CPU"}}, table.rows)
+    other.save(table_path(space.name, "host", tmp_path))
+    load_table(space, "host", tmp_path)
+    err = capsys.readouterr().err
+    assert "was timed on Other CPU (avx2)" in err and "rebuild it with 'labnas profile --space tiny" in err

@@ -60,7 +60,7 @@ def test_ops_cli_reports_totals_and_rejects_bad_input(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(default_spec("labbnn", "lab").to_dict()))
     assert run("--spec", str(spec), "--json").returncode == 0
-    for args, message in ((["resnet9"], "unknown family 'resnet9'"), (["--spec", str(tmp_path / "none.json")], "cannot read spec file")):
+    for args, message in ((["resnet9"], "unknown family 'resnet9'"), (["--spec", str(tmp_path / "none.json")], "none.json does not exist")):
         r = run(*args)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     spec.write_text('{"family": "bireal18", "layers": []}')

@@ -146,7 +146,26 @@ class LatencyTable:
                 raise TableError(
                     f"{path} was built for {key} {meta.get(key)!r}, not {want!r}; {rebuild_hint(space_name, target_label)}"
                 )
+        _warn_if_other_cpu(path, meta, space_name, target_label)
         return table
+
+
+def _warn_if_other_cpu(path: Path, meta: dict, space_name: str, target_label: str) -> None:
+    """A local table timed on another CPU model predicts that CPU, not this one: say so (once, on stderr)."""
+    import sys
+
+    from ..tvm.measure import local_device_info
+
+    built = (meta.get("device") or {})
+    if built.get("remote") or not built.get("cpu"):
+        return
+    here = local_device_info()
+    same = built.get("cpu") == here.get("cpu") and built.get("machine") == here.get("machine") and built.get("isa") == here.get("isa")
+    if not same:
+        was = f"{built.get('cpu')} ({'+'.join(built['isa']) if 'isa' in built else 'ISA not recorded'})"
+        now = f"{here.get('cpu')} ({'+'.join(here['isa'])})"
+        print(f"warning: {path} was timed on {was}, this machine is {now}: its predictions are that CPU's; "
+              f"{rebuild_hint(space_name, target_label)}", file=sys.stderr)
 
 
 # -- building ---------------------------------------------------------------------------------------

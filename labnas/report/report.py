@@ -46,14 +46,18 @@ def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> str:
     return f"Median {result.median_ms:.2f} ms on the host (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f}); kernels of one instrumented run:\n\n" + _table(rows)
 
 
-def write_report(path: str | Path, measure_latency: bool = True) -> Path:
-    """Write ``report.md`` and its figures into the results directory ``path``; return the report path."""
+def write_report(path: str | Path, measure_latency: bool = True, progress=None) -> Path:
+    """Write ``report.md`` and its figures into the results directory ``path``; return the report path.
+
+    ``progress(text)`` is told each step (figures, OPs, the re-timing of the best architecture)."""
+    say = progress or (lambda text: None)
     res: StudyResults = load_results(path)
     if res.feasible.empty:
         from .plots import ResultsError
 
         raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial; nothing to report yet")
     out = res.path
+    say("drawing the Pareto curves and the choice map")
     figures = {}
     for x in ("latency", "ops"):
         fig = plot_pareto([res], x)
@@ -71,6 +75,7 @@ def write_report(path: str | Path, measure_latency: bool = True) -> Path:
     front["latency_ms"] = front.latency_ms.map(lambda v: f"{v:.2f}")
     for col in ("ops", "bops", "flops"):
         front[col] = front[col].map(lambda v: f"{v:.3g}")
+    say("counting the best architecture's OPs (fvcore, thop)")
     ops_table, ops_total = _ops_breakdown(spec, deploy)
     estimator = res.settings.get("accuracy", "trained")
     meaning = res.settings.get("accuracy_description") or f"{estimator} estimator"
@@ -119,7 +124,10 @@ def write_report(path: str | Path, measure_latency: bool = True) -> Path:
         "",
     ]
     if measure_latency and res.settings.get("target", "host") == "host":
-        lines += ["## Latency of the best architecture", "", _latency_breakdown(spec, deploy), ""]
+        say(f"re-timing the best architecture on this host (the search measured {best['latency_ms'] if best else float('nan'):.2f} ms)")
+        lines += ["## Latency of the best architecture (re-timed now, on this host)", "",
+                  f"The search measured {best['latency_ms'] if best else float('nan'):.2f} ms for it; this re-timing is a "
+                  "separate measurement, and the host's speed may have moved since.", "", _latency_breakdown(spec, deploy), ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

@@ -66,6 +66,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial", "state", *ATTR_COLUMNS])
     for col in ("feasible", "trained"):
         df[col] = df[col].astype("boolean")
+    for col in df.columns:  # integers stay integers when some rows have none (3, not 3.0)
+        if col.endswith(("_lab_kernel", "_kernel")) or col in ("n_lab", "bops", "flops", "params", "threads", "duplicate_of"):
+            df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
     return df
 
 
@@ -83,6 +86,15 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     return ok[np.array(keep)].sort_values("latency_ms")
 
 
+#: Decimals kept in the CSVs (accuracy as a fraction, times in ms or s); the parquet file keeps every digit.
+CSV_DECIMALS = {"accuracy": 5, "latency_ms": 4, "latency_p10_ms": 4, "latency_p90_ms": 4, "latency_measured_ms": 4,
+                "reference_ms": 4, "compile_s": 2, "train_s": 2, "fidelity_epochs": 2}
+
+
+def _readable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.round({k: v for k, v in CSV_DECIMALS.items() if k in df.columns})
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -98,10 +110,10 @@ def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[
         settings["accuracy_description"] = study.user_attrs["accuracy_description"]
     _atomic_write(out_dir / "study.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
     paths = {"trials_csv": out_dir / "trials.csv", "trials_parquet": out_dir / "trials.parquet", "pareto": out_dir / "pareto.csv"}
-    _atomic_write(paths["trials_csv"], lambda p: df.to_csv(p, index=False))
+    _atomic_write(paths["trials_csv"], lambda p: _readable(df).to_csv(p, index=False))  # parquet keeps full precision
     _atomic_write(paths["trials_parquet"], lambda p: df.to_parquet(p, index=False))
     front = pareto_front(df) if not df.empty else df
-    _atomic_write(paths["pareto"], lambda p: front.to_csv(p, index=False))
+    _atomic_write(paths["pareto"], lambda p: _readable(front).to_csv(p, index=False))
     best = out_dir / "best_spec.json"
     if len(front):
         top = front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]

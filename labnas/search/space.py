@@ -51,8 +51,21 @@ from ..nn import BINARIZERS
 
 __all__ = ["SearchSpace", "SpaceError", "load_space", "space_paths", "SPACE_DIRS"]
 
-#: Where ``--space NAME`` is looked up: ./search_spaces, then the one beside the labnas package.
-SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
+def _installed_spaces() -> Path:
+    """The default spaces shipped with labnas (the top-level ``search_spaces/``, installed as ``labnas.search_spaces``)."""
+    import importlib.util
+
+    try:  # a namespace package (TOML files only): its one search location is the folder
+        spec = importlib.util.find_spec("labnas.search_spaces")
+    except ModuleNotFoundError:  # pragma: no cover
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "search_spaces"  # pragma: no cover - a source tree never installed
+
+
+#: Where ``--space NAME`` is looked up: ./search_spaces, then the spaces installed with labnas.
+SPACE_DIRS = (Path("search_spaces"), _installed_spaces())
 
 
 #: What a search can optimise (``--objectives``); the first is always maximised accuracy.

@@ -73,17 +73,25 @@ def set_threads(threads: int) -> None:
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
 
 
+#: CPU features that change which kernels are fast (vector width, native popcount, dot products).
+ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "asimd", "asimddp", "sve")
+
+
 def local_device_info() -> dict[str, Any]:
+    """This machine: CPU model, the ISA features in :data:`ISA_FLAGS` it has, cores, OS."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu in (platform.processor(), platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return {
         "cpu": cpu,
+        "isa": [f for f in ISA_FLAGS if f in flags],
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "os_bits": 64 if platform.architecture()[0] == "64bit" else 32,
