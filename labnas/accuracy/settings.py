@@ -80,6 +80,14 @@ class ProxySettings:
             values[key] = value
         return cls(**values)
 
+    def train_config(self, seed: int, device: str = "cpu", precise_bn: bool = True):
+        """The ``labnas.train.TrainConfig`` of one run of this recipe (``precise_bn=False``: keep running BN averages)."""
+        from ..train import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+                           warmup_epochs=self.warmup_epochs, grad_clip=self.grad_clip, subset=self.subset or None,
+                           seed=seed, device=device, precise_bn_images=self.precise_bn_images if precise_bn else 0)
+
     def replace(self, **changes) -> "ProxySettings":
         return dataclasses.replace(self, **changes)
 

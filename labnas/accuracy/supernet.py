@@ -31,7 +31,7 @@ from ..data import Dataset
 from ..models import ArchSpec, LayerSpec, create_model
 from ..models.families import get_family
 from ..nn import LAB, BinaryConv2d, binarize_weight, get_binarizer
-from ..train import TrainConfig, TrainingFailed, chance_floor, evaluate, recalibrate_batchnorm, train_model
+from ..train import TrainingFailed, chance_floor, evaluate, recalibrate_batchnorm, train_model
 from .estimator import AccuracyEstimate, EstimatorError, ProgressFn
 from .settings import ProxySettings
 
@@ -258,9 +258,7 @@ class SupernetEstimator:
             load_supernet(net, path, key)
         else:
             s = self.settings
-            config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, schedule=s.schedule,
-                                 warmup_epochs=s.warmup_epochs, grad_clip=s.grad_clip, subset=s.subset or None,
-                                 seed=seed, device=self.device, precise_bn_images=0)
+            config = s.train_config(seed, self.device, precise_bn=False)
             report = (lambda epoch, loss: progress("supernet", epoch, s.epochs)) if progress else None
             train_model(net.to(self.device), self.data, config, report,
                         before_step=lambda rng: net.set_active(self.choices.sample(rng)))

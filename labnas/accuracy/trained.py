@@ -39,10 +39,7 @@ class TrainedProxy:
                         num_classes=self.data.num_classes, stem="small", lab_pairing=self.lab_pairing)
 
     def train_config(self, seed: int) -> TrainConfig:
-        s = self.settings
-        return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, schedule=s.schedule,
-                           warmup_epochs=s.warmup_epochs, grad_clip=s.grad_clip, subset=s.subset or None,
-                           seed=seed, device=self.device, precise_bn_images=s.precise_bn_images)
+        return self.settings.train_config(seed, self.device)
 
     def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None) -> AccuracyEstimate:
         start = time.perf_counter()
