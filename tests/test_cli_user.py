@@ -171,3 +171,43 @@ def test_a_wheel_install_finds_its_spaces_from_any_directory(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "space bireal18_placement" in " ".join(r.stdout.split())
     assert (elsewhere / "results" / "bireal18_placement-host-20ms" / "trials.csv").exists()
+
+
+def test_stopping_an_rpc_server_group_leaves_no_worker_behind():
+    """The fixture pattern of the RPC tests: a server started in its own session and killed as a group takes its
+    popen workers with it (the emulated board's qemu workers used to outlive the test run)."""
+    import psutil
+
+    from test_tvm import _free_port, _wait_port
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_port(port)
+        from tvm import rpc
+
+        session = rpc.connect("127.0.0.1", port, session_timeout=30)
+        session.cpu().exist  # a session runs in a forked worker of the server
+        family = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(recursive=True)]
+        assert len(family) >= 2
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    time.sleep(0.5)
+    alive = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+def test_optuna_dashboard_is_an_extra_and_documented():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("optuna-dashboard") for r in extras["dashboard"])
+    readme = (repo / "README.md").read_text()
+    assert 'pip install -e ".[dashboard]"' in readme and "optuna-dashboard sqlite:///results/" in readme
