@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.latency import block_units, build_table, table_path  # noqa: E402
 from labnas.models import LayerSpec, create_model  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
-from labnas.search.space import load_space  # noqa: E402
+from labnas.space import load_space  # noqa: E402
 from labnas.tvm import TARGETS, compile_model, measure  # noqa: E402
 from labnas.tvm.reference import ReferenceTimer  # noqa: E402
 

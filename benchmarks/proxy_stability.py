@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from labnas.accuracy import build_estimator  # noqa: E402
 from labnas.models import FAMILIES, default_spec  # noqa: E402
-from labnas.search import load_space  # noqa: E402
+from labnas.space import load_space  # noqa: E402
 from labnas.train import TrainingFailed  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "proxy_stability.csv"

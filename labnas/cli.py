@@ -51,7 +51,7 @@ def _cli_list(args: argparse.Namespace) -> int:
     from .cli_search import DEFAULT_SPACE
     from .models import FAMILIES
     from .nn import BINARIZERS
-    from .search import SpaceError, load_space, space_paths
+    from .space import SpaceError, load_space, space_paths
     from .tvm import TARGETS
 
     console = Console()

@@ -105,7 +105,7 @@ def run_lut(args: argparse.Namespace, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .latency import build_table, table_path
-    from .search.space import SpaceError, load_space
+    from .space import SpaceError, load_space
     from .tvm import LoweringError, RemoteError, TargetError, resolve_target
 
     if not (args.lut and args.space):

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .cli_common import UserError, add_remote_args, remote_from_args, require_board
-from .search.space import OBJECTIVE_SETS
+from .space import OBJECTIVE_SETS
 
 __all__ = ["add_search_parser", "DEFAULT_SPACE"]
 

@@ -87,7 +87,7 @@ def test_search_train_export_run_round_trip(tmp_path, capsys):
     assert labnas_main(["train", str(study), "--trial", "0", "--epochs", "1", "--out", str(run_dir), "--no-progress"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.2 < metrics["accuracy"] <= 1.0 and metrics["origin"]["trial"] == 0
-    assert labnas_main(["export", str(run_dir / "model.pt"), "--target", "host", "--out", str(export_dir)]) == 0
+    assert labnas_main(["export", str(run_dir / "model.pt"), "--target", "host", "--out", str(export_dir), "--onnx"]) == 0
     meta = json.loads((export_dir / "model.json").read_text())
     assert meta["trained"] and meta["input"]["shape"] == [1, 1, 8, 8] and meta["output"]["classes"] == 10
     # the runner's output equals PyTorch's on the same input
@@ -97,6 +97,9 @@ def test_search_train_export_run_round_trip(tmp_path, capsys):
     x = np.random.default_rng(5).standard_normal((1, 1, 8, 8)).astype(np.float32)
     torch_out = _load_model(load_spec_source(run_dir / "model.pt"))(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(run(export_dir / "model.so", x), torch_out, rtol=1e-4, atol=1e-4)
+    ort = pytest.importorskip("onnxruntime")  # the float graph for other runtimes gives the same logits
+    session = ort.InferenceSession(str(export_dir / "model.onnx"))
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], torch_out, rtol=1e-4, atol=1e-4)
     capsys.readouterr()
     assert run_main([str(export_dir / "model.so"), "--check"]) == 0
     assert "check OK" in capsys.readouterr().out
@@ -212,3 +215,14 @@ def test_aarch64_export_runs_on_the_emulated_board(tmp_path):
     finally:
         os.killpg(board.pid, signal.SIGKILL)
         board.wait()
+
+
+def test_export_refuses_a_checkpoint_whose_weights_do_not_fit_its_spec(tmp_path, capsys):
+    train_spec(_small_spec("sign"), TrainSettings(epochs=1), tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    ckpt["spec"]["layers"][0]["binarizer"] = "lab"  # a LAB layer the weights have no parameters for
+    torch.save(ckpt, tmp_path / "other.pt")
+    assert labnas_main(["export", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "its weights do not fit its spec" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ __all__ = ["BlockUnit", "LatencyTable", "TableError", "block_units", "build_tabl
 
 def load_table(space, target: str, root: Path | str = LUT_ROOT) -> LatencyTable:
     """The table of ``space`` (a name or :class:`~labnas.search.SearchSpace`) for ``target``, checked."""
-    from ..search.space import load_space
+    from ..space import load_space
 
     space = load_space(space) if isinstance(space, str) else space
     return LatencyTable.load(table_path(space.name, target, root), space, target)
@@ -25,7 +25,7 @@ def load_table(space, target: str, root: Path | str = LUT_ROOT) -> LatencyTable:
 def predict(spec, target: str, space, root: Path | str = LUT_ROOT) -> float:
     """Predicted latency in ms of the network ``spec`` (an ArchSpec at the space's deploy shape) on
     ``target``, from the latency table of ``space`` (sum of block entries plus the measured overhead)."""
-    from ..search.space import load_space
+    from ..space import load_space
 
     space = load_space(space) if isinstance(space, str) else space
     return load_table(space, target, root).predict(spec, (1, *space.deploy_input))

@@ -22,7 +22,7 @@ from .blocks import (
     SmallStem,
     _bn,
 )
-from .spec import ArchSpec, LayerSpec, SpecError
+from .spec import ArchSpec, LayerSpec, SpecError, register_family_lookup
 
 __all__ = ["Slot", "Family", "FAMILIES", "get_family", "default_spec", "create_model", "scale_channels"]
 
@@ -255,6 +255,9 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise SpecError(f"unknown family {name!r}; choose one of: {', '.join(FAMILIES)}") from None
+
+
+register_family_lookup(get_family)
 
 
 def default_spec(family: str, binarizer: str = "sign", **overrides) -> ArchSpec:

@@ -7,11 +7,24 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["LayerSpec", "ArchSpec", "SpecError", "STEMS"]
+from ..nn import BINARIZERS
+
+__all__ = ["LayerSpec", "ArchSpec", "SpecError", "STEMS", "register_family_lookup"]
 
 STEMS = ("imagenet", "small")
+
+
+#: Resolves a family name to its slot table (``labnas.models.families.get_family``). The families module
+#: registers it when it is imported, so the spec (below the builders) never imports them.
+_family_lookup: Callable[[str], Any] | None = None
+
+
+def register_family_lookup(lookup: Callable[[str], Any]) -> None:
+    """Let :meth:`ArchSpec.validate` check specs against the family table (called by ``labnas.models.families``)."""
+    global _family_lookup
+    _family_lookup = lookup
 
 
 class SpecError(ValueError):
@@ -112,11 +125,9 @@ class ArchSpec:
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
         """Check the spec against its family's layout; raise :class:`SpecError` naming the bad field."""
-        from .families import get_family  # the family table lives with the builders
-
-        from ..nn import BINARIZERS
-
-        family = get_family(self.family)
+        if _family_lookup is None:  # pragma: no cover - labnas.models' __init__ registers it
+            raise SpecError("no family table registered; import labnas.models")
+        family = _family_lookup(self.family)
         if self.stem not in STEMS:
             raise SpecError(f"stem must be one of {STEMS}, got {self.stem!r}")
         if self.lab_pairing not in ("official", "per_channel"):

@@ -134,13 +134,13 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None) 
 
 
 def _deploy_shape(res: StudyResults, spec: dict) -> tuple[int, int, int]:
-    """The deployment input: from the space file named in the settings, else from the stem."""
+    """The deployment input of a study: from the space file its settings name, else from the spec's stem."""
+    from ..space import SpaceError, load_space
+
     space = res.settings.get("space")
     if space:
         try:
-            from ..search import load_space
-
             return tuple(load_space(space).deploy_input)  # type: ignore[return-value]
-        except Exception:  # noqa: BLE001 - the space file may be gone; fall back on the stem
+        except SpaceError:  # the space file is gone or unreadable: the stem says what the network was built for
             pass
     return (spec["in_channels"], 224, 224) if spec.get("stem") == "imagenet" else (spec["in_channels"], 32, 32)

@@ -19,7 +19,7 @@ from ..accuracy import AccuracyEstimator
 from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
-from .space import SearchSpace
+from ..space import SearchSpace
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
 

@@ -13,7 +13,7 @@ import optuna
 
 from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import write_results
-from .space import SearchSpace
+from ..space import SearchSpace
 
 __all__ = ["SearchError", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
 
@@ -145,7 +145,7 @@ def _set_worker_threads(threads: int) -> None:
 
 def _run_worker(args: _WorkerArgs) -> None:
     """Body of a worker process: its own storage connection, data and objective."""
-    from .space import load_space
+    from ..space import load_space
 
     _set_worker_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent's summary lists failed trials

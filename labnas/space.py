@@ -43,11 +43,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..accuracy import EstimatorError, ProxySettings
-from ..accuracy.supernet import LayerChoices
-from ..data import DATASETS
-from ..models import FAMILIES, ArchSpec, LayerSpec, default_spec
-from ..nn import BINARIZERS
+from .accuracy import EstimatorError, ProxySettings
+from .accuracy.supernet import LayerChoices
+from .data import DATASETS
+from .models import FAMILIES, ArchSpec, LayerSpec, default_spec
+from .nn import BINARIZERS
 
 __all__ = ["SearchSpace", "SpaceError", "load_space", "space_paths", "SPACE_DIRS"]
 
@@ -61,7 +61,7 @@ def _installed_spaces() -> Path:
         spec = None
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parents[2] / "search_spaces"  # pragma: no cover - a source tree never installed
+    return Path(__file__).resolve().parents[1] / "search_spaces"  # pragma: no cover - a source tree never installed
 
 
 #: Where ``--space NAME`` is looked up: ./search_spaces, then the spaces installed with labnas.
