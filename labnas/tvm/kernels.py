@@ -93,7 +93,6 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
 
     Its own kernel (``labnas_lab``), float32 NCHW, consumed by the sign packing kernel, where
     :func:`lab_pack_tile` finds no tile for :func:`lab_pack_compute` (ResNet's 28- and 14-wide maps).
-    Measured at 64 channels, 56x56, k 3, official pairing: 0.14 ms with a 4-row tile (:func:`_schedule_lab`).
     Against the unfused lowering (a C -> 2C grouped conv, two channel slices and a subtraction) it writes
     half the float map and runs no slice kernel.
     """
@@ -163,9 +162,8 @@ def lab_pack_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, padding: 
     return te.compute((n, h + 2 * padding, words, w + 2 * padding), out, name="packed")
 
 
-#: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount. Measured against the plain loop:
-#: 9-72 words 1.3-1.9x faster; 100 words 1.26x (256 -> 256 5x5) and 0.97x (256 -> 512 5x5/2); 196-200 words
-#: 0.56-0.99x (512 -> 512 5x5, 256 -> 256 7x7), so longer reductions keep the loop.
+#: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount: beyond it one expression per
+#: output no longer beats the plain reduction loop (docs/kernels.md has the measurements).
 CARRY_SAVE_MAX_TERMS = 100
 
 
@@ -175,13 +173,12 @@ def xnor_compute(a: te.Tensor, wbits: te.Tensor, stride: int, taps: int, carry_s
     ``wbits`` is laid out ``[k, k, Cw, Cout]`` (output channels innermost, to vectorise over), so the
     popcount sums (``pop``) come out NHWC; a second stage turns each register tile into NCHW float32
     (via int32: AVX2 has no int64 -> float conversion) while it is in cache, so the float epilogue reads
-    contiguous rows (as a separate kernel, reading the NHWC sums with a stride of Cout cost 0.07 ms of a
-    0.35 ms layer). The sums stay int64, the popcount's own type: narrowing every vector of popcounts to
-    int32 costs two shuffles per four words on AVX2 (0.297 -> 0.239 ms on the daBNN layer).
+    contiguous rows instead of NHWC sums with a stride of Cout. The sums stay int64, the popcount's own
+    type: narrowing every vector of popcounts to int32 costs two shuffles per four words on AVX2.
 
     ``carry_save`` (targets whose popcount is a nibble table, i.e. AVX2) writes each output's sum as
-    one full-adder tree over all its words (:mod:`labnas.tvm.carry_save`): 7 popcounts instead of 36 on
-    the daBNN layer, 1.3-1.9x faster on every ResNet-18 shape. ``pop`` then has no reduction loop and
+    one full-adder tree over all its words (:mod:`labnas.tvm.carry_save`): 7 popcounts instead of 36 for
+    a 3x3 conv over 256 channels. ``pop`` then has no reduction loop and
     gets its own schedule. Reductions longer than :data:`CARRY_SAVE_MAX_TERMS` words keep the loop.
     """
     n, hp, words, wp = (int(v) for v in a.shape)
@@ -244,8 +241,7 @@ def lab_tile(width: int, vector: int) -> tuple[int, int]:
 
     Rows that are a multiple of the vector: ``vector`` pixels x 4 rows. Other widths (ResNet's 28, 14,
     7) as one whole-row vector, which LLVM splits into registers, x 2 rows when that is at most two
-    registers. Measured (official pairing, k 3): 64 ch @ 56 4x8 0.14 ms; 128 @ 28 1x28 0.068 ms
-    (4x4 0.094, 2x14 0.158); 256 @ 14 2x14 0.032 (1x14 0.037, 4x7 0.056); 512 @ 7 7x7 0.030, 1x7 0.033.
+    registers (the fastest of the tiles tried on every ResNet-18 width; docs/kernels.md).
     """
     if width % vector == 0:
         return vector, 4
@@ -285,13 +281,11 @@ def lab_pack_tile(height: int, width: int, vector: int, sources: int = 2) -> tup
     """``(rows, pixels, channels, row chunks)`` of the fused LAB + packing kernel's tile, or ``None`` where
     the two-kernel path is faster. ``sources``: 2 for LAB's official pairing, 1 for ``per_channel``.
 
-    Measured against ``labnas_lab`` + ``labnas_pack`` (10 interleaved rounds): rows a multiple of the
-    vector: 4 rows x ``vector`` pixels x 1 channel, the rows in 2 parallel chunks, 64 ch @ 56 k3 1.21-1.32x
-    (k7 1.25x) with the official pairing, but 0.43-0.70x with ``per_channel`` (half the multiply-adds per
-    packed bit), which keeps two kernels there; maps narrower than a vector (but at least half of one): the
-    whole map x 2 channels, 512 ch @ 7 k3 1.16-1.61x (k7 0.99-1.01x; per_channel k3 1.00x, k5 1.20x).
-    ResNet's 28 and 14 stay apart: 0.69-0.91x with every tile tried (1-7 rows x 4-28 pixels x 1-2
-    channels), a row of 28 or 14 pixels being 3.5 or 1.75 vectors.
+    Fused where it beat ``labnas_lab`` + ``labnas_pack`` (docs/kernels.md): rows a multiple of the vector
+    take 4 rows x ``vector`` pixels x 1 channel, the rows in 2 parallel chunks, with the official pairing
+    (``per_channel`` has half the multiply-adds per packed bit and keeps two kernels there); maps narrower
+    than a vector (but at least half of one) take the whole map x 2 channels. Rows of 28 or 14 pixels
+    (3.5 or 1.75 vectors) keep two kernels: no tile beat them.
     """
     if vector < 2:  # fusion off
         return None
@@ -309,7 +303,7 @@ def _schedule_lab_pack(sch, vector: int) -> None:
     """The fused LAB + packing kernel: parallel over (words x row chunks); inside, for each of a word's
     64 channels, the chunk's tiles of decisions (taps unrolled around the tile, as in :func:`_schedule_lab`),
     each compared and OR-ed into the chunk's words at once. Channels outside the tiles keep one
-    channel's input rows in L1 while the chunk is swept (tiles outside the channel loop ran 0.77x)."""
+    channel's input rows in L1 while the chunk is swept."""
     bits, decision, raw = sch.get_sblock("lab_bits"), sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
     reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n, y, words, x, b = sch.get_loops(bits)
@@ -357,8 +351,7 @@ def xnor_tile(weight_bytes: int, width: int, cout: int, vector: int) -> tuple[in
     The kernel is bound by the popcount's vector instructions (nibble-table ``vpshufb`` + ``vpsadbw``
     on AVX2), so the tile only has to keep the weights in cache: with small weights one pixel by
     ``vector`` channels is best; with large ones (512 -> 512 at 7x7: 295 KB) a row of up to 7 pixels
-    shares each weight load (0.67 -> 0.28 ms). Measured on all ResNet-18 3x3 shapes; other tiles
-    were within 10 %.
+    shares each weight load so they are not re-read from L2 per pixel.
     """
     if weight_bytes > WEIGHT_REUSE_BYTES:
         pixels = next(p for p in (7, 4, 2, 1) if width % p == 0)
@@ -380,7 +373,7 @@ def _schedule_xnor(sch, vector: int) -> None:
     sch.reorder(n, y, x_out, o_out, ky, kx, kw, x_in, o_in)
     sch.parallel(sch.fuse(n, y))
     if lanes > 1:
-        sch.vectorize(o_in)  # before decompose_reduction: it needs the compact dataflow (see tvm_notes)
+        sch.vectorize(o_in)  # before decompose_reduction, which breaks the compact dataflow vectorize requires
     sch.unroll(x_in)
     sch.reverse_compute_at(sch.get_sblock("dot_tile"), o_out)  # NCHW tile written while in L1
     sch.decompose_reduction(block, ky)
@@ -391,9 +384,8 @@ def _schedule_xnor_tree(sch, vector: int) -> None:
     register of int64), each running over all output pixels.
 
     A block's packed weights (``k^2 Cw`` words per channel, 4.6 KB for 512 -> 512 3x3) and the packed
-    input (8 KB at 256@14, 27 KB at 64@56) stay in L1 for the whole block, so the tree's loads hit L1;
-    the plain kernel's order (rows outer, all weights per pixel) measured 1.3x slower with the tree
-    (daBNN 0.275 vs 0.20 ms), and 8 lanes within 10 % of 4 on the ResNet-18 shapes.
+    input (8 KB at 256@14, 27 KB at 64@56) stay in L1 for the whole block, so the tree's loads hit L1
+    (the plain kernel's order, rows outer and all weights per pixel, is slower with the tree).
     """
     block = sch.get_sblock("pop")
     n, y, x, o = sch.get_loops(block)

@@ -93,8 +93,8 @@ def _split_phases(sch, block, stride: int):
 def _schedule_conv2d(sch, block, loops) -> None:
     """Direct NCHW conv (stem, 1x1 shortcuts): register tile of pixels x output channels, reduction
     over (c, ky, kx) around it, parallel over output rows. A strided conv reads a phase-split copy of
-    its input rows, made per output row inside the parallel loop. The generic rule's single vector
-    accumulator and stride-2 gathers made the 7x7/2 stem take 14.5 ms (now ~3, torch ~5)."""
+    its input rows, made per output row inside the parallel loop: the generic rule's single vector
+    accumulator and stride-2 gathers leave a 7x7/2 stem several times slower than torch."""
     n, f, y, x, rc, ry, rx = loops
     width, in_width, kx = _extent(sch, x), int(sch.get(block).reads[0].source.shape[-1]), _extent(sch, rx)
     stride = (in_width - kx) // (width - 1) if width > 1 else 1
