@@ -262,3 +262,19 @@ def test_cli_summary_lists_failed_trials_one_line_each(tmp_path):
     assert "2 failed" in out and "trial 0 failed: latency: RuntimeError" in out and "trial 1 failed: latency:" in out
     assert "no candidate fit within 20 ms yet" in out and "best_spec.json" not in out
     assert "Traceback" not in r.stderr
+
+
+def test_the_trial_record_is_the_one_list_of_columns_and_the_readme_documents_each():
+    from labnas.search.record import CSV_COLUMNS, TrialRecord, column_meanings, store
+
+    study = optuna.create_study()
+    trial = study.ask()
+    store(trial, accuracy=0.5, n_lab=3)
+    with pytest.raises(KeyError, match="not trial-record fields: \\['acuracy'\\]"):
+        store(trial, acuracy=0.5)  # a typo is an error, not a silent new column
+    record = TrialRecord.from_attrs({**trial.user_attrs, "from_an_older_version": 1})
+    assert record.accuracy == 0.5 and record.n_lab == 3 and record.latency_ms is None
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Result files"):readme.index("## Python API")]
+    assert [c for c in CSV_COLUMNS if f"`{c}`" not in section] == []
+    assert set(column_meanings()) == set(CSV_COLUMNS)

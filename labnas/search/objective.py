@@ -20,6 +20,7 @@ from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
 from ..space import SearchSpace
+from .record import store
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
 
@@ -44,7 +45,7 @@ def watch_interrupts():
 
 def _reraise_interrupt(trial: optuna.Trial, err: BaseException) -> None:
     if INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt):
-        trial.set_user_attr("error", "interrupted (Ctrl-C); resumed searches run this trial's slot again")
+        store(trial, error="interrupted (Ctrl-C); resumed searches run this trial's slot again")
         raise KeyboardInterrupt from err
 
 OBJECTIVES = {
@@ -145,20 +146,15 @@ class Objective:
             from ..latency import block_units
 
             lat = self.table.predict_units(block_units(model, (1, *self.space.deploy_input)))
-            trial.set_user_attr("latency_ms", lat)
-            trial.set_user_attr("latency_source", "lut")
+            store(trial, latency_ms=lat, latency_source="lut")
             return lat
         latency, compile_s = self.measure_latency(model)
-        trial.set_user_attr("latency_ms", latency.median_ms)
-        trial.set_user_attr("latency_source", "measured")
-        trial.set_user_attr("latency_p10_ms", latency.p10_ms)
-        trial.set_user_attr("latency_p90_ms", latency.p90_ms)
-        trial.set_user_attr("threads", latency.threads)
-        trial.set_user_attr("timing_attempts", latency.attempts)
+        store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,
+              latency_p90_ms=latency.p90_ms, threads=latency.threads, timing_attempts=latency.attempts)
         reference = self.reference_ms()
         if reference is not None:
-            trial.set_user_attr("reference_ms", round(reference, 4))
-        trial.set_user_attr("compile_s", round(compile_s, 2))
+            store(trial, reference_ms=round(reference, 4))
+        store(trial, compile_s=round(compile_s, 2))
         return latency.median_ms
 
     def _values(self, accuracy: float, latency: float, ops: float):
@@ -177,15 +173,13 @@ class Objective:
         layers = sample_layers(trial, self.space)
         key = spec_key(layers)
         deploy = self.space.deploy_spec(layers)
-        trial.set_user_attr("spec_key", key)
-        trial.set_user_attr("spec", deploy.to_json())
-        trial.set_user_attr("n_lab", deploy.n_lab)
+        store(trial, spec_key=key, spec=deploy.to_json(), n_lab=deploy.n_lab)
         twin = self._reuse(trial, key)
         if twin is not None:
             for name, value in twin.user_attrs.items():
                 if name not in ("spec_key", "spec"):
-                    trial.set_user_attr(name, value)
-            trial.set_user_attr("duplicate_of", twin.number)
+                    store(trial, **{name: value})
+            store(trial, duplicate_of=twin.number)
             trial.set_constraint("latency_ms", twin.user_attrs["latency_ms"] - self.config.budget_ms)
             values = twin.values
             return values[0] if len(values) == 1 else tuple(values)
@@ -195,18 +189,15 @@ class Objective:
             lat = self._latency(trial, model)
         except BaseException as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
             _reraise_interrupt(trial, err)
-            trial.set_user_attr("error", f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
+            store(trial, error=f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
         counted = count_ops(model, (1, *self.space.deploy_input))
-        for name in ("bops", "flops", "params"):
-            trial.set_user_attr(name, int(getattr(counted, name)))
-        trial.set_user_attr("ops", float(counted.ops))
+        store(trial, bops=int(counted.bops), flops=int(counted.flops), params=int(counted.params), ops=float(counted.ops))
         feasible = lat <= self.config.budget_ms
-        trial.set_user_attr("feasible", feasible)
-        trial.set_user_attr("estimator", self.estimator.name)
+        store(trial, feasible=feasible, estimator=self.estimator.name)
         if not feasible:  # never trained: no accuracy attr (unknown, not 0); the sampler sees 0 (Optuna refuses NaN)
-            trial.set_user_attr("trained", False)
+            store(trial, trained=False)
             return self._values(0.0, lat, counted.ops)
         try:
             self.on_phase(f"trial {trial.number}: accuracy ({self.estimator.name})")
@@ -214,17 +205,14 @@ class Objective:
         except KeyboardInterrupt as err:
             _reraise_interrupt(trial, err)
         except TrainingFailed as err:
-            trial.set_user_attr("failure", err.reason)
-            trial.set_user_attr("error", f"training: {err.reason}: {err}"[:500])
+            store(trial, failure=err.reason, error=f"training: {err.reason}: {err}"[:500])
             raise
         except Exception as err:  # noqa: BLE001
             _reraise_interrupt(trial, err)
-            trial.set_user_attr("error", f"accuracy: {type(err).__name__}: {err}"[:500])
+            store(trial, error=f"accuracy: {type(err).__name__}: {err}"[:500])
             raise
-        trial.set_user_attr("trained", result.fidelity > 0)
-        trial.set_user_attr("fidelity_epochs", result.fidelity)
-        trial.set_user_attr("train_s", round(result.seconds, 2))
-        trial.set_user_attr("accuracy", result.accuracy)
+        store(trial, trained=result.fidelity > 0, fidelity_epochs=result.fidelity, train_s=round(result.seconds, 2),
+              accuracy=result.accuracy)
         if len(result.per_seed) > 1:
-            trial.set_user_attr("accuracy_per_seed", [round(a, 5) for a in result.per_seed])
+            store(trial, accuracy_per_seed=[round(a, 5) for a in result.per_seed])
         return self._values(result.accuracy, lat, counted.ops)

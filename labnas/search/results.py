@@ -14,34 +14,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from .record import CSV_COLUMNS, TrialRecord
+
 __all__ = ["trials_frame", "pareto_front", "write_results"]
 
-ATTR_COLUMNS = (
-    "accuracy",
-    "estimator",
-    "fidelity_epochs",
-    "accuracy_per_seed",
-    "latency_ms",
-    "latency_source",
-    "latency_measured_ms",
-    "latency_p10_ms",
-    "latency_p90_ms",
-    "ops",
-    "bops",
-    "flops",
-    "params",
-    "n_lab",
-    "feasible",
-    "trained",
-    "compile_s",
-    "train_s",
-    "threads",
-    "reference_ms",
-    "duplicate_of",
-    "error",
-    "failure",
-    "spec",
-)
+#: The record's columns of trials.csv (see labnas.search.record.TrialRecord for each one's meaning).
+ATTR_COLUMNS = CSV_COLUMNS
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -49,8 +27,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"trial": t.number, "state": t.state.name}
+        record = TrialRecord.from_attrs(t.user_attrs)
         for name in ATTR_COLUMNS:
-            row[name] = t.user_attrs.get(name)
+            row[name] = getattr(record, name)
         remeasured = study.user_attrs.get("remeasured_ms", {}).get(str(t.number))
         if remeasured is not None:  # a LUT search's front, timed end to end afterwards
             row["latency_measured_ms"] = remeasured

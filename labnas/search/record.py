@@ -1,0 +1,78 @@
+"""The trial record: every value a search trial stores, typed, with its meaning (the columns of ``trials.csv``).
+
+The objective writes a trial's values only through :func:`store`, which refuses a name the record does not
+have; ``labnas.search.results`` builds ``trials.csv`` from :class:`TrialRecord`. The values live in Optuna's
+user attrs, so ``optuna.load_study`` and optuna-dashboard see the same record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+__all__ = ["TrialRecord", "store", "CSV_COLUMNS", "column_meanings"]
+
+
+def _col(meaning: str, csv: bool = True):
+    return field(default=None, metadata={"meaning": meaning, "csv": csv})
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a search (``None``: not reached, e.g. no accuracy for an over-budget candidate)."""
+
+    accuracy: float | None = _col("the accuracy estimate, a fraction in [0, 1]; empty when over budget (not estimated) or failed")
+    estimator: str | None = _col("the accuracy estimator: published, trained or supernet")
+    fidelity_epochs: float | None = _col("epochs of training behind the accuracy (0: none)")
+    accuracy_per_seed: list | None = _col("per-seed accuracies when several seeds are averaged")
+    latency_ms: float | None = _col("latency on the target in ms (median of the timing series, or the table's prediction)")
+    latency_source: str | None = _col("measured (compiled and timed) or lut (predicted from a block table)")
+    latency_measured_ms: float | None = _col("a LUT search's end-to-end re-timing of the Pareto set, ms")
+    latency_p10_ms: float | None = _col("10th percentile of the timing series, ms")
+    latency_p90_ms: float | None = _col("90th percentile of the timing series, ms")
+    ops: float | None = _col("OPs = BOPs/64 + FLOPs at the deployment shape")
+    bops: int | None = _col("binary MACs at the deployment shape")
+    flops: int | None = _col("float MACs at the deployment shape (stem, shortcuts, LAB, classifier)")
+    params: int | None = _col("parameters of the deployment network")
+    n_lab: int | None = _col("binary layers with LAB")
+    feasible: bool | None = _col("latency within the budget")
+    trained: bool | None = _col("whether a training produced the accuracy")
+    compile_s: float | None = _col("seconds to compile the deployment network")
+    train_s: float | None = _col("seconds spent on the accuracy estimate")
+    threads: int | None = _col("TVM threads used for timing")
+    timing_attempts: int | None = _col("timing series taken (more than one when a series was disturbed)", csv=False)
+    reference_ms: float | None = _col("the fixed reference workload timed with the trial, ms (the host's speed)")
+    duplicate_of: int | None = _col("an earlier trial with the same spec whose values were reused")
+    error: str | None = _col("why the trial failed, one line")
+    failure: str | None = _col("diverged or chance when a training failed")
+    spec: str | None = _col("the deployment ArchSpec as JSON")
+    spec_key: str | None = _col("canonical string of the choices (finds repeated specs)", csv=False)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> "TrialRecord":
+        """The record of a stored trial (attrs it does not know, e.g. from another labnas version, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in names})
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrialRecord)}
+
+#: The record's columns in ``trials.csv``, in order (before the per-layer choice columns).
+CSV_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.metadata["csv"])
+
+
+def column_meanings() -> dict[str, str]:
+    """Column name -> meaning, for the data dictionary."""
+    return {f.name: f.metadata["meaning"] for f in dataclasses.fields(TrialRecord) if f.metadata["csv"]}
+
+
+def store(trial: optuna.Trial, **values: Any) -> None:
+    """Write record fields onto ``trial``; a name that is not a :class:`TrialRecord` field is an error."""
+    unknown = set(values) - _FIELDS
+    if unknown:
+        raise KeyError(f"not trial-record fields: {sorted(unknown)}")
+    for name, value in values.items():
+        trial.set_user_attr(name, value)
