@@ -278,3 +278,38 @@ def test_the_trial_record_is_the_one_list_of_columns_and_the_readme_documents_ea
     section = readme[readme.index("### Result files"):readme.index("## Python API")]
     assert [c for c in CSV_COLUMNS if f"`{c}`" not in section] == []
     assert set(column_meanings()) == set(CSV_COLUMNS)
+
+
+def test_timing_waits_for_training_workers_and_training_waits_for_timing(tmp_path, monkeypatch):
+    """The host lock that keeps a worker's timing off the cores other workers train on."""
+    import threading
+
+    from labnas.search import host_lock
+
+    monkeypatch.setattr(host_lock, "LOCK_PATH", tmp_path / "host.lock")
+    ctx = mp.get_context("fork")
+    holding, release = ctx.Event(), ctx.Event()
+
+    def trainer():
+        with host_lock.shared_training():
+            holding.set()
+            release.wait(30)
+
+    proc = ctx.Process(target=trainer)
+    proc.start()
+    assert holding.wait(30)
+    with host_lock.shared_training():  # trainers share the machine
+        pass
+    got = threading.Event()
+
+    def timer():
+        with host_lock.exclusive_timing():
+            got.set()
+
+    thread = threading.Thread(target=timer)
+    thread.start()
+    assert not got.wait(1.0)  # the timing waits while a worker trains
+    release.set()
+    proc.join(30)
+    assert got.wait(30)  # and runs once it is done
+    thread.join()

@@ -7,6 +7,7 @@ trial (user attrs), so results are readable with ``optuna.load_study`` and ``opt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -20,6 +21,7 @@ from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
 from ..space import SearchSpace
+from .host_lock import exclusive_timing, shared_training
 from .record import store
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
@@ -95,15 +97,18 @@ def spec_key(layers: list[LayerSpec]) -> str:
     )
 
 
-def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig) -> tuple:
+def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
-    config's timing settings: (LatencyResult, compile seconds). Trials and the LUT search's front use it."""
+    config's timing settings: (LatencyResult, compile seconds). ``lock()`` is held while timing only (not
+    while compiling). Trials and the LUT search's front use it."""
     from ..tvm import compile_model, measure
 
     start = time.perf_counter()
     compiled = compile_model(model, (1, *space.deploy_input), target)
     compile_s = time.perf_counter() - start
-    result = measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat, threads=config.threads)
+    with lock():
+        result = measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat,
+                         threads=config.threads)
     return result, compile_s
 
 
@@ -136,9 +141,16 @@ class Objective:
         return self._reference.time_ms()
 
     # -- pieces --------------------------------------------------------------------------------
+    @property
+    def _times_here(self) -> bool:
+        return self.config.remote is None and not self.target.is_remote_only
+
     def measure_latency(self, model) -> tuple:
-        """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds)."""
-        return measure_deploy_latency(model, self.space, self.target, self.config)
+        """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds).
+
+        On this machine the timing holds the host lock exclusively (no worker trains or times meanwhile)."""
+        lock = exclusive_timing if self._times_here else contextlib.nullcontext
+        return measure_deploy_latency(model, self.space, self.target, self.config, lock)
 
     def _latency(self, trial: optuna.Trial, model) -> float:
         """The trial's latency in ms: predicted from the table, or compiled and timed on the target."""
@@ -151,7 +163,8 @@ class Objective:
         latency, compile_s = self.measure_latency(model)
         store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,
               latency_p90_ms=latency.p90_ms, threads=latency.threads, timing_attempts=latency.attempts)
-        reference = self.reference_ms()
+        with exclusive_timing() if self._times_here else contextlib.nullcontext():
+            reference = self.reference_ms()
         if reference is not None:
             store(trial, reference_ms=round(reference, 4))
         store(trial, compile_s=round(compile_s, 2))
@@ -201,7 +214,8 @@ class Objective:
             return self._values(0.0, lat, counted.ops)
         try:
             self.on_phase(f"trial {trial.number}: accuracy ({self.estimator.name})")
-            result = self.estimator.estimate(layers, seed=self.config.seed)
+            with shared_training():
+                result = self.estimator.estimate(layers, seed=self.config.seed)
         except KeyboardInterrupt as err:
             _reraise_interrupt(trial, err)
         except TrainingFailed as err:
