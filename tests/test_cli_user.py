@@ -211,3 +211,17 @@ def test_optuna_dashboard_is_an_extra_and_documented():
     assert any(r.startswith("optuna-dashboard") for r in extras["dashboard"])
     readme = (repo / "README.md").read_text()
     assert 'pip install -e ".[dashboard]"' in readme and "optuna-dashboard sqlite:///results/" in readme
+
+
+def test_the_progress_bar_shows_eta_phase_and_best():
+    from rich.progress import TimeRemainingColumn
+
+    from labnas.search.study import _Bar
+
+    bar = _Bar(3, 0)
+    try:
+        assert any(isinstance(c, TimeRemainingColumn) for c in bar.progress.columns)
+        bar.phase("trial 0: compile and time")
+        assert bar.progress.tasks[0].fields["phase"] == "trial 0: compile and time"
+    finally:
+        bar.close()

@@ -84,6 +84,28 @@ def test_choice_map_rows_are_pareto_architectures_by_latency(tmp_path):
     grey = np.array([0xD9 / 255] * 3)
     for c, layer in enumerate(first):
         assert np.allclose(image[0, c], grey) == (layer["binarizer"] != "lab")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "sign" and all(l.startswith("LAB ") for l in legend[1:])  # a colour legend
+    stage_lines = sorted(l.get_xdata()[0] for l in ax.lines)
+    assert stage_lines == [3.5, 7.5, 11.5]  # LAB-BNN's four stages of four binary layers
+
+
+def test_operation_axes_are_in_engineering_units(tmp_path):
+    make_results(tmp_path / "a")
+    res = load_results(tmp_path / "a")
+    ax = plot_pareto([res], "ops").axes[0]
+    assert ax.get_xlabel().endswith("(M)") and ax.xaxis.get_offset_text().get_text() == ""
+    xs = np.asarray(next(c for c in ax.collections if c.get_gid() == "feasible-0").get_offsets())[:, 0]
+    assert xs.max() < 200  # 5e7 .. 1.2e8 OPs drawn as 50 .. 120 M
+    assert plot_pareto([res], "bops").axes[0].get_xlabel().endswith("(G)")
+
+
+def test_report_cli_says_what_it_is_doing(tmp_path):
+    make_results(tmp_path / "a")
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "report", str(tmp_path / "a"), "--no-measure"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "drawing the Pareto curves" in r.stdout and "counting the best architecture's OPs" in r.stdout
 
 
 @pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")])
