@@ -43,6 +43,9 @@ def add_search_parser(sub) -> None:
     p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"],
                    help="Optuna sampler: tpe (TPE, default) or nsga2 (NSGA-II, for multi-objective fronts)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of proxy training (default 0)")
+    p.add_argument("--pruner", default="none", choices=["none", "hyperband", "sha", "median"],
+                   help="multi-fidelity: stop unpromising trained-proxy runs early (Hyperband or successive halving on "
+                        "epochs, or the median rule); needs --objectives accuracy; trials record the epochs they reached")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
     p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
     p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
@@ -82,6 +85,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
         target = resolve_target(args.target)
     except (SpaceError, TargetError) as err:
         raise UserError(str(err)) from None
+    if args.pruner != "none" and (args.objectives or space.objectives) != "accuracy":
+        raise UserError(f"--pruner {args.pruner} needs --objectives accuracy: Optuna prunes only single-objective studies")
     estimator = args.accuracy or space.proxy.estimator
     if args.data_dir and (estimator == "published" or space.proxy.dataset == "digits"):
         takes = "the published estimator trains nothing" if estimator == "published" else "digits ships with scikit-learn"
@@ -113,7 +118,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         device=args.device,
         latency=args.latency,
         lut_root=args.lut_root,
-        extra={"sampler": args.sampler, **({"accuracy": args.accuracy} if args.accuracy else {})},
+        extra={"sampler": args.sampler, "pruner": args.pruner, **({"accuracy": args.accuracy} if args.accuracy else {})},
     )
     if args.latency == "lut":
         from .latency import TableError, load_table
@@ -154,8 +159,10 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
     done = df[df.state == "COMPLETE"]
     feasible = int(done.feasible.fillna(False).astype(bool).sum())
     failed = int((df.state == "FAIL").sum())
+    pruned = int((df.state == "PRUNED").sum())
     console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
-                  f"{len(done) - feasible} over budget, accuracy not estimated), {failed} failed")
+                  f"{len(done) - feasible} over budget, accuracy not estimated), {failed} failed"
+                  + (f", {pruned} pruned early" if pruned else ""))
     for row in df[df.state == "FAIL"].head(10).itertuples():
         console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
     if not done.empty:

@@ -197,17 +197,25 @@ def train_model(
     return loss_value
 
 
-def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None) -> TrainResult:
+def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None, on_epoch=None) -> TrainResult:
     """Build ``spec``, train it on ``data`` and return its test accuracy.
 
     ``progress`` is an optional callable ``(epoch, loss)`` called after each epoch (for progress bars
-    and for Optuna to notice interrupts between epochs). Raises :class:`TrainingFailed` when the run
-    diverges or its test accuracy is below :func:`chance_floor`.
+    and for Optuna to notice interrupts between epochs); ``on_epoch(model, epoch)`` too, with the model
+    (multi-fidelity pruning scores it there and may stop the run by raising). Raises
+    :class:`TrainingFailed` when the run diverges or its test accuracy is below :func:`chance_floor`.
     """
     torch.manual_seed(config.seed)
     model = create_model(spec).to(config.device)
     start = time.perf_counter()
-    loss_value = train_model(model, data, config, progress)
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        if progress is not None:
+            progress(epoch, loss)
+        if on_epoch is not None:
+            on_epoch(model, epoch)
+
+    loss_value = train_model(model, data, config, after_epoch)
     if config.precise_bn_images:
         pick = np.random.default_rng(config.seed).permutation(len(data.x_train))[: config.precise_bn_images]
         recalibrate_batchnorm(model, data.x_train[np.sort(pick)], config.device)

@@ -313,3 +313,32 @@ def test_timing_waits_for_training_workers_and_training_waits_for_timing(tmp_pat
     proc.join(30)
     assert got.wait(30)  # and runs once it is done
     thread.join()
+
+
+def test_pruning_records_the_fidelity_reached_and_never_trains_over_budget(tmp_path):
+    from labnas.search import Objective
+    from labnas.search.study import make_estimator
+
+    three = tmp_path / "three_epochs.toml"
+    three.write_text(Path(TINY).read_text().replace("epochs = 1", "epochs = 3"))
+    space = load_space(str(three))
+    # a pruner that stops every run at its first report: accuracy never reaches 1.1
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"pruner": "threshold"})
+    study.optimize(Objective(space, make_estimator(space, config, None), config), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["fidelity_epochs"] == 1.0 and "accuracy" not in trial.user_attrs
+    assert list(trial.intermediate_values) == [1] and 0 < trial.intermediate_values[1] <= 1
+    over = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1, extra={"pruner": "threshold"})
+    study.optimize(Objective(space, make_estimator(space, over, None), over), n_trials=1)
+    trial = study.trials[1]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["trained"] is False
+    assert "fidelity_epochs" not in trial.user_attrs and trial.intermediate_values == {}
+
+
+def test_pruner_needs_a_single_objective(capsys):
+    from labnas.cli import main
+
+    assert main(["search", "--budget-ms", "20", "--space", TINY, "--pruner", "hyperband", "--objectives", "accuracy,latency"]) == 2
+    assert "needs --objectives accuracy" in capsys.readouterr().err

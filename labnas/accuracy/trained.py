@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..models import ArchSpec, LayerSpec
-from ..train import TrainConfig, train_proxy
+from ..train import TrainConfig, evaluate, train_proxy
 from .estimator import AccuracyEstimate, ProgressFn
 from .settings import ProxySettings
 
@@ -41,7 +41,11 @@ class TrainedProxy:
     def train_config(self, seed: int) -> TrainConfig:
         return self.settings.train_config(seed, self.device)
 
-    def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None) -> AccuracyEstimate:
+    def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None,
+                 intermediate=None) -> AccuracyEstimate:
+        """See :class:`~labnas.accuracy.AccuracyEstimator`. ``intermediate(epoch, accuracy)`` is called after
+        every epoch of the first seed with the test accuracy on up to 1,000 images (for multi-fidelity
+        pruning, which stops the run by raising from it)."""
         start = time.perf_counter()
         spec = self.proxy_spec(layers)
         runs = []
@@ -49,6 +53,10 @@ class TrainedProxy:
         for k in range(self.settings.seeds):
             done = k * self.settings.epochs
             report = (lambda epoch, loss, d=done: progress("train", d + epoch, total)) if progress else None
-            runs.append(train_proxy(spec, self.data, self.train_config(seed + k), report).accuracy)
+            on_epoch = None
+            if intermediate is not None and k == 0:
+                def on_epoch(model, epoch):
+                    intermediate(epoch, evaluate(model, self.data.x_test[:1000], self.data.y_test[:1000], self.device))
+            runs.append(train_proxy(spec, self.data, self.train_config(seed + k), report, on_epoch).accuracy)
         return AccuracyEstimate(float(np.mean(runs)), runs, self.name, float(self.settings.epochs),
                                 time.perf_counter() - start, {"seeds": [seed + k for k in range(len(runs))]})

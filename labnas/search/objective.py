@@ -170,6 +170,20 @@ class Objective:
         store(trial, compile_s=round(compile_s, 2))
         return latency.median_ms
 
+    def _pruning(self, trial: optuna.Trial) -> dict:
+        """With a pruner (``--pruner``, single-objective studies), the estimator reports each epoch's accuracy and
+        the trial stops early when the pruner says so, recording the epochs it reached."""
+        if not self.config.extra.get("pruner") or self.estimator.name != "trained":
+            return {}
+
+        def intermediate(epoch: int, accuracy: float) -> None:
+            trial.report(accuracy, epoch)
+            store(trial, fidelity_epochs=float(epoch))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.3f}")
+
+        return {"intermediate": intermediate}
+
     def _values(self, accuracy: float, latency: float, ops: float):
         full = (accuracy, latency, ops)
         return full[0] if len(self.directions) == 1 else full[: len(self.directions)]
@@ -215,9 +229,11 @@ class Objective:
         try:
             self.on_phase(f"trial {trial.number}: accuracy ({self.estimator.name})")
             with shared_training():
-                result = self.estimator.estimate(layers, seed=self.config.seed)
+                result = self.estimator.estimate(layers, seed=self.config.seed, **self._pruning(trial))
         except KeyboardInterrupt as err:
             _reraise_interrupt(trial, err)
+        except optuna.TrialPruned:
+            raise  # fidelity_epochs holds the epochs it reached
         except TrainingFailed as err:
             store(trial, failure=err.reason, error=f"training: {err.reason}: {err}"[:500])
             raise

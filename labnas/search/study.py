@@ -74,7 +74,8 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
     sampler = _sampler(config)
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, directions=list(OBJECTIVES[config.objectives]), sampler=sampler, load_if_exists=True
+            study_name=name, storage=storage, directions=list(OBJECTIVES[config.objectives]), sampler=sampler,
+            pruner=_pruner(config), load_if_exists=True,
         )
     except ValueError as err:
         raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
@@ -96,6 +97,23 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=int(config.extra.get("population", 12)))
     return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
+
+
+#: --pruner choices: successive halving / Hyperband on training epochs, or the median rule.
+PRUNERS = ("none", "hyperband", "sha", "median")
+
+
+def _pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    kind = config.extra.get("pruner") or "none"
+    if kind != "none" and config.objectives != "accuracy":
+        raise SearchError("--pruner needs a single objective (--objectives accuracy): Optuna prunes only single-objective studies")
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if kind == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
 
 
 def _refuse_foreign_results(study_dir: Path, storage_url: str | None) -> None:
@@ -152,7 +170,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     space = load_space(args.space_path)
     config = SearchConfig(**args.config)
     storage = open_storage(args.storage_url, Path(args.study_dir))
-    study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config))
+    study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config))
     objective = Objective(space, make_estimator(space, config, args.data_dir), config)
     study.optimize(objective, n_trials=args.n_trials, timeout=args.timeout, catch=(Exception,), gc_after_trial=True)
 
@@ -280,6 +298,8 @@ def _run_workers(study, space, config, study_name, storage_url, study_dir, remai
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     """One line about a finished trial: state, accuracy, latency, OPs, LAB layers, or its error."""
     a = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        return f"trial {trial.number}: pruned after {a.get('fidelity_epochs', '?')} epoch(s), latency {a.get('latency_ms', float('nan')):.2f} ms"
     if trial.state != optuna.trial.TrialState.COMPLETE:
         return f"trial {trial.number}: {trial.state.name.lower()}: {a.get('error', 'no reason recorded')}"
     acc = f"accuracy {100 * a['accuracy']:.2f} %" if "accuracy" in a else "over budget, not trained"
