@@ -161,7 +161,7 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
     failed = int((df.state == "FAIL").sum())
     pruned = int((df.state == "PRUNED").sum())
     console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
-                  f"{len(done) - feasible} over budget, accuracy not estimated), {failed} failed"
+                  f"{len(done) - feasible} over budget and not estimated), {failed} failed"
                   + (f", {pruned} pruned early" if pruned else ""))
     for row in df[df.state == "FAIL"].head(10).itertuples():
         console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
