@@ -29,6 +29,8 @@ __all__ = [
     "lr_factor",
     "chance_floor",
     "recalibrate_batchnorm",
+    "adam_with_schedule",
+    "train_step",
 ]
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -145,6 +147,31 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: str =
     return correct / len(x)
 
 
+def adam_with_schedule(model: torch.nn.Module, lr: float, schedule: str, warmup_epochs: float, steps_per_epoch: int,
+                       epochs: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam at peak ``lr`` and its per-step schedule (:func:`lr_factor`): warm-up, then ``schedule`` to 0."""
+    total = steps_per_epoch * epochs
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup, schedule))
+
+
+def train_step(model: torch.nn.Module, opt, sched, xb: torch.Tensor, yb: torch.Tensor, epoch: int,
+               grad_clip: float = 0.0) -> float:
+    """One cross-entropy step on the batch ``(xb, yb)``; returns its loss. Raises :class:`TrainingFailed`
+    ("diverged", naming ``epoch``) on a non-finite loss, before the weights are touched."""
+    loss = F.cross_entropy(model(xb), yb)
+    if not torch.isfinite(loss):
+        raise TrainingFailed("diverged", f"training diverged at epoch {epoch} (loss {loss.item()})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def train_model(
     model: torch.nn.Module,
     data: Dataset,
@@ -164,10 +191,7 @@ def train_model(
         keep = rng.choice(len(x), config.subset, replace=False)
         x, y = x[keep], y[keep]
     steps_per_epoch = max(1, -(-len(x) // config.batch_size))
-    total = steps_per_epoch * config.epochs
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup, config.schedule))
+    opt, sched = adam_with_schedule(model, config.lr, config.schedule, config.warmup_epochs, steps_per_epoch, config.epochs)
     loss_value = float("nan")
     for epoch in range(config.epochs):
         model.train()
@@ -181,16 +205,7 @@ def train_model(
                 before_step(rng)
             xb = torch.from_numpy(x[idx]).to(config.device)
             yb = torch.from_numpy(y[idx]).to(config.device)
-            loss = F.cross_entropy(model(xb), yb)
-            if not torch.isfinite(loss):
-                raise TrainingFailed("diverged", f"training diverged at epoch {epoch + 1} (loss {loss.item()})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(train_step(model, opt, sched, xb, yb, epoch + 1, config.grad_clip))
         loss_value = float(np.mean(losses)) if losses else float("nan")
         if progress is not None:
             progress(epoch + 1, loss_value)

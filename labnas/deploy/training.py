@@ -18,11 +18,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data import DATASETS, load_dataset, resized
 from ..models import ArchSpec, create_model
-from ..train import SCHEDULES, lr_factor, recalibrate_batchnorm
+from ..train import SCHEDULES, TrainingFailed, adam_with_schedule, recalibrate_batchnorm, train_step
 
 __all__ = ["TrainSettings", "TrainError", "train_spec", "training_spec", "CHECKPOINT", "FINAL"]
 
@@ -181,10 +180,8 @@ def train_spec(
     tspec = training_spec(spec, channels, classes, size)
     torch.manual_seed(settings.seed)
     model = create_model(tspec).to(settings.device)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    steps = len(train_batches) * settings.epochs
-    warmup = int(round(settings.warmup_epochs * len(train_batches)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps, warmup, settings.schedule))
+    opt, sched = adam_with_schedule(model, settings.lr, settings.schedule, settings.warmup_epochs, len(train_batches),
+                                    settings.epochs)
     start_epoch, seconds = 0, 0.0
     if last.exists() and not resume:
         raise TrainError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume or pick another --out")
@@ -205,14 +202,10 @@ def train_spec(
         model.train()
         losses = []
         for xb, yb in train_batches.epoch(epoch):
-            loss = F.cross_entropy(model(xb.to(settings.device)), yb.to(settings.device))
-            if not torch.isfinite(loss):
-                raise TrainError(f"training diverged in epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            try:
+                losses.append(train_step(model, opt, sched, xb.to(settings.device), yb.to(settings.device), epoch + 1))
+            except TrainingFailed as err:
+                raise TrainError(f"{err}; lower --lr") from None
         loss_value = float(np.mean(losses))
         seconds += time.perf_counter() - began
         _save(last, {"spec": tspec.to_dict(), "recipe": settings.recipe(), "model": model.state_dict(),
