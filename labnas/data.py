@@ -164,11 +164,12 @@ DATASETS = {
 }
 
 
-def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Dataset:
-    """Load a proxy dataset by name (see :data:`DATASETS`)."""
+def load_dataset(name: str, data_dir: str | None = None, seed: int = 0, resolution: int = 0) -> Dataset:
+    """Load a proxy dataset by name (see :data:`DATASETS`), resampled to ``resolution`` px (0: as stored)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir, seed=seed)
+    data = DATASETS[name](data_dir, seed=seed)
+    return resized(data, resolution) if resolution else data
 
 
 def resized(data: Dataset, size: int) -> Dataset:

@@ -70,11 +70,9 @@ def build_estimator(
 
         return PublishedImageNet(family)
     if data is None:
-        from ..data import load_dataset, resized
+        from ..data import load_dataset
 
-        data = load_dataset(settings.dataset, data_dir, seed=0)
-        if settings.resolution:
-            data = resized(data, settings.resolution)
+        data = load_dataset(settings.dataset, data_dir, seed=0, resolution=settings.resolution)
     if settings.estimator == "trained":
         from .trained import TrainedProxy
 

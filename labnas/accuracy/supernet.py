@@ -30,7 +30,7 @@ from .. import __version__
 from ..data import Dataset
 from ..models import ArchSpec, LayerSpec, create_model
 from ..models.families import get_family
-from ..nn import LAB, BinaryConv2d, binarize_weight, get_binarizer
+from ..nn import LAB, BinaryConv2d, binarize_weight, centre_crop, get_binarizer
 from ..train import TrainingFailed, chance_floor, evaluate, recalibrate_batchnorm, train_model
 from .estimator import AccuracyEstimate, EstimatorError, ProgressFn
 from .settings import ProxySettings
@@ -81,11 +81,6 @@ class LayerChoices:
                 raise EstimatorError(f"layer {i} ({layer}) is outside the supernet's choices; retrain it for this space")
 
 
-def _crop(weight: torch.Tensor, k: int) -> torch.Tensor:
-    lo = (weight.shape[-1] - k) // 2
-    return weight[..., lo : lo + k, lo : lo + k]
-
-
 class SuperBinaryConv2d(nn.Module):
     """A binary convolution holding every choice of its layer; ``active`` (a LayerSpec) selects one.
 
@@ -112,7 +107,7 @@ class SuperBinaryConv2d(nn.Module):
         padding = k // 2 if self.same_padding else 0
         if padding:
             xb = F.pad(xb, [padding] * 4, value=self.pad_value)
-        return F.conv2d(xb, binarize_weight(_crop(self.weight, k), self.weight_scale), stride=self.stride)
+        return F.conv2d(xb, binarize_weight(centre_crop(self.weight, k), self.weight_scale), stride=self.stride)
 
 
 class Supernet(nn.Module):
@@ -180,10 +175,10 @@ class Supernet(nn.Module):
             conv, layer = convs[path]
             rest = name[len(path) + 1 :]
             if rest == "weight":
-                state[name] = _crop(conv.weight, layer.kernel).detach().clone()
+                state[name] = centre_crop(conv.weight, layer.kernel).detach().clone()
             elif layer.binarizer == "lab":
                 source = conv.lab.state_dict()[rest.removeprefix("binarizer.")]
-                state[name] = _crop(source, layer.lab_kernel).clone() if rest.endswith("dw.weight") else source.clone()
+                state[name] = centre_crop(source, layer.lab_kernel).clone() if rest.endswith("dw.weight") else source.clone()
             else:
                 state[name] = conv.binarizers[layer.binarizer].state_dict()[rest.removeprefix("binarizer.")].clone()
         model.load_state_dict(state)

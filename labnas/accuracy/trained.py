@@ -41,6 +41,13 @@ class TrainedProxy:
     def train_config(self, seed: int) -> TrainConfig:
         return self.settings.train_config(seed, self.device)
 
+    def _scored(self, intermediate):
+        """An ``on_epoch(model, epoch)`` hook reporting the test accuracy on up to 1,000 images to ``intermediate``."""
+        def on_epoch(model, epoch: int) -> None:
+            intermediate(epoch, evaluate(model, self.data.x_test[:1000], self.data.y_test[:1000], self.device))
+
+        return on_epoch
+
     def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None,
                  intermediate=None) -> AccuracyEstimate:
         """See :class:`~labnas.accuracy.AccuracyEstimator`. ``intermediate(epoch, accuracy)`` is called after
@@ -53,10 +60,7 @@ class TrainedProxy:
         for k in range(self.settings.seeds):
             done = k * self.settings.epochs
             report = (lambda epoch, loss, d=done: progress("train", d + epoch, total)) if progress else None
-            on_epoch = None
-            if intermediate is not None and k == 0:
-                def on_epoch(model, epoch):
-                    intermediate(epoch, evaluate(model, self.data.x_test[:1000], self.data.y_test[:1000], self.device))
+            on_epoch = self._scored(intermediate) if intermediate is not None and k == 0 else None
             runs.append(train_proxy(spec, self.data, self.train_config(seed + k), report, on_epoch).accuracy)
         return AccuracyEstimate(float(np.mean(runs)), runs, self.name, float(self.settings.epochs),
                                 time.perf_counter() - start, {"seeds": [seed + k for k in range(len(runs))]})

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import DATASETS, load_dataset, resized
+from ..data import DATASETS, load_dataset
 from ..models import ArchSpec, create_model
 from ..train import SCHEDULES, TrainingFailed, adam_with_schedule, recalibrate_batchnorm, train_step
 
@@ -129,9 +129,7 @@ def _data(settings: TrainSettings):
                 _Stream(test, 256, settings.seed, settings.workers, False), 3, len(train.classes), size,
                 f"imagefolder {settings.data_dir} ({len(train)} train / {len(test)} test images, {len(train.classes)} classes)",
                 (127.5, 63.75))
-    data = load_dataset(settings.dataset, settings.data_dir, seed=0)
-    if settings.resolution:
-        data = resized(data, settings.resolution)
+    data = load_dataset(settings.dataset, settings.data_dir, seed=0, resolution=settings.resolution)
     c, h, _ = data.shape
     return (_Arrays(data.x_train, data.y_train, settings.batch_size, settings.seed),
             _Arrays(data.x_test, data.y_test, 256, settings.seed), c, data.num_classes, h,

@@ -9,6 +9,7 @@ from .binarizers import (
     RSign,
     Sauvola,
     SteSign,
+    centre_crop,
     get_binarizer,
     hard_sign,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "SteSign",
     "WEIGHT_SCALES",
     "binarize_weight",
+    "centre_crop",
     "get_binarizer",
     "hard_sign",
 ]

@@ -21,6 +21,7 @@ from torch import nn
 
 __all__ = [
     "Binarizer",
+    "centre_crop",
     "SteSign",
     "ApproxSign",
     "RSign",
@@ -31,6 +32,13 @@ __all__ = [
     "get_binarizer",
     "hard_sign",
 ]
+
+
+def centre_crop(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """The centre ``k`` x ``k`` taps of a conv weight ``[..., K, K]`` (``K - k`` even): a smaller kernel that
+    shares its weights with the larger one (LAB's cropped forward, the supernet's conv and LAB kernels)."""
+    lo = (weight.shape[-1] - k) // 2
+    return weight[..., lo : lo + k, lo : lo + k]
 
 
 def hard_sign(x: torch.Tensor) -> torch.Tensor:
@@ -236,8 +244,7 @@ class LAB(Binarizer):
             return self.forward(x)
         if kernel_size > self.kernel_size or kernel_size % 2 == 0:
             raise ValueError(f"cannot crop a {self.kernel_size}x{self.kernel_size} LAB kernel to {kernel_size}")
-        lo = (self.kernel_size - kernel_size) // 2
-        weight = self.dw.weight[:, :, lo : lo + kernel_size, lo : lo + kernel_size]
+        weight = centre_crop(self.dw.weight, kernel_size)
         u = F.conv2d(x, weight, self.dw.bias, padding=kernel_size // 2, groups=self.channels)
         return self._binarize(*self._pair(u))
 
