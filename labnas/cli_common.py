@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
+__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "check_before_compiling", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
 
 
 class UserError(Exception):
@@ -97,6 +97,20 @@ def require_board(target, remote) -> None:
         from .tvm.measure import START_BOARD_HINT
 
         raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
+
+
+def check_before_compiling(target, remote) -> None:
+    """What can fail before the expensive compile, checked first: the target's cross compiler, and the board
+    when ``remote`` names one (an unreachable board fails in at most its RPC timeout)."""
+    from .tvm import RemoteError, TargetError
+    from .tvm.measure import connect
+
+    try:
+        target.check_compiler()
+        if remote is not None:
+            connect(remote)
+    except (TargetError, RemoteError) as err:
+        raise UserError(str(err)) from None
 
 
 def remote_from_args(args: argparse.Namespace):

@@ -7,7 +7,16 @@ import json
 import time
 from pathlib import Path
 
-from .cli_common import UserError, _add_model_args, _source_from_args, _spec_from_args, add_remote_args, remote_from_args, require_board
+from .cli_common import (
+    UserError,
+    _add_model_args,
+    _source_from_args,
+    _spec_from_args,
+    add_remote_args,
+    check_before_compiling,
+    remote_from_args,
+    require_board,
+)
 
 __all__ = ["add_profile_parser"]
 
@@ -44,17 +53,10 @@ def run_profile(args: argparse.Namespace) -> int:
     spec = source.spec if source is not None else _spec_from_args(args)
     try:
         target = resolve_target(args.target)
-        target.check_compiler()  # a missing cross compiler fails now, not after the compile
     except TargetError as err:
         raise UserError(str(err)) from None
     remote = remote_from_args(args)
-    if remote is not None:  # an unreachable board fails now, not after the compile
-        from .tvm.measure import connect
-
-        try:
-            connect(remote)
-        except RemoteError as err:
-            raise UserError(str(err)) from None
+    check_before_compiling(target, remote)
     model = create_model(spec)
     if source is not None and source.checkpoint is not None:  # the trained weights the user ships
         model.load_state_dict(source.checkpoint["model"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import UserError, add_remote_args, remote_from_args, require_board
-from .space import OBJECTIVE_SETS
+from .cli_common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board
+from .space import OBJECTIVE_SETS, PRUNERS
 
 __all__ = ["add_search_parser", "DEFAULT_SPACE"]
 
@@ -43,7 +43,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"],
                    help="Optuna sampler: tpe (TPE, default) or nsga2 (NSGA-II, for multi-objective fronts)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of proxy training (default 0)")
-    p.add_argument("--pruner", default="none", choices=["none", "hyperband", "sha", "median"],
+    p.add_argument("--pruner", default="none", choices=list(PRUNERS),
                    help="multi-fidelity: stop unpromising trained-proxy runs early (Hyperband or successive halving on "
                         "epochs, or the median rule); needs --objectives accuracy; trials record the epochs they reached")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
@@ -85,26 +85,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
         target = resolve_target(args.target)
     except (SpaceError, TargetError) as err:
         raise UserError(str(err)) from None
-    if args.pruner != "none" and (args.objectives or space.objectives) != "accuracy":
-        raise UserError(f"--pruner {args.pruner} needs --objectives accuracy: Optuna prunes only single-objective studies")
-    estimator = args.accuracy or space.proxy.estimator
-    if args.data_dir and (estimator == "published" or space.proxy.dataset == "digits"):
-        takes = "the published estimator trains nothing" if estimator == "published" else "digits ships with scikit-learn"
-        raise UserError(f"--data-dir {args.data_dir} is not used: {takes}; drop --data-dir or use a space whose "
-                        "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
     remote = remote_from_args(args)
-    try:
-        target.check_compiler()  # fail before the first compile, not after it
-    except TargetError as err:
-        raise UserError(str(err)) from None
-    if remote is not None:
-        from .tvm import RemoteError
-        from .tvm.measure import connect
-
-        try:
-            connect(remote)  # an unreachable board fails now, before any trial compiles
-        except RemoteError as err:
-            raise UserError(str(err)) from None
+    check_before_compiling(target, remote)
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
         require_board(target, remote)
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"

@@ -71,6 +71,10 @@ SPACE_DIRS = (Path("search_spaces"), _installed_spaces())
 #: What a search can optimise (``--objectives``); the first is always maximised accuracy.
 OBJECTIVE_SETS = ("accuracy", "accuracy,latency", "accuracy,latency,ops")
 
+#: How a search may stop trained-proxy runs early (``--pruner``): Hyperband or successive halving on epochs, or the
+#: median rule; single-objective studies only.
+PRUNERS = ("none", "hyperband", "sha", "median")
+
 
 class SpaceError(ValueError):
     """A space file that cannot be used; the message names the file, the key and the problem."""

@@ -62,9 +62,13 @@ def build_estimator(
         cache_dir: where trained supernets are cached (default ``~/.cache/labnas/supernets``).
         data: an already loaded ``labnas.data.Dataset`` (skips loading; must match ``settings``).
 
-    Raises :class:`EstimatorError` (unknown estimator, family not covered) or
-    ``labnas.data.DatasetError`` (missing dataset).
+    Raises :class:`EstimatorError` (unknown estimator, family not covered, a ``data_dir`` the dataset or
+    estimator would ignore) or ``labnas.data.DatasetError`` (missing dataset).
     """
+    if data_dir and (settings.estimator == "published" or settings.dataset == "digits"):
+        takes = "the published estimator trains nothing" if settings.estimator == "published" else "digits ships with scikit-learn"
+        raise EstimatorError(f"--data-dir {data_dir} is not used: {takes}; drop --data-dir or use a space whose "
+                             "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
     if settings.estimator == "published":
         from .published import PublishedImageNet
 

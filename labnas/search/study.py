@@ -13,7 +13,7 @@ import optuna
 
 from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import write_results
-from ..space import SearchSpace
+from ..space import PRUNERS, SearchSpace
 
 __all__ = ["SearchError", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
 
@@ -80,7 +80,7 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
     except ValueError as err:
         raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
     settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target, "objectives": config.objectives,
-                "latency": config.latency, "accuracy": config.extra.get("accuracy") or space.proxy.estimator}
+                "latency": config.latency, "accuracy": estimator_name(space, config)}
     stored = study.user_attrs.get("labnas")
     if stored is not None:  # keys added later default to what studies without them did
         stored = {"latency": "measure", "accuracy": "trained", **stored}
@@ -99,14 +99,12 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
 
 
-#: --pruner choices: successive halving / Hyperband on training epochs, or the median rule.
-PRUNERS = ("none", "hyperband", "sha", "median")
-
-
 def _pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     kind = config.extra.get("pruner") or "none"
+    if kind not in PRUNERS:
+        raise SearchError(f"unknown pruner {kind!r}; choose one of {', '.join(PRUNERS)}")
     if kind != "none" and config.objectives != "accuracy":
-        raise SearchError("--pruner needs a single objective (--objectives accuracy): Optuna prunes only single-objective studies")
+        raise SearchError(f"--pruner {kind} needs --objectives accuracy: Optuna prunes only single-objective studies")
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     if kind == "sha":
@@ -126,13 +124,16 @@ def _refuse_foreign_results(study_dir: Path, storage_url: str | None) -> None:
                           "it cannot be resumed and would be overwritten; pass --results DIR or --study NAME for a new study")
 
 
+def estimator_name(space: SearchSpace, config: SearchConfig) -> str:
+    """The accuracy estimator a search uses: ``config.extra["accuracy"]`` (``--accuracy``), else the space's."""
+    return config.extra.get("accuracy") or space.proxy.estimator
+
+
 def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | None):
-    """The space's accuracy estimator (``[proxy]``), with ``config.extra["accuracy"]`` overriding its kind."""
+    """The space's accuracy estimator (``[proxy]``), of the kind :func:`estimator_name` says."""
     from ..accuracy import build_estimator
 
-    settings = space.proxy
-    if config.extra.get("accuracy"):
-        settings = settings.replace(estimator=config.extra["accuracy"])
+    settings = space.proxy.replace(estimator=estimator_name(space, config))
     return build_estimator(space.family, settings, choices=space.layer_choices(), data_dir=data_dir, device=config.device,
                            cache_dir=config.extra.get("cache_dir"))
 
@@ -191,7 +192,8 @@ def run_search(
 
     Returns the study and the results directory. Ctrl-C stops after writing what is stored.
     """
-    estimator = make_estimator(space, config, data_dir)  # fail before any file is written
+    _pruner(config)  # a pruner the objectives cannot use fails before any file is written
+    estimator = make_estimator(space, config, data_dir)  # and so do a missing dataset and an unused data_dir
     study_dir = results_root / study_name
     _refuse_foreign_results(study_dir, storage_url)
     storage = open_storage(storage_url, study_dir)
