@@ -117,7 +117,6 @@ class PublishedImageNet:
         """Predicted ImageNet top-1 in %."""
         self._check(layers)
         lab = np.array([layer.binarizer == "lab" for layer in layers], float)
-        a, gain, *w = self.params
         if self.family in ("bireal18", "labbnn"):
             f = lab.reshape(4, -1).mean(axis=1)  # fraction of LAB per stage
             value = float(_predict(self.params, f)[0])
@@ -125,7 +124,7 @@ class PublishedImageNet:
                 value += LABBNN_ALL_LAB_TOP1 - float(_predict(self.params, np.ones(4))[0])
             return value
         sign_top1, lab_top1 = FOUR_NETWORKS_TOP1[self.family]
-        total = float(np.sum(w))
+        total = float(np.sum(self.params[2:]))  # the stage weights w_1..w_4
         curve = (1.0 - math.exp(-total * lab.mean())) / (1.0 - math.exp(-total))
         return sign_top1 + (lab_top1 - sign_top1) * curve
 

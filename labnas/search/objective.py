@@ -203,9 +203,7 @@ class Objective:
         store(trial, spec_key=key, spec=deploy.to_json(), n_lab=deploy.n_lab)
         twin = self._reuse(trial, key)
         if twin is not None:
-            for name, value in twin.user_attrs.items():
-                if name not in ("spec_key", "spec"):
-                    store(trial, **{name: value})
+            store(trial, **{name: value for name, value in twin.user_attrs.items() if name not in ("spec_key", "spec")})
             store(trial, duplicate_of=twin.number)
             trial.set_constraint("latency_ms", twin.user_attrs["latency_ms"] - self.config.budget_ms)
             values = twin.values

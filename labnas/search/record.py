@@ -54,8 +54,7 @@ class TrialRecord:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> "TrialRecord":
         """The record of a stored trial (attrs it does not know, e.g. from another labnas version, are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in attrs.items() if k in names})
+        return cls(**{k: v for k, v in attrs.items() if k in _FIELDS})
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrialRecord)}

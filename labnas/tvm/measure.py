@@ -79,18 +79,18 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg",
 
 def local_device_info() -> dict[str, Any]:
     """This machine: CPU model, the ISA features in :data:`ISA_FLAGS` it has, cores, OS."""
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
+    cpu, flags = None, None  # from the first processor's lines
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu in (platform.processor(), platform.machine()):
+            if line.startswith("model name") and cpu is None:
                 cpu = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and not flags:
+            elif line.startswith(("flags", "Features")) and flags is None:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    flags = flags or set()
     return {
-        "cpu": cpu,
+        "cpu": cpu or platform.processor() or platform.machine(),
         "isa": [f for f in ISA_FLAGS if f in flags],
         "machine": platform.machine(),
         "cores": os.cpu_count(),
