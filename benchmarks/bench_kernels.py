@@ -70,6 +70,8 @@ def contenders(name: str, spec: tuple, threads: int, tmp: str) -> tuple[dict, di
         compiled = compile_model(binary_conv(cin, cout, k, stride), x.shape, TARGETS["host"])
         calls["labnas_binary"], out = tvm_runner(compiled, x, threads)
         assert np.array_equal(out, compiled.reference(x)), f"{name}: binary kernel is not bit-exact"
+        (decision,) = compiled.strategies
+        facts["popcount_strategy"] = decision.strategy + (f" (carry-save/native {decision.ratio:.2f})" if decision.ratio else "")
         import tvm
         from tvm import relax
 
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/benchmarks/bench_kernels.csv")
     args = p.parse_args(argv)
     facts = machine_facts(args.threads)
+    print(f"CPU {facts['cpu']} ({facts['isa']}); host kernels: {facts['host_kernels']}", flush=True)
     layers = {n: s for n, s in LAYERS.items() if not args.only or any(o in n for o in args.only)}
     ceiling = PopcountCeiling(TARGETS["host"], args.threads)
     rows = []
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["xnor_kernel_ms"] = round(layer_facts["xnor_kernel_ms"], 4)
                 row["popcount_limit_ms"] = round(limit_ms, 4)
                 row["fraction_of_limit"] = round(limit_ms / medians["labnas_binary"], 3)
+                row["popcount_strategy"] = layer_facts["popcount_strategy"]
             row["labnas_fp32_vs_torch"] = round(medians["labnas_fp32"] / torch_ms, 2)
             row["onnxruntime_vs_torch"] = round(medians["onnxruntime_fp32"] / torch_ms, 2)
             row.update(facts)

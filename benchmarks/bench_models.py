@@ -46,6 +46,24 @@ BNNS = {  # contender: (family, binarizer)
 }
 
 
+def _kernel_facts(compiled, x: np.ndarray) -> dict:
+    """The popcount strategies the binary convs use, and the largest non-binary kernel's share of the
+    summed kernel time (median of 20 profiled runs; the profile's hook adds a little to every kernel)."""
+    import tvm
+    from tvm import relax
+
+    from labnas.tvm.measure import kernel_profile
+
+    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+    profile = kernel_profile(vm, [tvm.runtime.tensor(x)], runs=20)
+    total = sum(ms for _, ms, _, _ in profile)
+    float_kernels = [(ms, kernel) for kernel, ms, _, binary in profile if not binary and not kernel.startswith("vm.")]
+    ms, kernel = max(float_kernels)
+    strategies = [d.strategy for d in compiled.strategies]
+    counts = ", ".join(f"{s} {strategies.count(s)}" for s in sorted(set(strategies)))
+    return {"popcount_strategies": counts, "largest_float_kernel": kernel, "largest_float_kernel_pct": round(100 * ms / total, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -57,13 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     shape = (1, 3, args.input, args.input)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    calls = {}
+    calls, kernels = {}, {}
+    facts = machine_facts(args.threads)
+    print(f"CPU {facts['cpu']} ({facts['isa']}); host kernels: {facts['host_kernels']}", flush=True)
     for name, (family, binarizer) in BNNS.items():
         start = time.perf_counter()
         compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"])
         calls[name], _ = tvm_runner(compiled, x, args.threads)
         verify(compiled)  # against PyTorch, as every measurement is (up to 3 inputs: see labnas.tvm.measure)
-        print(f"compiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        kernels[name] = _kernel_facts(compiled, x)
+        print(f"compiled {name} in {time.perf_counter() - start:.1f} s; {kernels[name]}", file=sys.stderr, flush=True)
     resnet = resnet18_fp32()
     calls["resnet18 fp32 torch"], ref = torch_runner(resnet, x, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
         rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="models")
     med = {name: float(np.median(ms)) for name, ms in rounds.items()}
-    facts = machine_facts(args.threads)
     rows = []
     for name, ms in med.items():
         family, binarizer = BNNS.get(name, ("resnet18_fp32", "none"))
@@ -81,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if binarizer == "lab":
             row["lab_overhead_pct"] = round(100 * (paired_ratio(rounds, name, f"{family} all-sign") - 1), 1)
             row["lab_overhead_pct_of_medians"] = round(100 * (ms / med[f"{family} all-sign"] - 1), 1)
-        rows.append({**row, "input": f"3x{args.input}x{args.input}", "rounds": args.rounds, **facts})
+        rows.append({**row, **kernels.get(name, {}), "input": f"3x{args.input}x{args.input}", "rounds": args.rounds, **facts})
     df = pd.DataFrame(rows)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ per-call overhead of each runtime's Python binding is included for every one of 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,15 +27,17 @@ class OnnxRuntimeMissing(RuntimeError):
 
 
 def machine_facts(threads: int) -> dict[str, Any]:
-    """What a benchmark row needs to be read later: CPU model, cores, threads, library versions."""
+    """What a benchmark row needs to be read later: CPU model and ISA, the host kernels' vector width and
+    popcount strategy, cores, threads, library versions."""
     import tvm
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    facts = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__, "tvm": tvm.__version__}
+    from .tvm.cpu import cpu_model, isa_summary
+    from .tvm.targets import TARGETS
+
+    facts = {
+        "cpu": cpu_model(), "isa": " ".join(isa_summary()), "host_kernels": TARGETS["host"].describe_isa(),
+        "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__, "tvm": tvm.__version__,
+    }
     try:
         import onnxruntime
 

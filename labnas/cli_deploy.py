@@ -33,7 +33,7 @@ def add_deploy_parsers(sub) -> None:
     e = sub.add_parser("export", help="compile a trained checkpoint (or a spec) for a target: model.so + model.json")
     e.add_argument("source", help="a 'labnas train' checkpoint (model.pt), a spec .json, best_spec.json or study folder")
     e.add_argument("--trial", type=int, help="with a study folder: the trial to export")
-    e.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
+    e.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     e.add_argument("--input", type=_parse_shape, help="input shape CxHxW (default: the checkpoint's, else 224 or 32)")
     e.add_argument("--out", help="output folder (default results/export/NAME-TARGET)")
     e.add_argument("--onnx", action="store_true", help="also write model.onnx (the float graph, for other runtimes)")

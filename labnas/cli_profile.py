@@ -24,7 +24,7 @@ __all__ = ["add_profile_parser"]
 def add_profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="compile with TVM for a target CPU and measure latency there (host, x86, arm, ...)")
     _add_model_args(p)
-    p.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
+    p.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
     p.add_argument("--threads", type=int, help="TVM threads for local runs (default: all cores)")
     p.add_argument("--repeat", type=int, default=10, help="timed repeats; the median is reported (default 10)")
@@ -93,10 +93,12 @@ def run_profile(args: argparse.Namespace) -> int:
     label = " (EMULATED: not the board's performance)" if result.emulated else ""
     console.print(
         f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"
-        f"target {target.name}, threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
+        f"target {target.name} ({target.describe_isa()}; binary convs: {_strategy_counts(compiled)}), "
+        f"threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
         f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s"
     )
-    record = {"spec": spec.to_dict(), "input": list(args.input), "compile_s": compile_s, **result.to_dict()}
+    record = {"spec": spec.to_dict(), "input": list(args.input), "compile_s": compile_s, **result.to_dict(),
+              "popcount_strategies": [vars(d) for d in compiled.strategies]}
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"saved {out_dir / (stem + '.json')}")
     return 0
@@ -141,3 +143,11 @@ def run_lut(args: argparse.Namespace, console) -> int:
         f"(calibration networks: {diffs}); saved {path}"
     )
     return 0
+
+
+def _strategy_counts(compiled) -> str:
+    """``"native 16"`` or ``"carry-save 4 (cached), native 12 (measured)"``: each binary conv's popcount."""
+    counts: dict[str, int] = {}
+    for d in compiled.strategies:
+        counts[f"{d.strategy} ({d.source})"] = counts.get(f"{d.strategy} ({d.source})", 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none"

@@ -29,7 +29,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--budget-ms", type=_positive_float, required=True, help="latency budget on the target, in ms")
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"a space name from search_spaces/ or a .toml path (default {DEFAULT_SPACE}); "
                    "'labnas list' shows them")
-    p.add_argument("--target", default="host", help="preset (host, x86, arm, arm-a76) or a TVM target as JSON")
+    p.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
     p.add_argument("--trials", type=int, default=14, help="finished trials the study should hold (default 14)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")

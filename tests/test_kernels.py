@@ -19,7 +19,32 @@ FLOAT_CONVS = {  # name: (module, input shape); widths chosen to hit every tile 
     "LAB group conv C->2C k3": (nn.Conv2d(8, 16, 3, 1, 1, groups=8), (1, 8, 12, 12)),
     "LAB group conv C->2C k7 odd height": (nn.Conv2d(6, 12, 7, 1, 3, groups=6), (1, 6, 9, 9)),
     "depthwise k5": (nn.Conv2d(8, 8, 5, 1, 2, groups=8), (1, 8, 8, 8)),
+    "11x11/4 width the stride does not divide (AlexNet)": (nn.Conv2d(3, 8, 11, 4, 5, bias=False), (1, 3, 35, 35)),
+    "16 channels x 16 pixels tile": (nn.Conv2d(4, 32, 3, 1, 1, bias=False), (1, 4, 16, 16)),
 }
+
+MAX_POOLS = {  # name: (module, input shape, uses labnas_maxpool)
+    "3x3/2 pad 1 (ResNet stem)": (nn.MaxPool2d(3, 2, 1), (1, 4, 16, 16), True),
+    "3x3/2 pad 1 odd size": (nn.MaxPool2d(3, 2, 1), (1, 3, 15, 13), True),
+    "3x3/2 no pad (AlexNet)": (nn.MaxPool2d(3, 2), (1, 3, 13, 13), True),
+    "2x2/1 (QuickNet transition)": (nn.MaxPool2d(2, 1), (1, 5, 9, 9), True),
+    "2x2/2": (nn.MaxPool2d(2), (1, 2, 8, 8), True),
+    "ceil mode: TVM's lowering": (nn.MaxPool2d(3, 2, ceil_mode=True), (1, 2, 10, 10), False),
+}
+
+
+@pytest.mark.parametrize("name", list(MAX_POOLS))
+def test_max_pool_is_exact_without_a_padded_copy(name):
+    """Padding taps read the nearest border pixel instead of -inf (max is idempotent): the result must be
+    PyTorch's bit for bit, also where a whole border row or column is negative."""
+    pool, shape, own_kernel = MAX_POOLS[name]
+    model = nn.Sequential(pool).eval()
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32) - 3.0  # mostly negative
+    compiled = compile_model(model, shape, HOST)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.array_equal(compiled.run_local(x), ref)
+    assert ("labnas_maxpool" in compiled.executable.as_text()) == own_kernel
 
 
 @pytest.mark.parametrize("name", list(FLOAT_CONVS))

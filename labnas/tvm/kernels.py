@@ -36,6 +36,7 @@ __all__ = [
     "xnor_compute",
     "dot_compute",
     "schedule_kernel",
+    "mark_scheduled",
     "KERNEL_PREFIX",
 ]
 
@@ -412,8 +413,14 @@ def schedule_kernel(func, kind: str, vector: int = 8):
     ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
     registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.
     """
+    return mark_scheduled(func, SCHEDULES[kind], vector)
+
+
+def mark_scheduled(func, schedule, lanes: int):
+    """``schedule(sch, lanes)`` applied to ``func``, marked opaque (op_pattern 8: FuseOps keeps it whole),
+    scheduled (the float scheduler skips it) and ``labnas_rules = "hand"``."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    SCHEDULES[kind](sch, vector)
-    return sch.mod["main"].with_attr("op_pattern", 8).with_attr("labnas_scheduled", 1)
+    schedule(sch, lanes)
+    return sch.mod["main"].with_attr("op_pattern", 8).with_attr("labnas_scheduled", 1).with_attr("labnas_rules", "hand")

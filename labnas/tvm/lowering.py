@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,10 +51,11 @@ def _convert_lab_decision(node, importer, vector: int = 8):
     return importer.block_builder.emit_te(kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint="labnas_lab")
 
 
-def _convert_xnor_conv2d(node, importer, carry_save: bool = False, vector: int = 8):
+def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction).
 
-    ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`). A LAB
+    ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`): a bool,
+    or a function of the kernel's :class:`~labnas.tvm.strategy.XnorShape` (a per-layer choice). A LAB
     decision map that feeds only this conv is computed and packed by one kernel (``labnas_lab_pack``)
     where :func:`kernels.lab_pack_tile` has a tile for it.
     """
@@ -74,6 +75,11 @@ def _convert_xnor_conv2d(node, importer, carry_save: bool = False, vector: int =
         )
     else:
         packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
+    if callable(carry_save):
+        from .strategy import XnorShape
+
+        shape = XnorShape(tuple(int(v) for v in packed.ty.shape), tuple(int(v) for v in wbits.ty.shape), int(stride))
+        carry_save = carry_save(shape)
     dot = bb.emit_te(
         kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save, primfunc_name_hint="labnas_xnor"
     )
@@ -82,11 +88,33 @@ def _convert_xnor_conv2d(node, importer, carry_save: bool = False, vector: int =
     return dot
 
 
-def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: bool = False, lab_pack_vector: int | None = 8):
+def _convert_max_pool2d(node, importer, with_indices: bool = False):
+    """Custom importer for ``aten.max_pool2d`` (``max_pool2d_with_indices`` after torch's decomposition,
+    whose indices nobody reads in inference): :mod:`labnas.tvm.pooling`'s two-pass kernel where it
+    applies, TVM's own lowering otherwise."""
+    from tvm import relax
+
+    from . import pooling
+
+    args = importer.retrieve_args(node)
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(int(i) for i in v)  # noqa: E731
+    kernel = pair(args[1])
+    stride = pair(args[2]) if len(args) > 2 and args[2] else kernel
+    padding = pair(args[3]) if len(args) > 3 else (0, 0)
+    dilation = args[4] if len(args) > 4 else 1
+    ceil_mode = bool(args[5]) if len(args) > 5 else False
+    if args[0].ty.ndim != 4 or not pooling.supports(kernel, stride, padding, dilation, ceil_mode):
+        return importer._max_pool2d_with_indices(node) if with_indices else importer._max_pool2d(node)
+    bb = importer.block_builder
+    out = bb.emit_te(pooling.maxpool_compute, args[0], kernel, stride, padding, primfunc_name_hint="labnas_maxpool")
+    return bb.emit(relax.Tuple([out, relax.op.zeros_like(out)])) if with_indices else out
+
+
+def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=False, lab_pack_vector: int | None = 8):
     """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``.
 
-    ``carry_save``: binary convs sum their popcounts through full adders (the target's
-    :attr:`~labnas.tvm.targets.TargetPreset.carry_save_popcount`). ``lab_pack_vector``: the target's
+    ``carry_save``: binary convs sum their popcounts through full adders; a bool for every layer, or
+    a function ``XnorShape -> bool`` (:meth:`labnas.tvm.strategy.PopcountChooser.carry_save`). ``lab_pack_vector``: the target's
     vector lanes, which decide where LAB is fused into the packing (``None``: never).
     """
     from tvm.relax.frontend.torch import from_exported_program
@@ -101,6 +129,8 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: boo
             converters = {
                 "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save, vector=vector),
                 "lab_decision.default": functools.partial(_convert_lab_decision, vector=vector),
+                "max_pool2d.default": _convert_max_pool2d,
+                "max_pool2d_with_indices.default": functools.partial(_convert_max_pool2d, with_indices=True),
             }
             mod = from_exported_program(ep, custom_convert_map=converters, unwrap_unit_return_tuple=True)
     except (KeyError, AssertionError, NotImplementedError, ValueError) as err:
@@ -109,11 +139,17 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save: boo
     return mod, frozen
 
 
-def _schedule_labnas_kernels(mod, vector: int):
-    from .kernels import KERNEL_PREFIX, SCHEDULES, schedule_kernel
+def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
+    """Hand schedules for labnas' own kernels: the binary ones over ``vector`` int64 lanes, max pooling over
+    ``float_lanes``."""
+    from .kernels import KERNEL_PREFIX, SCHEDULES, mark_scheduled, schedule_kernel
+    from .pooling import schedule_maxpool
 
     for gv, func in list(mod.functions.items()):
         name = gv.name_hint
+        if name.startswith("labnas_maxpool"):
+            mod[gv] = mark_scheduled(func, schedule_maxpool, float_lanes)
+            continue
         if not name.startswith(KERNEL_PREFIX):
             continue
         kind = next((k for k in SCHEDULES if name.startswith(k)), None)
@@ -130,6 +166,8 @@ class CompiledModel:
     target: TargetPreset
     input_shape: tuple[int, ...]
     frozen: nn.Module
+    #: The popcount strategy of each binary conv (:class:`labnas.tvm.strategy.Decision`), in layer order.
+    strategies: list = field(default_factory=list)
 
     def export(self, path: str) -> str:
         """Write a deployable shared library, linked with the target's (cross) compiler."""
@@ -160,11 +198,14 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
 
     from .schedule_float import labnas_pipeline
 
-    mod, frozen = import_model(model, input_shape, carry_save=target.carry_save_popcount, lab_pack_vector=target.vector_lanes)
+    from .strategy import PopcountChooser
+
+    chooser = PopcountChooser(target)
+    mod, frozen = import_model(model, input_shape, carry_save=chooser.carry_save, lab_pack_vector=target.vector_lanes)
     tvm_target = target.tvm_target()
-    mod = _schedule_labnas_kernels(mod, target.vector_lanes)
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target))
-    return CompiledModel(executable, target, tuple(input_shape), frozen)
+    mod = _schedule_labnas_kernels(mod, target.vector_lanes, target.float_lanes)
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target, target.float_lanes))
+    return CompiledModel(executable, target, tuple(input_shape), frozen, chooser.decisions)
 
 
 #: Largest relative L2 error ``||out - ref|| / ||ref||`` accepted between TVM and PyTorch.

@@ -73,25 +73,13 @@ def set_threads(threads: int) -> None:
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
 
 
-#: CPU features that change which kernels are fast (vector width, native popcount, dot products).
-ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "asimd", "asimddp", "sve")
-
-
 def local_device_info() -> dict[str, Any]:
-    """This machine: CPU model, the ISA features in :data:`ISA_FLAGS` it has, cores, OS."""
-    cpu, flags = None, None  # from the first processor's lines
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu is None:
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and flags is None:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    flags = flags or set()
+    """This machine: CPU model, the ISA features in :data:`labnas.tvm.cpu.ISA_FLAGS` it has, cores, OS."""
+    from .cpu import cpu_model, isa_summary
+
     return {
-        "cpu": cpu or platform.processor() or platform.machine(),
-        "isa": [f for f in ISA_FLAGS if f in flags],
+        "cpu": cpu_model(),
+        "isa": isa_summary(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "os_bits": 64 if platform.architecture()[0] == "64bit" else 32,

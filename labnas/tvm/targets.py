@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TargetPreset", "TARGETS", "resolve_target", "TargetError"]
+__all__ = ["TargetPreset", "TARGETS", "resolve_target", "TargetError", "host_preset"]
 
 
 class TargetError(ValueError):
@@ -33,10 +33,17 @@ class TargetPreset:
     description: str = ""
     #: int64 / float lanes the hand schedules vectorise over.
     vector_lanes: int = 8
-    #: Binary convs add their words through full adders before the popcount (labnas.tvm.carry_save):
-    #: on AVX2, whose vector popcount is a 7-instruction nibble table, 1.3-1.9x faster. Off on NEON, whose
-    #: ``cnt`` is one instruction (the tree's 5 logic ops per saved popcount are not expected to pay; untimed).
-    carry_save_popcount: bool = False
+    #: float32 lanes of one vector register, which the float kernels' schedules vectorise over.
+    float_lanes: int = 8
+    #: Binary convs add their words through full adders before the popcount (labnas.tvm.carry_save).
+    #: ``None``: chosen per layer by measurement where this machine can run the target
+    #: (:mod:`labnas.tvm.strategy`), else the ISA's default (below); ``True``/``False`` pins it.
+    carry_save_popcount: bool | None = None
+    #: The vector popcount is one instruction (AVX-512 VPOPCNTDQ, NEON ``cnt``): the default where the
+    #: choice cannot be measured is then the plain popcount, else the carry-save tree (AVX2's nibble table).
+    native_popcount: bool = False
+    #: CPU flags (``/proc/cpuinfo``) the compiled code needs; with ``arch``, whether it runs here.
+    requires: tuple[str, ...] = ()
 
     def tvm_target(self):
         import tvm
@@ -47,10 +54,24 @@ class TargetPreset:
 
     @property
     def is_remote_only(self) -> bool:
-        """True when the compiled code cannot run on this (x86_64) machine."""
+        """True when the compiled code cannot run on this machine's architecture (a board's target)."""
         import platform
 
         return self.arch != platform.machine()
+
+    @property
+    def runs_here(self) -> bool:
+        """True when code compiled for this target executes on this machine (architecture and ISA)."""
+        from .cpu import can_run
+
+        return can_run(self.arch, self.requires)
+
+    def describe_isa(self) -> str:
+        """The vector width and popcount strategy, for benchmark and profile headers."""
+        pop = {True: "carry-save (pinned)", False: "native (pinned)", None: "per layer, measured"}[self.carry_save_popcount]
+        if self.carry_save_popcount is None and not self.runs_here:
+            pop = f"{'native' if self.native_popcount else 'carry-save'} (default; not runnable here)"
+        return f"{self.float_lanes} float lanes, popcount {pop}"
 
     def check_compiler(self) -> None:
         if self.cross_compiler and shutil.which(self.cross_compiler) is None:
@@ -60,34 +81,51 @@ class TargetPreset:
             )
 
 
+def host_preset() -> TargetPreset:
+    """This machine's CPU as TVM detects it, with the vector width and popcount its flags imply."""
+    import platform
+
+    from .cpu import cpu_flags
+
+    flags = cpu_flags()
+    arm = platform.machine() == "aarch64"
+    return TargetPreset(
+        "host", None, None, platform.machine(), description="this machine's CPU, as TVM detects it",
+        float_lanes=16 if "avx512f" in flags else 8,
+        native_popcount=arm or "avx512_vpopcntdq" in flags,
+    )
+
+
+def _arm_board(name: str, mcpu: str, description: str) -> TargetPreset:
+    """An AArch64 + NEON board: cross-linked with gcc-aarch64-linux-gnu, one-instruction popcount (``cnt``)."""
+    config = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu, "mattr": ["+neon"]}
+    return TargetPreset(name, config, "aarch64-linux-gnu-gcc", "aarch64", "gcc-aarch64-linux-gnu", description, native_popcount=True)
+
+
 TARGETS: dict[str, TargetPreset] = {
     p.name: p
     for p in (
-        TargetPreset("host", None, None, "x86_64", description="this machine's CPU, as TVM detects it", carry_save_popcount=True),
+        host_preset(),
         TargetPreset(
             "x86",
             {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"},
             None,
             "x86_64",
             description="generic x86-64 with AVX2 (Haswell and later, Zen)",
-            carry_save_popcount=True,
+            requires=("avx2",),
         ),
         TargetPreset(
-            "arm",
-            {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-gcc",
-            "aarch64",
-            "gcc-aarch64-linux-gnu",
-            "AArch64 + NEON, Cortex-A72 (Raspberry Pi 4, 64-bit OS)",
+            "x86-avx512",
+            {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "icelake-server"},
+            None,
+            "x86_64",
+            description="x86-64 with AVX-512 and its vector popcount (Ice Lake and later, Zen 4 and later)",
+            float_lanes=16,
+            native_popcount=True,
+            requires=("avx512f", "avx512bw", "avx512_vpopcntdq"),
         ),
-        TargetPreset(
-            "arm-a76",
-            {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-gcc",
-            "aarch64",
-            "gcc-aarch64-linux-gnu",
-            "AArch64 + NEON, Cortex-A76 (Raspberry Pi 5)",
-        ),
+        _arm_board("arm", "cortex-a72", "AArch64 + NEON, Cortex-A72 (Raspberry Pi 4, 64-bit OS)"),
+        _arm_board("arm-a76", "cortex-a76", "AArch64 + NEON, Cortex-A76 (Raspberry Pi 5)"),
     )
 }
 
@@ -117,6 +155,13 @@ def resolve_target(spec: str) -> TargetPreset:
     triple = str(config.get("mtriple", ""))
     arch = "aarch64" if triple.startswith("aarch64") else "x86_64"
     cc = "aarch64-linux-gnu-gcc" if arch == "aarch64" else None
-    native_popcount = arch == "aarch64" or "avx512vpopcntdq" in str(config.get("mattr", ""))
+    attrs = str(config.get("mattr", "")) + " " + str(config.get("mcpu", ""))
+    native_popcount = arch == "aarch64" or "avx512vpopcntdq" in attrs or any(
+        cpu in attrs for cpu in ("icelake", "sapphirerapids", "znver4", "znver5", "tigerlake", "graniterapids")
+    )
+    avx512 = native_popcount and arch == "x86_64"
     package = "gcc-aarch64-linux-gnu" if cc else None
-    return TargetPreset("custom", config, cc, arch, package, "user-supplied JSON", carry_save_popcount=not native_popcount)
+    return TargetPreset(
+        "custom", config, cc, arch, package, "user-supplied JSON", float_lanes=16 if avx512 else 8,
+        native_popcount=native_popcount, requires=("avx512f", "avx512_vpopcntdq") if avx512 else (),
+    )

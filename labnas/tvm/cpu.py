@@ -1,0 +1,51 @@
+"""What this machine's CPU is and can run: model name and instruction-set flags, read once.
+
+Kernel choices depend on them (vector width, whether a vector popcount is one instruction), so the
+``host`` target preset, the strategy cache key and every device record read them from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+__all__ = ["cpu_model", "cpu_flags", "ISA_FLAGS", "isa_summary", "can_run"]
+
+#: CPU features that change which kernels are fast (vector width, native popcount, dot products).
+ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "asimd", "asimddp", "sve")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str | None, frozenset[str]]:
+    """The first processor's model name and flags from ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``)."""
+    model, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and model is None:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")) and flags is None:
+                    flags = frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return model, flags or frozenset()
+
+
+def cpu_model() -> str:
+    return _cpuinfo()[0] or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    """Every flag the kernel reports for this CPU (empty when ``/proc/cpuinfo`` is unreadable)."""
+    return _cpuinfo()[1]
+
+
+def isa_summary() -> list[str]:
+    """The flags of :data:`ISA_FLAGS` this CPU has, in that order."""
+    flags = cpu_flags()
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def can_run(arch: str, requires: tuple[str, ...]) -> bool:
+    """Whether code for ``arch`` (``uname -m``) needing the CPU flags ``requires`` executes on this machine."""
+    return arch == platform.machine() and set(requires) <= cpu_flags()
