@@ -16,7 +16,7 @@ from labnas.models import FAMILIES, create_model, default_spec
 from labnas.nn import BinaryConv2d
 from labnas.tvm import TARGETS, compile_model
 from labnas.tvm.cpu import cpu_flags
-from labnas.tvm.strategy import CARRY_SAVE, NATIVE, PopcountChooser, XnorShape, choose_fastest
+from labnas.tvm.strategy import CARRY_SAVE, NATIVE, PopcountChooser, XnorShape, candidates, choose_fastest, parse_strategy
 
 from test_tvm import numpy_xnor_popcount  # noqa: E402 - tests/ is on sys.path (rootdir conftest)
 
@@ -69,8 +69,8 @@ def test_the_choice_is_measured_once_per_cpu_and_shape_then_cached(tmp_path):
     first = PopcountChooser(HOST, cache_path=cache)
     answer = first.carry_save(SHAPE)
     decision = first.decisions[0]
-    assert decision.source == "measured" and decision.strategy in (CARRY_SAVE, NATIVE)
-    assert decision.ratio > 0 and (decision.ratio < 1) == answer  # carry-save / native time
+    assert decision.source == "measured" and decision.strategy in candidates(SHAPE, tree=True)
+    assert decision.speedup >= 1 and answer == (decision.strategy == CARRY_SAVE)
     second = PopcountChooser(HOST, cache_path=cache)
     assert second.carry_save(SHAPE) == answer and second.decisions[0].source == "cached"
     # the entry belongs to this CPU, ISA, target and kernel code: another CPU's entry is not used
@@ -83,21 +83,35 @@ def test_the_choice_is_measured_once_per_cpu_and_shape_then_cached(tmp_path):
     assert third.decisions[0].source == "measured"
 
 
-def test_a_layer_too_long_for_the_tree_is_not_measured(tmp_path):
-    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json")
-    assert chooser.carry_save(XnorShape((1, 9, 16, 9), (3, 3, 16, 32), 1)) is False  # 144 words > 100
-    assert chooser.decisions == []
+def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
+    long = XnorShape((1, 9, 16, 9), (3, 3, 16, 32), 1)  # 144 words > 100
+    assert CARRY_SAVE not in candidates(long, tree=False)
+    assert candidates(long, tree=False) == ["native", "native px7"]  # 7 output pixels: only the whole row divides it
+    pinned = PopcountChooser(dataclasses.replace(HOST, carry_save_popcount=True), cache_path=tmp_path / "s.json")
+    assert pinned.carry_save(long) is False and pinned.decisions[0].strategy == NATIVE
 
 
-@pytest.mark.parametrize("strategy", [CARRY_SAVE, NATIVE])
-def test_every_popcount_strategy_this_cpu_runs_is_bit_exact(strategy):
-    target = dataclasses.replace(HOST, carry_save_popcount=strategy == CARRY_SAVE)
+def test_candidates_and_their_names():
+    shape = XnorShape((1, 58, 1, 58), (3, 3, 1, 64), 1)  # 56 output pixels a row
+    assert candidates(shape, tree=True) == ["carry-save", "native", "native px2", "native px4", "native px7", "native px8"]
+    assert [parse_strategy(s) for s in ("carry-save", "native", "native px7")] == [(True, None), (False, None), (False, 7)]
+    with pytest.raises(ValueError, match="unknown xnor strategy"):
+        parse_strategy("native pxx")
+
+
+@pytest.mark.parametrize("strategy", ["carry-save", "native", "native px2", "native px4"])
+def test_every_xnor_strategy_this_cpu_runs_is_bit_exact(strategy, monkeypatch):
+    """Each candidate compiled into a real network layer (a zero-padded stride-2 conv with a partial word)."""
+    import labnas.tvm.strategy as strategy_module
+
+    monkeypatch.setattr(strategy_module.PopcountChooser, "choose", lambda self, shape: self._answer(shape, strategy, "pinned"))
     rng = np.random.default_rng(3)
     conv = BinaryConv2d(96, 32, 3, 2, binarizer="ste_sign", pad_value=0)
     conv.weight.data = torch.from_numpy(rng.standard_normal(conv.weight.shape).astype(np.float32))
-    x = rng.standard_normal((1, 96, 9, 9)).astype(np.float32)
-    compiled = compile_model(nn.Sequential(conv).eval(), x.shape, target)
+    x = rng.standard_normal((1, 96, 16, 16)).astype(np.float32)
+    compiled = compile_model(nn.Sequential(conv).eval(), x.shape, HOST)
     assert [d.strategy for d in compiled.strategies] == [strategy]
+    assert ("labnas_xnor_px" in compiled.executable.as_text()) == ("px" in strategy)
     ref = numpy_xnor_popcount(x, conv.weight.detach().numpy(), 2, 1, 0)
     assert np.array_equal(compiled.run_local(x), ref.astype(np.float32))
 
@@ -108,7 +122,7 @@ def test_x86_presets_compile_everywhere_and_run_where_the_cpu_can(name):
     model = create_model(default_spec("bireal18", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     compiled = compile_model(model, x.shape, target)  # compiling never needs the ISA
-    assert compiled.strategies and all(d.strategy in (CARRY_SAVE, NATIVE) for d in compiled.strategies)
+    assert compiled.strategies and all(parse_strategy(d.strategy) for d in compiled.strategies)
     if not target.runs_here:
         missing = sorted(set(target.requires) - cpu_flags())
         pytest.skip(f"{name}: compiled, not executed: this CPU lacks {', '.join(missing)}")

@@ -37,6 +37,8 @@ __all__ = [
     "dot_compute",
     "schedule_kernel",
     "mark_scheduled",
+    "xnor_kernel_name",
+    "xnor_pixels",
     "KERNEL_PREFIX",
 ]
 
@@ -360,7 +362,10 @@ def xnor_tile(weight_bytes: int, width: int, cout: int, vector: int) -> tuple[in
     return _vector_lanes(cout, vector), 1
 
 
-def _schedule_xnor(sch, vector: int) -> None:
+def _schedule_xnor(sch, vector: int, pixels: int | None = None) -> None:
+    """The plain xnor kernel: a register tile of ``lanes`` output channels x ``pixels`` output pixels
+    (``pixels=None``: :func:`xnor_tile`'s rule; a measured choice passes its own, see
+    :mod:`labnas.tvm.strategy`), the taps and words reduced around it, parallel over output rows."""
     block = sch.get_sblock("pop")
     if len(sch.get_loops(block)) == 4:  # the carry-save tree: no reduction loop
         _schedule_xnor_tree(sch, vector)
@@ -369,6 +374,10 @@ def _schedule_xnor(sch, vector: int) -> None:
     cout, width = int(sch.get(o).extent), int(sch.get(x).extent)
     weight_bytes = 8 * cout * int(sch.get(ky).extent) * int(sch.get(kx).extent) * int(sch.get(kw).extent)
     lanes, x_in_len = xnor_tile(weight_bytes, width, cout, vector)
+    if pixels is not None:
+        if width % pixels:
+            raise ValueError(f"an xnor tile of {pixels} pixels does not divide the output width {width}")
+        lanes, x_in_len = _vector_lanes(cout, vector), pixels
     o_out, o_in = sch.split(o, [None, lanes])
     x_out, x_in = sch.split(x, [None, x_in_len])
     sch.reorder(n, y, x_out, o_out, ky, kx, kw, x_in, o_in)
@@ -407,12 +416,29 @@ SCHEDULES = {
 }
 
 
-def schedule_kernel(func, kind: str, vector: int = 8):
+def xnor_kernel_name(pixels: int | None) -> str:
+    """The xnor kernel's function name: ``labnas_xnor``, or ``labnas_xnor_px4_tile`` for a measured tile of 4
+    pixels (the name carries the tile from the importer to the scheduler, and shows it in a profile; the
+    ``_tile`` keeps the counter TVM appends to repeated names apart from the number)."""
+    return "labnas_xnor" if pixels is None else f"labnas_xnor_px{pixels}_tile"
+
+
+def xnor_pixels(name: str) -> int | None:
+    """The tile :func:`xnor_kernel_name` put into a kernel's name (TVM may append a counter), else ``None``."""
+    import re
+
+    match = re.match(r"labnas_xnor_px(\d+)_tile", name)
+    return int(match.group(1)) if match else None
+
+
+def schedule_kernel(func, kind: str, vector: int = 8, pixels: int | None = None):
     """Apply the hand schedule for ``kind`` (a key of :data:`SCHEDULES`).
 
     ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
     registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.
     """
+    if kind == "labnas_xnor" and pixels is not None:
+        return mark_scheduled(func, lambda sch, lanes: _schedule_xnor(sch, lanes, pixels), vector)
     return mark_scheduled(func, SCHEDULES[kind], vector)
 
 

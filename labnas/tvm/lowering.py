@@ -55,7 +55,8 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction).
 
     ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`): a bool,
-    or a function of the kernel's :class:`~labnas.tvm.strategy.XnorShape` (a per-layer choice). A LAB
+    or a function of the kernel's :class:`~labnas.tvm.strategy.XnorShape` returning ``(carry_save, pixels)``
+    (a per-layer choice, with the plain kernel's tile of output pixels or ``None`` for the default). A LAB
     decision map that feeds only this conv is computed and packed by one kernel (``labnas_lab_pack``)
     where :func:`kernels.lab_pack_tile` has a tile for it.
     """
@@ -75,13 +76,15 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
         )
     else:
         packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
+    pixels = None
     if callable(carry_save):
         from .strategy import XnorShape
 
         shape = XnorShape(tuple(int(v) for v in packed.ty.shape), tuple(int(v) for v in wbits.ty.shape), int(stride))
-        carry_save = carry_save(shape)
+        carry_save, pixels = carry_save(shape)
     dot = bb.emit_te(
-        kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save, primfunc_name_hint="labnas_xnor"
+        kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save,
+        primfunc_name_hint=kernels.xnor_kernel_name(pixels),
     )
     if pad_value == 0 and padding:
         return bb.emit_te(kernels.dot_compute, dot, corr, primfunc_name_hint="labnas_dot")
@@ -114,7 +117,7 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=Fals
     """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``.
 
     ``carry_save``: binary convs sum their popcounts through full adders; a bool for every layer, or
-    a function ``XnorShape -> bool`` (:meth:`labnas.tvm.strategy.PopcountChooser.carry_save`). ``lab_pack_vector``: the target's
+    a function ``XnorShape -> (bool, pixels)`` (:meth:`labnas.tvm.strategy.PopcountChooser.choose`). ``lab_pack_vector``: the target's
     vector lanes, which decide where LAB is fused into the packing (``None``: never).
     """
     from tvm.relax.frontend.torch import from_exported_program
@@ -142,7 +145,7 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=Fals
 def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
     """Hand schedules for labnas' own kernels: the binary ones over ``vector`` int64 lanes, max pooling over
     ``float_lanes``."""
-    from .kernels import KERNEL_PREFIX, SCHEDULES, mark_scheduled, schedule_kernel
+    from .kernels import KERNEL_PREFIX, SCHEDULES, mark_scheduled, schedule_kernel, xnor_pixels
     from .pooling import schedule_maxpool
 
     for gv, func in list(mod.functions.items()):
@@ -154,7 +157,7 @@ def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
             continue
         kind = next((k for k in SCHEDULES if name.startswith(k)), None)
         if kind is not None:
-            mod[gv] = schedule_kernel(func, kind, vector)
+            mod[gv] = schedule_kernel(func, kind, vector, pixels=xnor_pixels(name))
     return mod
 
 
@@ -201,7 +204,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
     from .strategy import PopcountChooser
 
     chooser = PopcountChooser(target)
-    mod, frozen = import_model(model, input_shape, carry_save=chooser.carry_save, lab_pack_vector=target.vector_lanes)
+    mod, frozen = import_model(model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes)
     tvm_target = target.tvm_target()
     mod = _schedule_labnas_kernels(mod, target.vector_lanes, target.float_lanes)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target, target.float_lanes))

@@ -1,19 +1,19 @@
 """Kernel strategies chosen by measurement on the target, cached per CPU.
 
-A binary conv's xnor kernel has two good implementations, and which one is faster depends on the CPU
-*and* on the layer: the carry-save tree (:mod:`labnas.tvm.carry_save`, 7 popcounts instead of 36 for a
-3x3 conv over 256 channels) wins where a vector popcount is a 7-instruction nibble table (AVX2), the
-plain reduction where it is one instruction (AVX-512 VPOPCNTDQ, NEON ``cnt``), but not on every layer
-(on an AVX-512 EPYC the tree stayed faster on Bi-Real-18's 64-channel 56x56 layers and lost 2x on its
-256-channel ones). So the choice is made per xnor kernel shape, the first time that shape is compiled
-for a target this machine can run: both variants are compiled, checked to give the same sums, and
-timed interleaved (a few hundred milliseconds per shape); the winner is cached in
-``~/.cache/labnas/kernel_strategies.json`` under the CPU model, its ISA flags, the TVM target and the
-kernels' code, so later compiles (every trial of a search) reuse it.
+A binary conv's xnor kernel has several good implementations, and which one is fastest depends on the
+CPU *and* on the layer: the carry-save tree (:mod:`labnas.tvm.carry_save`, 7 popcounts instead of 36 for
+a 3x3 conv over 256 channels) pays where a vector popcount is a 7-instruction nibble table (AVX2); where
+it is one instruction (AVX-512 VPOPCNTDQ, NEON ``cnt``) the plain reduction wins, and then the register
+tile decides: on an AVX-512 EPYC a tile of 4-7 output pixels x 8 channels ran 1.5-5.5x faster than one
+pixel (each weight vector loaded once for several pixels). So the choice is made per xnor kernel shape,
+the first time that shape is compiled for a target this machine can run: every candidate
+(:func:`candidates`) is compiled, checked to give the same sums, and timed interleaved (about a second
+per shape); the winner is cached in ``~/.cache/labnas/kernel_strategies.json`` under the CPU model, its
+ISA flags, the TVM target and the kernels' code, so later compiles (every trial of a search) reuse it.
 
-A preset can pin the choice (``carry_save_popcount=True/False``). A target this machine cannot run
-(an ARM board, AVX-512 code on an AVX2 host) takes the default of its ISA: carry-save unless the
-target has a one-instruction vector popcount.
+A preset can pin the popcount (``carry_save_popcount=True/False``: then the default tile). A target this
+machine cannot run (an ARM board, AVX-512 code on an AVX2 host) takes the default of its ISA: carry-save
+unless the target has a one-instruction vector popcount.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["choose_fastest", "PopcountChooser", "XnorShape", "STRATEGY_CACHE", "Decision"]
+__all__ = ["choose_fastest", "PopcountChooser", "XnorShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy", "PIXEL_TILES"]
 
 STRATEGY_CACHE = Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "kernel_strategies.json"
 CARRY_SAVE, NATIVE = "carry-save", "native"
@@ -66,6 +66,13 @@ class XnorShape:
         return f"xnor n{n} h{h} x{w} words{words} k{k} out{cout} s{self.stride}"
 
     @property
+    def output(self) -> tuple[int, int, int, int]:
+        """The dot products' shape ``(N, Cout, Ho, Wo)``."""
+        n, hp, _, wp = self.packed
+        k, _, _, cout = self.weights
+        return n, cout, (hp - k) // self.stride + 1, (wp - k) // self.stride + 1
+
+    @property
     def taps(self) -> int:
         k, _, words, _ = self.weights
         return 64 * words * k * k
@@ -77,7 +84,8 @@ class Decision:
     strategy: str
     #: measured (now), cached (measured before on this CPU), pinned (the preset's), default (not runnable here)
     source: str
-    ratio: float | None = None  # carry-save time / native time, when measured
+    #: when measured: the default strategy's time / the winner's (>= 1)
+    speedup: float | None = None
 
 
 def _code_hash() -> str:
@@ -90,40 +98,49 @@ def _code_hash() -> str:
 
 @dataclass
 class PopcountChooser:
-    """Answers "carry-save tree or plain popcount?" per xnor kernel shape for one target.
+    """Answers "carry-save tree or plain popcount, and which register tile?" per xnor kernel shape for one target.
 
-    ``target``: a :class:`~labnas.tvm.targets.TargetPreset`. ``decisions`` lists every answer given, with
-    where it came from, so a profile can print the strategy each layer used.
+    Strategies: ``carry-save`` (:mod:`labnas.tvm.carry_save`, where the reduction is at most
+    :data:`~labnas.tvm.kernels.CARRY_SAVE_MAX_TERMS` words), ``native`` (the plain popcount with
+    :func:`~labnas.tvm.kernels.xnor_tile`'s tile) and ``native pxP`` (the plain popcount over a tile of P
+    output pixels, P in :data:`PIXEL_TILES` dividing the output width). ``target``: a
+    :class:`~labnas.tvm.targets.TargetPreset`. ``decisions`` lists every answer given, with where it came
+    from, so a profile can print the strategy each layer used.
     """
 
     target: object
     cache_path: Path = STRATEGY_CACHE
     decisions: list[Decision] = field(default_factory=list)
 
-    def carry_save(self, shape: XnorShape) -> bool:
+    def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
+        """``(carry_save, pixels)`` for ``shape``'s xnor kernel (``pixels=None``: the default tile)."""
         from .kernels import CARRY_SAVE_MAX_TERMS
 
         k, _, words, _ = shape.weights
-        if k * k * words > CARRY_SAVE_MAX_TERMS:
-            return False  # the tree does not apply: both variants are the same loop
+        tree = k * k * words <= CARRY_SAVE_MAX_TERMS
         pinned = self.target.carry_save_popcount
         if pinned is not None:
-            return self._answer(shape, CARRY_SAVE if pinned else NATIVE, "pinned")
+            return self._answer(shape, CARRY_SAVE if (pinned and tree) else NATIVE, "pinned")
         if not self.target.runs_here:
-            return self._answer(shape, NATIVE if self.target.native_popcount else CARRY_SAVE, "default")
+            default = NATIVE if (self.target.native_popcount or not tree) else CARRY_SAVE
+            return self._answer(shape, default, "default")
         cache = self._read_cache()
         entry = cache.get(self._cpu_key(), {}).get(shape.key)
         if entry:
-            return self._answer(shape, entry["strategy"], "cached", entry.get("ratio"))
-        strategy, ratio = self._measure(shape)
+            return self._answer(shape, entry["strategy"], "cached", entry.get("speedup"))
+        strategy, speedup = self._measure(shape, candidates(shape, tree))
         cache = self._read_cache()  # another process may have written meanwhile
-        cache.setdefault(self._cpu_key(), {})[shape.key] = {"strategy": strategy, "ratio": round(ratio, 3)}
+        cache.setdefault(self._cpu_key(), {})[shape.key] = {"strategy": strategy, "speedup": round(speedup, 3)}
         self._write_cache(cache)
-        return self._answer(shape, strategy, "measured", ratio)
+        return self._answer(shape, strategy, "measured", speedup)
 
-    def _answer(self, shape: XnorShape, strategy: str, source: str, ratio: float | None = None) -> bool:
-        self.decisions.append(Decision(shape.key, strategy, source, ratio))
-        return strategy == CARRY_SAVE
+    def carry_save(self, shape: XnorShape) -> bool:
+        """Only the popcount half of :meth:`choose`."""
+        return self.choose(shape)[0]
+
+    def _answer(self, shape: XnorShape, strategy: str, source: str, speedup: float | None = None) -> tuple[bool, int | None]:
+        self.decisions.append(Decision(shape.key, strategy, source, speedup))
+        return parse_strategy(strategy)
 
     def _cpu_key(self) -> str:
         from .cpu import cpu_model, isa_summary
@@ -145,29 +162,51 @@ class PopcountChooser:
         except OSError:
             pass  # a read-only home: measure again next time, never fail a compile over the cache
 
-    def _measure(self, shape: XnorShape) -> tuple[str, float]:
-        """Compile both variants of ``shape``'s kernel, check they agree, time them interleaved."""
+    def _measure(self, shape: XnorShape, strategies: list[str]) -> tuple[str, float]:
+        """Compile every strategy for ``shape``, check they agree, time them interleaved; the winner and its
+        speed-up over the default (``native``, or ``carry-save`` where that is the ISA's default)."""
         import tvm
 
         rng = np.random.default_rng(0)
         dev = tvm.cpu()
         a = tvm.runtime.tensor(rng.integers(-(2**62), 2**62, shape.packed, dtype=np.int64), dev)
         w = tvm.runtime.tensor(rng.integers(-(2**62), 2**62, shape.weights, dtype=np.int64), dev)
-        n, hp, _, wp = shape.packed
-        k, _, _, cout = shape.weights
-        out_shape = (n, cout, (hp - k) // shape.stride + 1, (wp - k) // shape.stride + 1)
-        runs, outputs = {}, {}
-        for strategy in (CARRY_SAVE, NATIVE):
-            func = xnor_kernel(shape, strategy == CARRY_SAVE, self.target.vector_lanes)
+        runs, reference = {}, None
+        for strategy in strategies:
+            carry_save, pixels = parse_strategy(strategy)
+            func = xnor_kernel(shape, carry_save, self.target.vector_lanes, pixels)
             lib = tvm.compile(tvm.IRModule({"main": func}), target=self.target.tvm_target())
-            out = tvm.runtime.tensor(np.zeros(out_shape, np.float32), dev)
+            out = tvm.runtime.tensor(np.zeros(shape.output, np.float32), dev)
             lib.mod["main"](a, w, out)
-            outputs[strategy] = out.numpy()
+            if reference is None:
+                reference = out.numpy()
+            elif not np.array_equal(out.numpy(), reference):
+                raise RuntimeError(f"xnor kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
             runs[strategy] = _timer(lib, dev, (a, w, out))
-        if not np.array_equal(outputs[CARRY_SAVE], outputs[NATIVE]):
-            raise RuntimeError(f"the carry-save and native xnor kernels disagree on {shape.key}: a kernel bug, please report it")
         winner, medians = choose_fastest(runs)
-        return winner, medians[CARRY_SAVE] / medians[NATIVE]
+        default = CARRY_SAVE if (CARRY_SAVE in medians and not self.target.native_popcount) else NATIVE
+        return winner, medians[default] / medians[winner]
+
+
+#: Output pixels per register tile tried for the plain popcount (those dividing the output width).
+PIXEL_TILES = (2, 4, 7, 8)
+
+
+def candidates(shape: XnorShape, tree: bool) -> list[str]:
+    """The strategies worth timing for ``shape``: the tree where it applies, the default tile, pixel tiles."""
+    width = shape.output[3]
+    return ([CARRY_SAVE] if tree else []) + [NATIVE] + [f"{NATIVE} px{p}" for p in PIXEL_TILES if width % p == 0]
+
+
+def parse_strategy(strategy: str) -> tuple[bool, int | None]:
+    """``"carry-save"`` -> ``(True, None)``, ``"native"`` -> ``(False, None)``, ``"native px4"`` -> ``(False, 4)``."""
+    if strategy == CARRY_SAVE:
+        return True, None
+    if strategy == NATIVE:
+        return False, None
+    if strategy.startswith(f"{NATIVE} px") and strategy[len(NATIVE) + 3:].isdigit():
+        return False, int(strategy[len(NATIVE) + 3:])
+    raise ValueError(f"unknown xnor strategy {strategy!r}")
 
 
 def _timer(lib, dev, args) -> Callable[[], float]:
@@ -184,7 +223,7 @@ def _timer(lib, dev, args) -> Callable[[], float]:
     return run
 
 
-def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int):
+def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int, pixels: int | None = None):
     """The scheduled xnor PrimFunc ``(packed, weights) -> float32 NCHW dot`` for ``shape``."""
     from tvm import te
 
@@ -193,4 +232,4 @@ def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int):
     a = te.placeholder(shape.packed, "int64", name="a")
     w = te.placeholder(shape.weights, "int64", name="w")
     out = xnor_compute(a, w, shape.stride, shape.taps, carry_save)
-    return schedule_kernel(te.create_prim_func([a, w, out]), "labnas_xnor", vector)
+    return schedule_kernel(te.create_prim_func([a, w, out]), "labnas_xnor", vector, pixels=pixels)
