@@ -16,7 +16,18 @@ from labnas.models import FAMILIES, create_model, default_spec
 from labnas.nn import BinaryConv2d
 from labnas.tvm import TARGETS, compile_model
 from labnas.tvm.cpu import cpu_flags
-from labnas.tvm.strategy import CARRY_SAVE, NATIVE, PopcountChooser, XnorShape, candidates, choose_fastest, parse_strategy
+from labnas.tvm.strategy import (
+    CARRY_SAVE,
+    NATIVE,
+    LabShape,
+    PopcountChooser,
+    XnorShape,
+    candidates,
+    choose_fastest,
+    lab_candidates,
+    parse_lab_strategy,
+    parse_strategy,
+)
 
 from test_tvm import numpy_xnor_popcount  # noqa: E402 - tests/ is on sys.path (rootdir conftest)
 
@@ -111,7 +122,7 @@ def test_every_xnor_strategy_this_cpu_runs_is_bit_exact(strategy, monkeypatch):
     x = rng.standard_normal((1, 96, 16, 16)).astype(np.float32)
     compiled = compile_model(nn.Sequential(conv).eval(), x.shape, HOST)
     assert [d.strategy for d in compiled.strategies] == [strategy]
-    assert ("labnas_xnor_px" in compiled.executable.as_text()) == ("px" in strategy)
+    assert ("labnas_xnor_t" in compiled.executable.as_text()) == ("px" in strategy)
     ref = numpy_xnor_popcount(x, conv.weight.detach().numpy(), 2, 1, 0)
     assert np.array_equal(compiled.run_local(x), ref.astype(np.float32))
 
@@ -122,7 +133,9 @@ def test_x86_presets_compile_everywhere_and_run_where_the_cpu_can(name):
     model = create_model(default_spec("bireal18", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     compiled = compile_model(model, x.shape, target)  # compiling never needs the ISA
-    assert compiled.strategies and all(parse_strategy(d.strategy) for d in compiled.strategies)
+    assert compiled.strategies
+    for d in compiled.strategies:  # the xnor kernels' and the LAB maps' choices all name a real strategy
+        assert (parse_strategy if d.shape.startswith("xnor") else parse_lab_strategy)(d.strategy)
     if not target.runs_here:
         missing = sorted(set(target.requires) - cpu_flags())
         pytest.skip(f"{name}: compiled, not executed: this CPU lacks {', '.join(missing)}")
@@ -135,6 +148,53 @@ def test_the_host_preset_reads_the_cpu():
     assert HOST.native_popcount == ("avx512_vpopcntdq" in flags or "asimd" in flags)
     assert HOST.carry_save_popcount is None and HOST.runs_here
     assert TARGETS["x86-avx512"].float_lanes == 16 and TARGETS["x86-avx512"].native_popcount
+
+
+LAB_SHAPE = LabShape(channels=72, height=16, width=16, kernel=3, sources=2, padding=1, pad_bit=0, strict=True, can_fuse=True)
+
+
+def test_lab_candidates_and_their_names():
+    assert lab_candidates(LAB_SHAPE, 8) == [
+        "fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2", "two 16x1", "two 16x2"]
+    assert lab_candidates(dataclasses.replace(LAB_SHAPE, can_fuse=False), 8) == ["two 8x4", "two 16x1", "two 16x2"]
+    assert lab_candidates(dataclasses.replace(LAB_SHAPE, height=28, width=28), 8)[0] == "two 28x1"  # the AVX2 rule
+    assert parse_lab_strategy("fused 14x14x2x1") == (True, (14, 14, 2, 1))
+    assert parse_lab_strategy("two 28x2") == (False, (28, 2)) and parse_lab_strategy("fused") == (True, None)
+    with pytest.raises(ValueError, match="unknown LAB strategy"):
+        parse_lab_strategy("fused 2xa")
+
+
+def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cached(tmp_path):
+    """The measurement itself compares every candidate's packed words (two channels' words, a partial
+    second word, zero padding) and raises on a difference; the winner is cached for this CPU."""
+    cache = tmp_path / "s.json"
+    chooser = PopcountChooser(HOST, cache_path=cache)
+    fused, tile = chooser.choose_lab(LAB_SHAPE)
+    decision = chooser.decisions[-1]
+    assert decision.source == "measured" and decision.strategy in lab_candidates(LAB_SHAPE, HOST.vector_lanes)
+    assert (fused, tile) == parse_lab_strategy(decision.strategy) and decision.speedup >= 1
+    assert chooser.choose_lab(LAB_SHAPE) == (fused, tile) and len(chooser.decisions) == 1  # asked twice, one record
+    again = PopcountChooser(HOST, cache_path=cache)
+    assert again.choose_lab(LAB_SHAPE) == (fused, tile) and again.decisions[0].source == "cached"
+    board = PopcountChooser(TARGETS["arm"], cache_path=cache)
+    assert board.choose_lab(LAB_SHAPE) == (True, None) and board.decisions[0].source == "default"  # the AVX2-tuned rule
+
+
+@pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1"])
+def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy, monkeypatch):
+    import labnas.tvm.strategy as strategy_module
+
+    def pinned(self, shape):
+        self.decisions.append(strategy_module.Decision(shape.key, strategy, "pinned"))
+        return parse_lab_strategy(strategy)
+
+    monkeypatch.setattr(strategy_module.PopcountChooser, "choose_lab", pinned)
+    model = create_model(default_spec("labbnn", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    compiled = compile_model(model, x.shape, HOST)
+    text = compiled.executable.as_text()
+    assert ("labnas_lab_pack_t" in text) == strategy.startswith("fused") and ("labnas_lab_t" in text) == strategy.startswith("two")
+    np.testing.assert_allclose(compiled.run_local(x), compiled.reference(x), rtol=1e-4, atol=1e-4)
 
 
 #: Kernels allowed to run without a shape-aware schedule, with the measured reason. Empty: none.

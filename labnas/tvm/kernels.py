@@ -37,8 +37,8 @@ __all__ = [
     "dot_compute",
     "schedule_kernel",
     "mark_scheduled",
-    "xnor_kernel_name",
-    "xnor_pixels",
+    "kernel_name",
+    "kernel_tile",
     "KERNEL_PREFIX",
 ]
 
@@ -253,7 +253,7 @@ def lab_tile(width: int, vector: int) -> tuple[int, int]:
     return width, (2 if width <= 2 * vector else 1)
 
 
-def _schedule_lab(sch, vector: int) -> None:
+def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None:
     """LAB's decision map: a tile of 4 rows x ``vector`` pixels x 2 channels (which read the same two
     input channels in the official pairing), taps unrolled around it, so LLVM loads each input vector
     once for every row and channel of the tile that uses it; the zero-padded input is a parallel
@@ -262,7 +262,7 @@ def _schedule_lab(sch, vector: int) -> None:
     n, c, y, x, *taps = sch.get_loops(lab)
     ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
     c_out, c_in = sch.split(c, [None, 2 if ext(c) % 2 == 0 else 1])
-    pixels, rows = lab_tile(ext(x), vector)
+    pixels, rows = tile or lab_tile(ext(x), vector)
     y_out, y_in = sch.split(y, [None, next(r for r in (rows, 2, 1) if ext(y) % r == 0)])
     x_out, x_in = sch.split(x, [None, pixels])
     sch.reorder(n, c_out, y_out, x_out, *taps, c_in, y_in, x_in)
@@ -302,7 +302,7 @@ def lab_pack_tile(height: int, width: int, vector: int, sources: int = 2) -> tup
     return None
 
 
-def _schedule_lab_pack(sch, vector: int) -> None:
+def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) -> None:
     """The fused LAB + packing kernel: parallel over (words x row chunks); inside, for each of a word's
     64 channels, the chunk's tiles of decisions (taps unrolled around the tile, as in :func:`_schedule_lab`),
     each compared and OR-ed into the chunk's words at once. Channels outside the tiles keep one
@@ -311,7 +311,7 @@ def _schedule_lab_pack(sch, vector: int) -> None:
     reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n, y, words, x, b = sch.get_loops(bits)
     ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
-    rows, pixels, channels, chunks = lab_pack_tile(ext(y), ext(x), vector, sources=reduce_extents[0])
+    rows, pixels, channels, chunks = tile or lab_pack_tile(ext(y), ext(x), vector, sources=reduce_extents[0])
     y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
     x_out, x_in = sch.split(x, [None, pixels])
     b_out, b_in = sch.split(b, [None, channels])
@@ -362,9 +362,9 @@ def xnor_tile(weight_bytes: int, width: int, cout: int, vector: int) -> tuple[in
     return _vector_lanes(cout, vector), 1
 
 
-def _schedule_xnor(sch, vector: int, pixels: int | None = None) -> None:
+def _schedule_xnor(sch, vector: int, tile: tuple[int, ...] | None = None) -> None:
     """The plain xnor kernel: a register tile of ``lanes`` output channels x ``pixels`` output pixels
-    (``pixels=None``: :func:`xnor_tile`'s rule; a measured choice passes its own, see
+    (``tile=None``: :func:`xnor_tile`'s rule; a measured choice passes ``(pixels,)``, see
     :mod:`labnas.tvm.strategy`), the taps and words reduced around it, parallel over output rows."""
     block = sch.get_sblock("pop")
     if len(sch.get_loops(block)) == 4:  # the carry-save tree: no reduction loop
@@ -374,6 +374,7 @@ def _schedule_xnor(sch, vector: int, pixels: int | None = None) -> None:
     cout, width = int(sch.get(o).extent), int(sch.get(x).extent)
     weight_bytes = 8 * cout * int(sch.get(ky).extent) * int(sch.get(kx).extent) * int(sch.get(kw).extent)
     lanes, x_in_len = xnor_tile(weight_bytes, width, cout, vector)
+    pixels = tile[0] if tile else None
     if pixels is not None:
         if width % pixels:
             raise ValueError(f"an xnor tile of {pixels} pixels does not divide the output width {width}")
@@ -416,29 +417,33 @@ SCHEDULES = {
 }
 
 
-def xnor_kernel_name(pixels: int | None) -> str:
-    """The xnor kernel's function name: ``labnas_xnor``, or ``labnas_xnor_px4_tile`` for a measured tile of 4
-    pixels (the name carries the tile from the importer to the scheduler, and shows it in a profile; the
-    ``_tile`` keeps the counter TVM appends to repeated names apart from the number)."""
-    return "labnas_xnor" if pixels is None else f"labnas_xnor_px{pixels}_tile"
+def kernel_name(kind: str, tile: tuple[int, ...] | None = None) -> str:
+    """A hand kernel's function name: ``kind``, or ``kind_t4x2_tile`` for a measured register tile (4, 2).
+
+    The name carries the tile from the importer to the scheduler and shows it in a profile; ``_tile``
+    keeps the counter TVM appends to repeated names apart from the numbers."""
+    return kind if tile is None else f"{kind}_t{'x'.join(str(int(v)) for v in tile)}_tile"
 
 
-def xnor_pixels(name: str) -> int | None:
-    """The tile :func:`xnor_kernel_name` put into a kernel's name (TVM may append a counter), else ``None``."""
+def kernel_tile(name: str) -> tuple[int, ...] | None:
+    """The tile :func:`kernel_name` put into a function name, else ``None``."""
     import re
 
-    match = re.match(r"labnas_xnor_px(\d+)_tile", name)
-    return int(match.group(1)) if match else None
+    match = re.search(r"_t(\d+(?:x\d+)*)_tile", name)
+    return tuple(int(v) for v in match.group(1).split("x")) if match else None
 
 
-def schedule_kernel(func, kind: str, vector: int = 8, pixels: int | None = None):
+def schedule_kernel(func, kind: str, vector: int = 8, tile: tuple[int, ...] | None = None):
     """Apply the hand schedule for ``kind`` (a key of :data:`SCHEDULES`).
 
     ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
-    registers). Returns the scheduled PrimFunc marked opaque (op_pattern 8) so FuseOps leaves it alone.
+    registers). ``tile``: a measured register tile (:mod:`labnas.tvm.strategy`) instead of the kernel's
+    rule: ``(pixels,)`` for ``labnas_xnor``, ``(pixels, rows)`` for ``labnas_lab``, ``(rows, pixels,
+    channels, chunks)`` for ``labnas_lab_pack``. Returns the scheduled PrimFunc marked opaque
+    (op_pattern 8) so FuseOps leaves it alone.
     """
-    if kind == "labnas_xnor" and pixels is not None:
-        return mark_scheduled(func, lambda sch, lanes: _schedule_xnor(sch, lanes, pixels), vector)
+    if tile is not None and kind in ("labnas_xnor", "labnas_lab", "labnas_lab_pack"):
+        return mark_scheduled(func, lambda sch, lanes: SCHEDULES[kind](sch, lanes, tile), vector)
     return mark_scheduled(func, SCHEDULES[kind], vector)
 
 

@@ -27,38 +27,43 @@ class LoweringError(RuntimeError):
     """The model has a layer the lowering does not know, or TVM's output does not match PyTorch."""
 
 
-def _packed_with_its_conv(lab_node, importer, vector: int) -> bool:
-    """Whether a ``labnas::lab_decision`` node is computed inside its binary conv's packing kernel
-    (``labnas_lab_pack``): it feeds exactly one ``labnas::xnor_conv2d`` and its map has a fused tile."""
-    from . import kernels
+def _lab_plan(lab_node, importer, lab_choice) -> tuple[bool, tuple[int, ...] | None]:
+    """``(fused, tile)`` for a ``labnas::lab_decision`` node: computed inside its binary conv's packing
+    kernel (``labnas_lab_pack``) or as its own kernel (``labnas_lab``), with a measured register tile or
+    ``None`` (the kernel's rule). Fusion needs the map to feed exactly one ``labnas::xnor_conv2d``."""
+    from .strategy import LabShape
 
     users = list(lab_node.users)
-    if len(users) != 1 or getattr(users[0], "target", None) is not torch.ops.labnas.xnor_conv2d.default:
-        return False
-    _, _, height, width = (int(v) for v in importer.env[lab_node.args[0]].ty.shape)
-    sources = int(importer.env[lab_node.args[1]].ty.shape[0])  # FrozenLabDecision.weight: [S, C, k, k]
-    return kernels.lab_pack_tile(height, width, vector, sources) is not None
+    conv = users[0] if len(users) == 1 and getattr(users[0], "target", None) is torch.ops.labnas.xnor_conv2d.default else None
+    _, channels, height, width = (int(v) for v in importer.env[lab_node.args[0]].ty.shape)
+    sources, _, k, _ = (int(v) for v in importer.env[lab_node.args[1]].ty.shape)  # FrozenLabDecision.weight: [S, C, k, k]
+    padding, pad_value, strict = conv.args[5:8] if conv is not None else (0, 1, True)
+    shape = LabShape(channels, height, width, k, sources, int(padding), 1 if pad_value == 1 else 0, bool(strict), conv is not None)
+    return lab_choice(shape)
 
 
-def _convert_lab_decision(node, importer, vector: int = 8):
+def _convert_lab_decision(node, importer, lab_choice):
     """Custom importer for ``labnas::lab_decision``: LAB's decision map as one hand-scheduled kernel, or
-    nothing when its binary conv computes it inside the packing (see :func:`_packed_with_its_conv`)."""
+    nothing when its binary conv computes it inside the packing (see :func:`_lab_plan`)."""
     from . import kernels
 
     x, weight, bias = (importer.env[a] for a in node.args[:3])
-    if _packed_with_its_conv(node, importer, vector):
+    fused, tile = _lab_plan(node, importer, lab_choice)
+    if fused:
         return x  # a stand-in nobody reads: the conv's converter takes the LAB's inputs from the graph
-    return importer.block_builder.emit_te(kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint="labnas_lab")
+    return importer.block_builder.emit_te(
+        kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint=kernels.kernel_name("labnas_lab", tile)
+    )
 
 
-def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
+def _convert_xnor_conv2d(node, importer, carry_save=False, lab_choice=None):
     """Custom importer for ``labnas::xnor_conv2d``: emit pack -> xnor (-> dot, for the zero-padding correction).
 
     ``carry_save`` picks the xnor kernel's full-adder popcount (see :func:`kernels.xnor_compute`): a bool,
     or a function of the kernel's :class:`~labnas.tvm.strategy.XnorShape` returning ``(carry_save, pixels)``
     (a per-layer choice, with the plain kernel's tile of output pixels or ``None`` for the default). A LAB
     decision map that feeds only this conv is computed and packed by one kernel (``labnas_lab_pack``)
-    where :func:`kernels.lab_pack_tile` has a tile for it.
+    where ``lab_choice`` (see :func:`_lab_plan`) says so.
     """
 
     from . import kernels
@@ -69,10 +74,14 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
     bb = importer.block_builder
     pad_bit = 1 if pad_value == 1 else 0
     k = int(wbits.ty.shape[0])
-    if getattr(d_node, "target", None) is torch.ops.labnas.lab_decision.default and _packed_with_its_conv(d_node, importer, vector):
+    fused, tile = (False, None)
+    if getattr(d_node, "target", None) is torch.ops.labnas.lab_decision.default:
+        fused, tile = _lab_plan(d_node, importer, lab_choice)
+    if fused:
         x, weight, bias = (importer.env[a] for a in d_node.args[:3])
         packed = bb.emit_te(
-            kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_lab_pack"
+            kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict),
+            primfunc_name_hint=kernels.kernel_name("labnas_lab_pack", tile),
         )
     else:
         packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
@@ -84,7 +93,7 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, vector: int = 8):
         carry_save, pixels = carry_save(shape)
     dot = bb.emit_te(
         kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save,
-        primfunc_name_hint=kernels.xnor_kernel_name(pixels),
+        primfunc_name_hint=kernels.kernel_name("labnas_xnor", (pixels,) if pixels else None),
     )
     if pad_value == 0 and padding:
         return bb.emit_te(kernels.dot_compute, dot, corr, primfunc_name_hint="labnas_dot")
@@ -113,12 +122,13 @@ def _convert_max_pool2d(node, importer, with_indices: bool = False):
     return bb.emit(relax.Tuple([out, relax.op.zeros_like(out)])) if with_indices else out
 
 
-def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=False, lab_pack_vector: int | None = 8):
+def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=False, lab_pack_vector: int | None = 8, lab_choice=None):
     """Freeze, export and import a labnas model; returns ``(IRModule, frozen torch model)``.
 
     ``carry_save``: binary convs sum their popcounts through full adders; a bool for every layer, or
-    a function ``XnorShape -> (bool, pixels)`` (:meth:`labnas.tvm.strategy.PopcountChooser.choose`). ``lab_pack_vector``: the target's
-    vector lanes, which decide where LAB is fused into the packing (``None``: never).
+    a function ``XnorShape -> (bool, pixels)`` (:meth:`labnas.tvm.strategy.PopcountChooser.choose`).
+    ``lab_choice``: a function ``LabShape -> (fused, tile)`` (:meth:`~labnas.tvm.strategy.PopcountChooser.choose_lab`);
+    without it LAB follows the kernels' rules for ``lab_pack_vector`` lanes (``None``: never fused).
     """
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -128,10 +138,13 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=Fals
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = torch.export.export(frozen, (x,))
-            vector = lab_pack_vector or 0  # 0: no width has a fused tile
+            if lab_choice is None:
+                from .strategy import lab_rule
+
+                lab_choice = functools.partial(lab_rule, vector=lab_pack_vector or 0)  # 0: no width has a fused tile
             converters = {
-                "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save, vector=vector),
-                "lab_decision.default": functools.partial(_convert_lab_decision, vector=vector),
+                "xnor_conv2d.default": functools.partial(_convert_xnor_conv2d, carry_save=carry_save, lab_choice=lab_choice),
+                "lab_decision.default": functools.partial(_convert_lab_decision, lab_choice=lab_choice),
                 "max_pool2d.default": _convert_max_pool2d,
                 "max_pool2d_with_indices.default": functools.partial(_convert_max_pool2d, with_indices=True),
             }
@@ -145,7 +158,7 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=Fals
 def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
     """Hand schedules for labnas' own kernels: the binary ones over ``vector`` int64 lanes, max pooling over
     ``float_lanes``."""
-    from .kernels import KERNEL_PREFIX, SCHEDULES, mark_scheduled, schedule_kernel, xnor_pixels
+    from .kernels import KERNEL_PREFIX, SCHEDULES, kernel_tile, mark_scheduled, schedule_kernel
     from .pooling import schedule_maxpool
 
     for gv, func in list(mod.functions.items()):
@@ -157,7 +170,7 @@ def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
             continue
         kind = next((k for k in SCHEDULES if name.startswith(k)), None)
         if kind is not None:
-            mod[gv] = schedule_kernel(func, kind, vector, pixels=xnor_pixels(name))
+            mod[gv] = schedule_kernel(func, kind, vector, tile=kernel_tile(name))
     return mod
 
 
@@ -204,7 +217,9 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
     from .strategy import PopcountChooser
 
     chooser = PopcountChooser(target)
-    mod, frozen = import_model(model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes)
+    mod, frozen = import_model(
+        model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
+    )
     tvm_target = target.tvm_target()
     mod = _schedule_labnas_kernels(mod, target.vector_lanes, target.float_lanes)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target, target.float_lanes))

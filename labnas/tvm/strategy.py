@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["choose_fastest", "PopcountChooser", "XnorShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy", "PIXEL_TILES"]
+__all__ = [
+    "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
+    "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy",
+]
 
 STRATEGY_CACHE = Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "kernel_strategies.json"
 CARRY_SAVE, NATIVE = "carry-save", "native"
@@ -78,6 +81,36 @@ class XnorShape:
         return 64 * words * k * k
 
 
+@dataclass(frozen=True)
+class LabShape:
+    """One LAB decision map in front of a binary conv: input ``float32[1, C, H, W]``, ``k x k`` kernel with
+    ``sources`` input channels per output channel (2: official pairing, 1: per_channel), and the packing
+    it feeds (``padding``, ``pad_bit``, ``strict`` compare); ``can_fuse``: it feeds exactly one binary conv."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: int
+    sources: int
+    padding: int
+    pad_bit: int
+    strict: bool
+    can_fuse: bool
+
+    @property
+    def key(self) -> str:
+        return (f"lab c{self.channels} h{self.height} w{self.width} k{self.kernel} src{self.sources} "
+                f"pad{self.padding}/{self.pad_bit}{'s' if self.strict else ''}{' fusable' if self.can_fuse else ''}")
+
+
+def lab_rule(shape: LabShape, vector: int) -> tuple[bool, None]:
+    """The kernels' own rule (:func:`~labnas.tvm.kernels.lab_pack_tile`, tuned on AVX2): fused where it has
+    a tile for the map, with the rule's tiles (``None``)."""
+    from .kernels import lab_pack_tile
+
+    return shape.can_fuse and lab_pack_tile(shape.height, shape.width, vector, shape.sources) is not None, None
+
+
 @dataclass
 class Decision:
     shape: str
@@ -111,6 +144,7 @@ class PopcountChooser:
     target: object
     cache_path: Path = STRATEGY_CACHE
     decisions: list[Decision] = field(default_factory=list)
+    _lab_memo: dict = field(default_factory=dict, repr=False)
 
     def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
         """``(carry_save, pixels)`` for ``shape``'s xnor kernel (``pixels=None``: the default tile)."""
@@ -137,6 +171,75 @@ class PopcountChooser:
     def carry_save(self, shape: XnorShape) -> bool:
         """Only the popcount half of :meth:`choose`."""
         return self.choose(shape)[0]
+
+    def choose_lab(self, shape: LabShape) -> tuple[bool, tuple[int, ...] | None]:
+        """``(fused, tile)`` for a LAB map: computed inside its conv's packing kernel or as its own kernel,
+        with a measured register tile (``None``: the kernels' rule, where this machine cannot measure)."""
+        if shape.key in self._lab_memo:  # asked by the LAB node and by its conv: one answer, one record
+            return self._lab_memo[shape.key]
+        vector = self.target.vector_lanes
+        if not self.target.runs_here:
+            strategy, source, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), "default", None
+        else:
+            cache = self._read_cache()
+            entry = cache.get(self._cpu_key(), {}).get(shape.key)
+            if entry:
+                strategy, source, speedup = entry["strategy"], "cached", entry.get("speedup")
+            else:
+                strategy, speedup = self._measure_lab(shape, lab_candidates(shape, vector))
+                source = "measured"
+                cache = self._read_cache()
+                cache.setdefault(self._cpu_key(), {})[shape.key] = {"strategy": strategy, "speedup": round(speedup, 3)}
+                self._write_cache(cache)
+        self.decisions.append(Decision(shape.key, strategy, source, speedup))
+        self._lab_memo[shape.key] = parse_lab_strategy(strategy)
+        return self._lab_memo[shape.key]
+
+    def _measure_lab(self, shape: LabShape, strategies: list[str]) -> tuple[str, float]:
+        """Compile every LAB candidate (fused kernel, or LAB kernel + packing kernel), check the packed words
+        agree, time them interleaved; the winner and its speed-up over the rule's choice (the first)."""
+        import tvm
+        from tvm import te
+
+        from . import kernels
+
+        rng = np.random.default_rng(0)
+        dev = tvm.cpu()
+        c, h, w, k = shape.channels, shape.height, shape.width, shape.kernel
+        data = [rng.standard_normal(s).astype(np.float32) for s in ((1, c, h, w), (shape.sources, c, k, k), (c,))]
+        args = [tvm.runtime.tensor(a, dev) for a in data]
+        p = shape.padding
+        packed_shape = (1, h + 2 * p, -(-c // 64), w + 2 * p)
+
+        def build(tensors, kind, tile):
+            func = kernels.schedule_kernel(te.create_prim_func(tensors), kind, self.target.vector_lanes, tile=tile)
+            return tvm.compile(tvm.IRModule({"main": func}), target=self.target.tvm_target())
+
+        runs, reference = {}, None
+        for strategy in strategies:
+            fused, tile = parse_lab_strategy(strategy)
+            x, wt, b = (te.placeholder(a.shape, "float32", name=n) for a, n in zip(data, ("x", "w", "b")))
+            out = tvm.runtime.tensor(np.zeros(packed_shape, np.int64), dev)
+            if fused:
+                lib = build([x, wt, b, kernels.lab_pack_compute(x, wt, b, p, shape.pad_bit, shape.strict)], "labnas_lab_pack", tile)
+                lib.mod["main"](*args, out)
+                run = _timer(lib, dev, (*args, out))
+            else:
+                lab = build([x, wt, b, kernels.lab_decision_compute(x, wt, b)], "labnas_lab", tile)
+                d = te.placeholder((1, c, h, w), "float32", name="d")
+                pack = build([d, kernels.pack_compute(d, p, shape.pad_bit, shape.strict)], "labnas_pack", None)
+                decision = tvm.runtime.tensor(np.zeros((1, c, h, w), np.float32), dev)
+                lab.mod["main"](*args, decision)
+                pack.mod["main"](decision, out)
+                first, second = _timer(lab, dev, (*args, decision)), _timer(pack, dev, (decision, out))
+                run = lambda first=first, second=second: first() + second()  # noqa: E731
+            if reference is None:
+                reference = out.numpy()
+            elif not np.array_equal(out.numpy(), reference):
+                raise RuntimeError(f"LAB kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
+            runs[strategy] = run
+        winner, medians = choose_fastest(runs)
+        return winner, medians[strategies[0]] / medians[winner]
 
     def _answer(self, shape: XnorShape, strategy: str, source: str, speedup: float | None = None) -> tuple[bool, int | None]:
         self.decisions.append(Decision(shape.key, strategy, source, speedup))
@@ -198,6 +301,38 @@ def candidates(shape: XnorShape, tree: bool) -> list[str]:
     return ([CARRY_SAVE] if tree else []) + [NATIVE] + [f"{NATIVE} px{p}" for p in PIXEL_TILES if width % p == 0]
 
 
+def lab_candidates(shape: LabShape, vector: int) -> list[str]:
+    """LAB strategies worth timing: the rule's choice first (with its tile spelled out), then fused tiles
+    (whole small maps x 2 channels, a row x 1 channel, 2 rows x 8 pixels) and LAB-kernel tiles (a whole
+    row x 1 or 2 rows), each only where it divides the map."""
+    from .kernels import lab_pack_tile, lab_tile
+
+    h, w = shape.height, shape.width
+    fused_rule = lab_pack_tile(h, w, vector, shape.sources) if shape.can_fuse else None
+    pixels, rows = lab_tile(w, vector)
+    two_rule = (pixels, next(r for r in (rows, 2, 1) if h % r == 0))
+    first = f"fused {_spell(fused_rule)}" if fused_rule else f"two {_spell(two_rule)}"
+    tiles = []
+    if shape.can_fuse:
+        tiles += [f"fused {_spell(t)}" for t in ((h, w, 2, 1), (1, w, 1, 2), (2, 8, 1, 2))
+                  if h % t[0] == 0 and w % t[1] == 0 and (h // t[0]) % t[3] == 0 and (t[0] * t[1] <= 256)]
+    tiles += [f"two {_spell(t)}" for t in ((w, 1), (w, 2)) if h % t[1] == 0 and w <= 64]
+    return list(dict.fromkeys([first, *tiles]))
+
+
+def _spell(tile: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in tile)
+
+
+def parse_lab_strategy(strategy: str) -> tuple[bool, tuple[int, ...] | None]:
+    """``"fused 14x14x2x1"`` -> ``(True, (14, 14, 2, 1))``; ``"two 28x2"`` -> ``(False, (28, 2))``; a bare
+    ``"fused"`` / ``"two"`` (a target measured nowhere) -> the rule's tile, ``None``."""
+    kind, _, tile = strategy.partition(" ")
+    if kind not in ("fused", "two") or (tile and not all(v.isdigit() for v in tile.split("x"))):
+        raise ValueError(f"unknown LAB strategy {strategy!r}")
+    return kind == "fused", tuple(int(v) for v in tile.split("x")) if tile else None
+
+
 def parse_strategy(strategy: str) -> tuple[bool, int | None]:
     """``"carry-save"`` -> ``(True, None)``, ``"native"`` -> ``(False, None)``, ``"native px4"`` -> ``(False, 4)``."""
     if strategy == CARRY_SAVE:
@@ -232,4 +367,4 @@ def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int, pixels: int | N
     a = te.placeholder(shape.packed, "int64", name="a")
     w = te.placeholder(shape.weights, "int64", name="w")
     out = xnor_compute(a, w, shape.stride, shape.taps, carry_save)
-    return schedule_kernel(te.create_prim_func([a, w, out]), "labnas_xnor", vector, pixels=pixels)
+    return schedule_kernel(te.create_prim_func([a, w, out]), "labnas_xnor", vector, tile=(pixels,) if pixels else None)
