@@ -18,6 +18,7 @@ from labnas.tvm import TARGETS, compile_model
 from labnas.tvm.cpu import cpu_flags
 from labnas.tvm.strategy import (
     CARRY_SAVE,
+    MEASURE_MIN_WORK,
     NATIVE,
     LabShape,
     PopcountChooser,
@@ -55,7 +56,18 @@ def test_the_chooser_picks_the_faster_of_two_kernels_with_known_costs():
         choose_fastest({})
 
 
-SHAPE = XnorShape(packed=(1, 9, 2, 9), weights=(3, 3, 2, 32), stride=1)
+SHAPE = XnorShape(packed=(1, 16, 4, 16), weights=(3, 3, 4, 64), stride=1)  # 451k words: worth measuring
+TINY = XnorShape(packed=(1, 9, 2, 9), weights=(3, 3, 2, 32), stride=1)  # 28k words: not
+
+
+def test_a_kernel_too_small_to_repay_a_measurement_takes_the_rule(tmp_path):
+    assert TINY.work < MEASURE_MIN_WORK <= SHAPE.work
+    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json")
+    chooser.carry_save(TINY)
+    tiny_lab = LabShape(8, 8, 8, 3, 2, 1, 0, True, True)
+    chooser.choose_lab(tiny_lab)
+    assert [d.source for d in chooser.decisions] == ["small", "small"] and not (tmp_path / "s.json").exists()
+    assert chooser.decisions[0].strategy == (NATIVE if HOST.native_popcount else CARRY_SAVE)
 
 
 def test_a_pinned_preset_is_never_measured(tmp_path):

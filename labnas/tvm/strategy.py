@@ -30,11 +30,14 @@ import numpy as np
 
 __all__ = [
     "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
-    "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy",
+    "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK",
 ]
 
 STRATEGY_CACHE = Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "kernel_strategies.json"
 CARRY_SAVE, NATIVE = "carry-save", "native"
+#: Kernels with less work than this (64-bit words, or LAB multiply-adds) take the rule's choice unmeasured:
+#: at a few microseconds a run, a better tile cannot repay the second its measurement costs.
+MEASURE_MIN_WORK = 1 << 18
 
 
 def choose_fastest(candidates: Mapping[str, Callable[[], float]], rounds: int = 5) -> tuple[str, dict[str, float]]:
@@ -76,6 +79,13 @@ class XnorShape:
         return n, cout, (hp - k) // self.stride + 1, (wp - k) // self.stride + 1
 
     @property
+    def work(self) -> int:
+        """64-bit xor-popcounts of one run."""
+        n, cout, ho, wo = self.output
+        k, _, words, _ = self.weights
+        return n * cout * ho * wo * k * k * words
+
+    @property
     def taps(self) -> int:
         k, _, words, _ = self.weights
         return 64 * words * k * k
@@ -98,6 +108,11 @@ class LabShape:
     can_fuse: bool
 
     @property
+    def work(self) -> int:
+        """Multiply-adds of one run of the decision map."""
+        return self.channels * self.height * self.width * self.kernel**2 * self.sources
+
+    @property
     def key(self) -> str:
         return (f"lab c{self.channels} h{self.height} w{self.width} k{self.kernel} src{self.sources} "
                 f"pad{self.padding}/{self.pad_bit}{'s' if self.strict else ''}{' fusable' if self.can_fuse else ''}")
@@ -115,7 +130,8 @@ def lab_rule(shape: LabShape, vector: int) -> tuple[bool, None]:
 class Decision:
     shape: str
     strategy: str
-    #: measured (now), cached (measured before on this CPU), pinned (the preset's), default (not runnable here)
+    #: measured (now), cached (measured before on this CPU), pinned (the preset's), default (not runnable
+    #: here), small (too little work to be worth measuring: the rule's choice)
     source: str
     #: when measured: the default strategy's time / the winner's (>= 1)
     speedup: float | None = None
@@ -155,9 +171,9 @@ class PopcountChooser:
         pinned = self.target.carry_save_popcount
         if pinned is not None:
             return self._answer(shape, CARRY_SAVE if (pinned and tree) else NATIVE, "pinned")
-        if not self.target.runs_here:
+        if not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
             default = NATIVE if (self.target.native_popcount or not tree) else CARRY_SAVE
-            return self._answer(shape, default, "default")
+            return self._answer(shape, default, "default" if not self.target.runs_here else "small")
         cache = self._read_cache()
         entry = cache.get(self._cpu_key(), {}).get(shape.key)
         if entry:
@@ -178,8 +194,9 @@ class PopcountChooser:
         if shape.key in self._lab_memo:  # asked by the LAB node and by its conv: one answer, one record
             return self._lab_memo[shape.key]
         vector = self.target.vector_lanes
-        if not self.target.runs_here:
-            strategy, source, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), "default", None
+        if not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
+            source = "default" if not self.target.runs_here else "small"
+            strategy, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), None
         else:
             cache = self._read_cache()
             entry = cache.get(self._cpu_key(), {}).get(shape.key)
