@@ -54,6 +54,26 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert best["accuracy"] == pytest.approx(front.accuracy.max(), abs=1e-5)
 
 
+def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorded(tmp_path):
+    from labnas.search.objective import near_budget
+
+    assert near_budget(19.0, 20.0, 0.1) and near_budget(21.9, 20.0, 0.1) and not near_budget(17.9, 20.0, 0.1)
+    assert not near_budget(20.0, 20.0, 0.0)
+    space = load_space(TINY)
+    far = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
+    study, _ = run_search(space, far, "far", tmp_path, n_trials=1, progress=False)
+    first = study.trials[0].user_attrs
+    assert "latency_retimed_ms" not in first  # far from the budget: one timing
+    # a budget at the candidate's own latency, with a margin no host drift leaves
+    near = SearchConfig(budget_ms=first["latency_ms"], timing_number=1, timing_repeat=2, threads=1, retime_margin=0.9,
+                        extra={"accuracy": "published"})
+    study, out = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
+    attrs = study.trials[0].user_attrs
+    assert attrs["latency_ms"] == min(attrs["latency_first_ms"], attrs["latency_retimed_ms"])
+    row = pd.read_csv(out / "trials.csv").iloc[0]
+    assert row.latency_retimed_ms == pytest.approx(attrs["latency_retimed_ms"], abs=1e-4)
+
+
 def test_over_budget_candidates_are_never_trained(tmp_path):
     space = load_space(TINY)
     config = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1)
