@@ -106,6 +106,26 @@ def test_the_choice_is_measured_once_per_cpu_and_shape_then_cached(tmp_path):
     assert third.decisions[0].source == "measured"
 
 
+def test_candidates_are_timed_under_the_callers_lock(tmp_path):
+    """A search passes its host lock, so no worker trains while a kernel strategy is timed."""
+    import contextlib
+
+    held = []
+
+    @contextlib.contextmanager
+    def lock():
+        held.append("in")
+        yield
+        held.append("out")
+
+    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json", timing_lock=lock)
+    chooser.carry_save(SHAPE)
+    chooser.choose_lab(LAB_SHAPE)
+    assert held == ["in", "out", "in", "out"]  # one timing session per measured shape
+    chooser.carry_save(SHAPE)  # cached: nothing timed
+    assert len(held) == 4
+
+
 def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
     long = XnorShape((1, 9, 16, 9), (3, 3, 16, 32), 1)  # 144 words > 100
     assert CARRY_SAVE not in candidates(long, tree=False)

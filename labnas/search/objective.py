@@ -167,7 +167,7 @@ class Objective:
         from ..tvm import compile_model
 
         start = time.perf_counter()
-        compiled = compile_model(model, (1, *self.space.deploy_input), self.target)
+        compiled = compile_model(model, (1, *self.space.deploy_input), self.target, timing_lock=self._lock)
         compile_s = time.perf_counter() - start
         return time_compiled(compiled, self.config, self._lock), compile_s, compiled
 

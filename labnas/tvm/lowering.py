@@ -208,15 +208,18 @@ class CompiledModel:
         return self.frozen(torch.from_numpy(x)).numpy()
 
 
-def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset) -> CompiledModel:
-    """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224))."""
+def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset, timing_lock=None) -> CompiledModel:
+    """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224)).
+
+    ``timing_lock``: a context-manager factory held while kernel strategies are timed (first compiles of new
+    shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock."""
     import tvm
 
     from .schedule_float import labnas_pipeline
 
     from .strategy import PopcountChooser
 
-    chooser = PopcountChooser(target)
+    chooser = PopcountChooser(target) if timing_lock is None else PopcountChooser(target, timing_lock=timing_lock)
     mod, frozen = import_model(
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )

@@ -18,6 +18,7 @@ unless the target has a one-instruction vector popcount.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -160,6 +161,8 @@ class PopcountChooser:
     target: object
     cache_path: Path = STRATEGY_CACHE
     decisions: list[Decision] = field(default_factory=list)
+    #: held while candidates are timed (a search passes its host lock, so no worker trains meanwhile)
+    timing_lock: Callable = contextlib.nullcontext
     _lab_memo: dict = field(default_factory=dict, repr=False)
 
     def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
@@ -255,7 +258,8 @@ class PopcountChooser:
             elif not np.array_equal(out.numpy(), reference):
                 raise RuntimeError(f"LAB kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
             runs[strategy] = run
-        winner, medians = choose_fastest(runs)
+        with self.timing_lock():
+            winner, medians = choose_fastest(runs)
         return winner, medians[strategies[0]] / medians[winner]
 
     def _answer(self, shape: XnorShape, strategy: str, source: str, speedup: float | None = None) -> tuple[bool, int | None]:
@@ -303,7 +307,8 @@ class PopcountChooser:
             elif not np.array_equal(out.numpy(), reference):
                 raise RuntimeError(f"xnor kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
             runs[strategy] = _timer(lib, dev, (a, w, out))
-        winner, medians = choose_fastest(runs)
+        with self.timing_lock():
+            winner, medians = choose_fastest(runs)
         default = CARRY_SAVE if (CARRY_SAVE in medians and not self.target.native_popcount) else NATIVE
         return winner, medians[default] / medians[winner]
 
