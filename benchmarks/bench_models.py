@@ -53,15 +53,14 @@ def _kernel_facts(compiled, x: np.ndarray) -> dict:
     from tvm import relax
 
     from labnas.tvm.measure import kernel_profile
+    from labnas.tvm.strategy import strategy_counts
 
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
     profile = kernel_profile(vm, [tvm.runtime.tensor(x)], runs=20)
     total = sum(ms for _, ms, _, _ in profile)
     float_kernels = [(ms, kernel) for kernel, ms, _, binary in profile if not binary and not kernel.startswith("vm.")]
     ms, kernel = max(float_kernels)
-    strategies = [d.strategy for d in compiled.strategies]
-    counts = ", ".join(f"{s} {strategies.count(s)}" for s in sorted(set(strategies)))
-    return {"popcount_strategies": counts, "largest_float_kernel": kernel, "largest_float_kernel_pct": round(100 * ms / total, 1)}
+    return {"popcount_strategies": strategy_counts(compiled.strategies), "largest_float_kernel": kernel, "largest_float_kernel_pct": round(100 * ms / total, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

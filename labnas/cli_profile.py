@@ -43,6 +43,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
     from .models import create_model
     from .tvm import LoweringError, RemoteError, TargetError, compile_model, measure, resolve_target
+    from .tvm.strategy import strategy_counts
 
     console = Console()
     if args.lut or args.space:
@@ -93,7 +94,7 @@ def run_profile(args: argparse.Namespace) -> int:
     label = " (EMULATED: not the board's performance)" if result.emulated else ""
     console.print(
         f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"
-        f"target {target.name} ({target.describe_isa()}; binary convs: {_strategy_counts(compiled)}), "
+        f"target {target.name} ({target.describe_isa()}; kernels: {strategy_counts(compiled.strategies, with_source=True)}), "
         f"threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
         f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s"
     )
@@ -143,11 +144,3 @@ def run_lut(args: argparse.Namespace, console) -> int:
         f"(calibration networks: {diffs}); saved {path}"
     )
     return 0
-
-
-def _strategy_counts(compiled) -> str:
-    """``"native 16"`` or ``"carry-save 4 (cached), native 12 (measured)"``: each binary conv's popcount."""
-    counts: dict[str, int] = {}
-    for d in compiled.strategies:
-        counts[f"{d.strategy} ({d.source})"] = counts.get(f"{d.strategy} ({d.source})", 0) + 1
-    return ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none"

@@ -102,14 +102,15 @@ def spec_key(layers: list[LayerSpec]) -> str:
 
 def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
-    config's timing settings: (LatencyResult, compile seconds). ``lock()`` is held while timing only (not
-    while compiling). Trials and the LUT search's front use it."""
+    config's timing settings: (LatencyResult, compile seconds, the compiled network). ``lock()`` is held
+    while timing (the network, and any kernel strategy its compile measures), not while compiling. Trials
+    and the LUT search's front use it."""
     from ..tvm import compile_model
 
     start = time.perf_counter()
-    compiled = compile_model(model, (1, *space.deploy_input), target)
+    compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
     compile_s = time.perf_counter() - start
-    return time_compiled(compiled, config, lock), compile_s
+    return time_compiled(compiled, config, lock), compile_s, compiled
 
 
 def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext):
@@ -164,12 +165,7 @@ class Objective:
         the compiled network).
 
         On this machine the timing holds the host lock exclusively (no worker trains or times meanwhile)."""
-        from ..tvm import compile_model
-
-        start = time.perf_counter()
-        compiled = compile_model(model, (1, *self.space.deploy_input), self.target, timing_lock=self._lock)
-        compile_s = time.perf_counter() - start
-        return time_compiled(compiled, self.config, self._lock), compile_s, compiled
+        return measure_deploy_latency(model, self.space, self.target, self.config, self._lock)
 
     @property
     def _lock(self):

@@ -256,7 +256,7 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
             continue
         model = create_model(ArchSpec.from_json(row.spec)).eval()
         try:
-            result, _ = measure_deploy_latency(model, space, target, config)
+            result, _, _ = measure_deploy_latency(model, space, target, config)
         except RemoteError as err:
             print(f"the Pareto set keeps its predicted latencies: {err}", file=sys.stderr)
             break

@@ -9,6 +9,7 @@ shortcuts, LAB's depthwise conv, BatchNorm, the classifier) are ordinary Relax o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from dataclasses import dataclass, field
@@ -182,7 +183,8 @@ class CompiledModel:
     target: TargetPreset
     input_shape: tuple[int, ...]
     frozen: nn.Module
-    #: The popcount strategy of each binary conv (:class:`labnas.tvm.strategy.Decision`), in layer order.
+    #: The kernel strategy of each binary conv and each LAB map (:class:`labnas.tvm.strategy.Decision`), in
+    #: the order they were lowered.
     strategies: list = field(default_factory=list)
 
     def export(self, path: str) -> str:
@@ -219,7 +221,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
 
     from .strategy import PopcountChooser
 
-    chooser = PopcountChooser(target) if timing_lock is None else PopcountChooser(target, timing_lock=timing_lock)
+    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext)
     mod, frozen = import_model(
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from .schedule_float import vectorize_inner
+
 __all__ = ["maxpool_compute", "schedule_maxpool", "supports"]
 
 
@@ -64,15 +66,7 @@ def schedule_maxpool(sch, lanes: int) -> None:
     sch.compute_at(rows_block, outer)
     _, col, ry = sch.get_loops(rows_block)
     sch.reorder(ry, col)
-    _vectorize(sch, col, lanes)
-    _vectorize(sch, x, lanes)
+    vectorize_inner(sch, col, lanes)
+    vectorize_inner(sch, x, lanes)
     sch.decompose_reduction(rows_block, ry)
     sch.decompose_reduction(cols_block, rx)
-
-
-def _vectorize(sch, loop, lanes: int) -> None:
-    extent = int(sch.get(loop).extent)
-    if extent <= 8 * lanes:
-        sch.vectorize(loop)  # LLVM splits the vector into registers (and a tail)
-    elif extent % lanes == 0:
-        sch.vectorize(sch.split(loop, [None, lanes])[1])

@@ -16,7 +16,7 @@ falls back to a plainer one if TVM refuses it, so scheduling never breaks a buil
 
 from __future__ import annotations
 
-__all__ = ["schedule_float_ops", "labnas_pipeline", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
+__all__ = ["schedule_float_ops", "labnas_pipeline", "vectorize_inner", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
 
 SCHEDULED_ATTR = "labnas_scheduled"
 RULES_ATTR = "labnas_rules"
@@ -49,7 +49,7 @@ def _parallel_prefix(sch, loops):
     return fused
 
 
-def _vectorize_inner(sch, loop, lanes: int) -> None:
+def vectorize_inner(sch, loop, lanes: int) -> None:
     """Vectorise a loop whole when short (LLVM splits odd widths such as 28 or 7), else by ``lanes``."""
     ext = _extent(sch, loop)
     if not ext or ext < 2:
@@ -63,7 +63,7 @@ def _vectorize_inner(sch, loop, lanes: int) -> None:
 def _schedule_reduction(sch, block, spatial, reduce, lanes: int) -> None:
     inner = spatial[-1]
     sch.reorder(*spatial[:-1], *reduce, inner)
-    _vectorize_inner(sch, inner, lanes)  # before decompose_reduction (it needs compact dataflow)
+    vectorize_inner(sch, inner, lanes)  # before decompose_reduction (it needs compact dataflow)
     if spatial[:-1]:
         _parallel_prefix(sch, spatial[:-1])
     sch.decompose_reduction(block, reduce[0])
@@ -75,8 +75,7 @@ def _conv_tile(width: int, out_channels: int, lanes: int) -> tuple[int, int]:
     each input vector reused by every channel's weight. The stem 7x7/2 at 224 with 16 lanes: 16 x 16
     ran 0.80 ms, 16 x 8 0.95 ms, whole 112-pixel rows 3.4-22 ms (spills)."""
     pixels = next((p for p in (lanes, 8, 7, 4, 2) if width % p == 0), 1)
-    most = 16 if lanes >= 16 else 8
-    channels = next(c for c in (most, 8, 4, 2, 1) if c <= most and out_channels % c == 0)
+    channels = next(c for c in (16 if lanes >= 16 else 8, 8, 4, 2, 1) if out_channels % c == 0)
     return pixels, channels
 
 
@@ -153,7 +152,7 @@ def _schedule_spatial(sch, block, loops, lanes: int) -> None:
             sch.parallel(loops[0])
         return
     _parallel_prefix(sch, loops[:-1])
-    _vectorize_inner(sch, loops[-1], lanes)
+    vectorize_inner(sch, loops[-1], lanes)
 
 
 #: Rule names recorded per block (``labnas_rules`` attribute): the first three are shape-aware schedules,
@@ -255,12 +254,12 @@ def schedule_float_ops(mod, lanes: int = LANES):
         func = _inline_injective(func)
         rules = []
         # convolutions first: their rule may re-lay-out and move their padded input (a block scheduled
-        # before would be in the way); then whatever is still at the root
+        # before would be in the way); then the others (a padded input moved into its conv's loop is left
+        # as it is and recorded as in-consumer)
         convs = [n for n in _block_names(func) if n.startswith(("conv2d_nchw", "group_conv2d_nchw"))]
         for name in convs + [n for n in _block_names(func) if n not in convs]:
-            if name in convs or name in _block_names(func):
-                func, rule = _schedule_block(func, name, lanes)
-                rules.append(f"{name}:{rule}")
+            func, rule = _schedule_block(func, name, lanes)
+            rules.append(f"{name}:{rule}")
         mod[gv] = func.with_attr(SCHEDULED_ATTR, 1).with_attr(RULES_ATTR, ", ".join(rules))
     return mod
 

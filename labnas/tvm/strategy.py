@@ -19,6 +19,7 @@ unless the target has a one-instruction vector popcount.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import numpy as np
 
 __all__ = [
     "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
-    "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK",
+    "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK", "strategy_counts",
 ]
 
 STRATEGY_CACHE = Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "kernel_strategies.json"
@@ -138,6 +139,14 @@ class Decision:
     speedup: float | None = None
 
 
+def strategy_counts(decisions: list[Decision], with_source: bool = False) -> str:
+    """How many kernels took each strategy, e.g. ``"native px4 8, two 56x2 1"`` (``with_source``: ``"native
+    px4 (measured) 8"``); ``"none"`` for a network without binary convs."""
+    labels = [f"{d.strategy} ({d.source})" if with_source else d.strategy for d in decisions]
+    return ", ".join(f"{label} {labels.count(label)}" for label in sorted(set(labels))) or "none"
+
+
+@functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha1()
@@ -177,15 +186,8 @@ class PopcountChooser:
         if not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
             default = NATIVE if (self.target.native_popcount or not tree) else CARRY_SAVE
             return self._answer(shape, default, "default" if not self.target.runs_here else "small")
-        cache = self._read_cache()
-        entry = cache.get(self._cpu_key(), {}).get(shape.key)
-        if entry:
-            return self._answer(shape, entry["strategy"], "cached", entry.get("speedup"))
-        strategy, speedup = self._measure(shape, candidates(shape, tree))
-        cache = self._read_cache()  # another process may have written meanwhile
-        cache.setdefault(self._cpu_key(), {})[shape.key] = {"strategy": strategy, "speedup": round(speedup, 3)}
-        self._write_cache(cache)
-        return self._answer(shape, strategy, "measured", speedup)
+        strategy, source, speedup = self._cached_or_measured(shape.key, lambda: self._measure(shape, candidates(shape, tree)))
+        return self._answer(shape, strategy, source, speedup)
 
     def carry_save(self, shape: XnorShape) -> bool:
         """Only the popcount half of :meth:`choose`."""
@@ -201,16 +203,9 @@ class PopcountChooser:
             source = "default" if not self.target.runs_here else "small"
             strategy, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), None
         else:
-            cache = self._read_cache()
-            entry = cache.get(self._cpu_key(), {}).get(shape.key)
-            if entry:
-                strategy, source, speedup = entry["strategy"], "cached", entry.get("speedup")
-            else:
-                strategy, speedup = self._measure_lab(shape, lab_candidates(shape, vector))
-                source = "measured"
-                cache = self._read_cache()
-                cache.setdefault(self._cpu_key(), {})[shape.key] = {"strategy": strategy, "speedup": round(speedup, 3)}
-                self._write_cache(cache)
+            strategy, source, speedup = self._cached_or_measured(
+                shape.key, lambda: self._measure_lab(shape, lab_candidates(shape, vector))
+            )
         self.decisions.append(Decision(shape.key, strategy, source, speedup))
         self._lab_memo[shape.key] = parse_lab_strategy(strategy)
         return self._lab_memo[shape.key]
@@ -266,6 +261,19 @@ class PopcountChooser:
         self.decisions.append(Decision(shape.key, strategy, source, speedup))
         return parse_strategy(strategy)
 
+    def _cached_or_measured(self, key: str, measure: Callable[[], tuple[str, float]]) -> tuple[str, str, float | None]:
+        """``(strategy, source, speedup)`` for a kernel key: this CPU's cached entry, else ``measure()``'s
+        answer, written to the cache."""
+        entry = self._read_cache().get(self._cpu_key, {}).get(key)
+        if entry:
+            return entry["strategy"], "cached", entry.get("speedup")
+        strategy, speedup = measure()
+        cache = self._read_cache()  # another process may have written meanwhile
+        cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
+        self._write_cache(cache)
+        return strategy, "measured", speedup
+
+    @functools.cached_property
     def _cpu_key(self) -> str:
         from .cpu import cpu_model, isa_summary
 
