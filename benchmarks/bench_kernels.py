@@ -5,7 +5,7 @@ plus a 1x1 and a 5x5 binary conv. Float layers: the ResNet-18 stem (7x7/2, 3 -> 
 stride-2 shortcuts, which labnas networks run in fp32. Every contender of a layer runs in this process
 with the same thread count and is timed round-robin with the others (``--rounds`` rounds of ``--repeat``
 timings of ``--number`` calls; medians over rounds), next to the measured xnor-popcount ceiling of this
-CPU (:mod:`labnas.tvm.popcount_limit`), so a drift of the machine's speed hits all of them alike.
+CPU (:mod:`labnas.timing.popcount_limit`), so a drift of the machine's speed hits all of them alike.
 
     python benchmarks/bench_kernels.py            # writes results/benchmarks/bench_kernels.csv
 """
@@ -24,11 +24,11 @@ from torch import nn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.benchmarking import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
+from labnas.timing.compare import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
 from labnas.nn import BinaryConv2d  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.measure import kernel_profile  # noqa: E402
-from labnas.tvm.popcount_limit import PopcountCeiling, xnor_words  # noqa: E402
+from labnas.timing import VmRunner, kernel_profile  # noqa: E402
+from labnas.timing.popcount_limit import PopcountCeiling, xnor_words  # noqa: E402
 
 #: name: (kind, channels in, channels out, input size, kernel, stride)
 LAYERS = {
@@ -72,11 +72,8 @@ def contenders(name: str, spec: tuple, threads: int, tmp: str) -> tuple[dict, di
         assert np.array_equal(out, compiled.reference(x)), f"{name}: binary kernel is not bit-exact"
         (decision,) = compiled.strategies
         facts["popcount_strategy"] = decision.strategy + (f" ({decision.speedup:.2f}x the default)" if decision.speedup else "")
-        import tvm
-        from tvm import relax
-
-        vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
-        profile = kernel_profile(vm, [tvm.runtime.tensor(x)], runs=30)
+        runner = VmRunner.local(compiled.executable, threads)
+        profile = kernel_profile(runner, [runner.tensor(x)], runs=30)
         facts["xnor_kernel_ms"] = sum(ms for kernel, ms, _, _ in profile if "labnas_xnor" in kernel)
         facts["xnor_words"] = xnor_words(cin, cout, (hw + 2 * (k // 2) - k) // stride + 1, k)
     return calls, facts

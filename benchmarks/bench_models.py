@@ -25,7 +25,7 @@ import pandas as pd
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.benchmarking import (  # noqa: E402
+from labnas.timing.compare import (  # noqa: E402
     machine_facts,
     onnxruntime_runner,
     paired_ratio,
@@ -36,7 +36,7 @@ from labnas.benchmarking import (  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.models.resnet_fp32 import resnet18_fp32  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.measure import verify  # noqa: E402
+from labnas.timing.measure import verify  # noqa: E402
 
 BNNS = {  # contender: (family, binarizer)
     "bireal18 all-sign": ("bireal18", "sign"),
@@ -46,17 +46,14 @@ BNNS = {  # contender: (family, binarizer)
 }
 
 
-def _kernel_facts(compiled, x: np.ndarray) -> dict:
+def _kernel_facts(compiled, x: np.ndarray, threads: int) -> dict:
     """The popcount strategies the binary convs use, and the largest non-binary kernel's share of the
     summed kernel time (median of 20 profiled runs; the profile's hook adds a little to every kernel)."""
-    import tvm
-    from tvm import relax
-
-    from labnas.tvm.measure import kernel_profile
+    from labnas.timing import VmRunner, kernel_profile
     from labnas.tvm.strategy import strategy_counts
 
-    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
-    profile = kernel_profile(vm, [tvm.runtime.tensor(x)], runs=20)
+    runner = VmRunner.local(compiled.executable, threads)
+    profile = kernel_profile(runner, [runner.tensor(x)], runs=20)
     total = sum(ms for _, ms, _, _ in profile)
     float_kernels = [(ms, kernel) for kernel, ms, _, binary in profile if not binary and not kernel.startswith("vm.")]
     ms, kernel = max(float_kernels)
@@ -81,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"])
         calls[name], _ = tvm_runner(compiled, x, args.threads)
-        verify(compiled)  # against PyTorch, as every measurement is (up to 3 inputs: see labnas.tvm.measure)
-        kernels[name] = _kernel_facts(compiled, x)
+        verify(compiled)  # against PyTorch, as every measurement is (up to 3 inputs: see labnas.timing.measure)
+        kernels[name] = _kernel_facts(compiled, x, args.threads)
         print(f"compiled {name} in {time.perf_counter() - start:.1f} s; {kernels[name]}", file=sys.stderr, flush=True)
     resnet = resnet18_fp32()
     calls["resnet18 fp32 torch"], ref = torch_runner(resnet, x, args.threads)

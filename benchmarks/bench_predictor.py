@@ -3,7 +3,7 @@
 For each space the table is built first (``labnas profile --space SPACE --lut`` does the same and
 writes the same file), then ``--per-space`` random candidates (every searched layer's choices drawn
 uniformly, no duplicates) are compiled and timed end to end, each followed by the drift probe of
-:mod:`labnas.tvm.reference`. Reported per candidate: predicted, measured, error; overall: the share
+:mod:`labnas.timing.reference`. Reported per candidate: predicted, measured, error; overall: the share
 within +-10 % and the mean absolute percentage error (MAPE), raw and with the prediction scaled by the
 probe's drift since the table was built (``probe now / probe at build``).
 
@@ -29,8 +29,8 @@ from labnas.latency import block_units, build_table, table_path  # noqa: E402
 from labnas.models import LayerSpec, create_model  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
 from labnas.space import load_space  # noqa: E402
-from labnas.tvm import TARGETS, compile_model, measure  # noqa: E402
-from labnas.tvm.reference import ReferenceTimer  # noqa: E402
+from labnas.timing import ReferenceTimer, measure  # noqa: E402
+from labnas.tvm import TARGETS, compile_model  # noqa: E402
 
 
 def random_layers(space, rng: random.Random) -> list[LayerSpec]:

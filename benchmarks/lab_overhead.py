@@ -2,7 +2,7 @@
 
 Each configuration is compiled once and checked against PyTorch; then all are timed round-robin
 (``--rounds`` rounds, each the median of ``--repeat`` x ``--number`` calls; see
-:func:`labnas.benchmarking.round_robin`) so that slow drifts of a shared machine hit every configuration
+:func:`labnas.timing.compare.round_robin`) so that slow drifts of a shared machine hit every configuration
 alike. Reported: the median over rounds, the median of the per-round ratios to all-sign (``vs_all_sign``;
 drift cancels within a round) and the ratio of the medians (``vs_all_sign_of_medians``).
 
@@ -23,10 +23,10 @@ import pandas as pd
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.benchmarking import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.measure import verify  # noqa: E402
+from labnas.timing.measure import verify  # noqa: E402
 
 
 def configurations(family: str) -> dict[str, object]:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec in configurations(args.family).items():
         start = time.perf_counter()
         compiled = compile_model(create_model(spec).eval(), shape, TARGETS["host"])
-        verify(compiled)  # against PyTorch (see labnas.tvm.measure)
+        verify(compiled)  # against PyTorch (see labnas.timing.measure)
         calls[name], _ = tvm_runner(compiled, x, args.threads)
         print(f"compiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="configurations")

@@ -94,7 +94,7 @@ def add_remote_args(p: argparse.ArgumentParser) -> None:
 def require_board(target, remote) -> None:
     """A target that only runs on a board needs --rpc or --tracker; say how to start one."""
     if remote is None and target.is_remote_only:
-        from .tvm.measure import START_BOARD_HINT
+        from .timing import START_BOARD_HINT
 
         raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
 
@@ -102,8 +102,8 @@ def require_board(target, remote) -> None:
 def check_before_compiling(target, remote) -> None:
     """What can fail before the expensive compile, checked first: the target's cross compiler, and the board
     when ``remote`` names one (an unreachable board fails in at most its RPC timeout)."""
-    from .tvm import RemoteError, TargetError
-    from .tvm.measure import connect
+    from .timing import RemoteError, connect
+    from .tvm import TargetError
 
     try:
         target.check_compiler()
@@ -114,7 +114,7 @@ def check_before_compiling(target, remote) -> None:
 
 
 def remote_from_args(args: argparse.Namespace):
-    from .tvm import RemoteSpec
+    from .timing import RemoteSpec
 
     if args.tracker and not args.key:
         raise UserError("--tracker needs --key (the board key the RPC servers registered with)")

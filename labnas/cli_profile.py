@@ -42,7 +42,8 @@ def run_profile(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .models import create_model
-    from .tvm import LoweringError, RemoteError, TargetError, compile_model, measure, resolve_target
+    from .timing import RemoteError, measure
+    from .tvm import LoweringError, TargetError, compile_model, resolve_target
     from .tvm.strategy import strategy_counts
 
     console = Console()
@@ -111,7 +112,8 @@ def run_lut(args: argparse.Namespace, console) -> int:
 
     from .latency import build_table, table_path
     from .space import SpaceError, load_space
-    from .tvm import LoweringError, RemoteError, TargetError, resolve_target
+    from .timing import RemoteError
+    from .tvm import LoweringError, TargetError, resolve_target
 
     if not (args.lut and args.space):
         raise UserError("a latency table needs both --space SPACE and --lut (e.g. 'labnas profile --space labbnn --lut')")

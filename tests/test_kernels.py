@@ -200,7 +200,7 @@ def test_carry_save_popcount_equals_the_sum_of_popcounts(terms):
 
 
 def test_popcount_ceiling_counts_words_and_is_plausible():
-    from labnas.tvm.popcount_limit import PopcountCeiling, xnor_words
+    from labnas.timing.popcount_limit import PopcountCeiling, xnor_words
 
     assert xnor_words(256, 256, 14, 3) == 14 * 14 * 256 * 9 * 4
     assert xnor_words(65, 8, 2, 1) == 2 * 2 * 8 * 2  # 65 channels take two words
@@ -211,7 +211,7 @@ def test_popcount_ceiling_counts_words_and_is_plausible():
 
 def test_round_robin_and_runners_agree_on_outputs(tmp_path):
     pytest.importorskip("onnxruntime")
-    from labnas.benchmarking import onnxruntime_runner, round_robin, torch_runner, tvm_runner
+    from labnas.timing.compare import onnxruntime_runner, round_robin, torch_runner, tvm_runner
 
     model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()).eval()
     x = np.random.default_rng(0).standard_normal((1, 4, 10, 10)).astype(np.float32)
@@ -226,7 +226,7 @@ def test_round_robin_and_runners_agree_on_outputs(tmp_path):
 
 
 def test_round_robin_rotates_the_order_each_round():
-    from labnas.benchmarking import round_robin
+    from labnas.timing.compare import round_robin
 
     order: list[str] = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
@@ -237,7 +237,7 @@ def test_round_robin_rotates_the_order_each_round():
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():
-    from labnas.benchmarking import paired_ratio
+    from labnas.timing.compare import paired_ratio
 
     # The machine slows down 2x after round 2; one LAB round caught a fast moment.
     rounds = {"sign": [5.0, 5.0, 10.0, 10.0, 10.0], "lab": [6.0, 6.0, 12.0, 12.0, 5.1]}

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "labnas"
 RANKS = {
     "nn": 1, "models": 2,
     "ops": 3, "data": 3, "tvm": 3, "run": 3, "_convert": 3,
-    "train": 4, "benchmarking": 4,
+    "train": 4, "timing": 4,
     "accuracy": 5,
     "space": 6,
     "latency": 7,

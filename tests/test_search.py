@@ -304,7 +304,7 @@ def test_timing_waits_for_training_workers_and_training_waits_for_timing(tmp_pat
     """The host lock that keeps a worker's timing off the cores other workers train on."""
     import threading
 
-    from labnas.search import host_lock
+    from labnas.timing import host_lock
 
     monkeypatch.setattr(host_lock, "LOCK_PATH", tmp_path / "host.lock")
     ctx = mp.get_context("fork")

@@ -15,15 +15,13 @@ from torch import nn
 
 from labnas.models import FAMILIES, create_model, default_spec
 from labnas.nn import BinaryConv2d
+from labnas.timing import RemoteError, RemoteSpec, measure
 from labnas.tvm import (
     TARGETS,
     LoweringError,
-    RemoteError,
-    RemoteSpec,
     TargetError,
     compile_model,
     import_model,
-    measure,
     resolve_target,
 )
 from labnas.tvm.packed import WORD_BITS, hwio, pack_weight_bits

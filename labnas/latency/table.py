@@ -154,7 +154,7 @@ def _warn_if_other_cpu(path: Path, meta: dict, space_name: str, target_label: st
     """A local table timed on another CPU model predicts that CPU, not this one: say so (once, on stderr)."""
     import sys
 
-    from ..tvm.measure import local_device_info
+    from ..timing import local_device_info
 
     built = (meta.get("device") or {})
     if built.get("remote") or not built.get("cpu"):
@@ -210,7 +210,8 @@ def build_table(
     ``target`` is a :class:`~labnas.tvm.TargetPreset`; ``remote`` a :class:`~labnas.tvm.RemoteSpec` for
     a board. ``progress(what, done, total)`` is called after each compile-and-time.
     """
-    from ..tvm import compile_model, measure
+    from ..timing import measure
+    from ..tvm import compile_model
 
     unique, calibration = space_units(space)
     total = len(unique) + len(calibration)
@@ -244,7 +245,7 @@ def build_table(
         "labnas_version": __version__, "kernels": kernels_fingerprint(), "device": device,
         "threads": threads, "number": number, "repeat": repeat,
         "overhead_ms": round(sum(differences) / len(differences), 5), "calibration_differences_ms": [round(d, 5) for d in differences],
-        # the drift probe of labnas.tvm.reference, timed before and after the build (local targets)
+        # the drift probe of labnas.timing.reference, timed before and after the build (local targets)
         "reference_ms": [round(r, 5) for r in references],
         "built": time.strftime("%Y-%m-%d %H:%M:%S"), "build_s": round(time.time() - started, 1),
     }
@@ -254,7 +255,7 @@ def build_table(
 def _reference_timer(target, remote, threads):
     if remote is not None or target.is_remote_only:
         return None
-    from ..tvm.reference import ReferenceTimer
+    from ..timing import ReferenceTimer
 
     return ReferenceTimer(target, threads)
 

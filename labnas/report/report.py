@@ -35,7 +35,8 @@ def _ops_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> tuple[str, 
 
 def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> str:
     from ..models import ArchSpec, create_model
-    from ..tvm import TARGETS, compile_model, measure
+    from ..timing import measure
+    from ..tvm import TARGETS, compile_model
 
     compiled = compile_model(create_model(ArchSpec.from_dict(spec)).eval(), (1, *input_shape), TARGETS["host"])
     result = measure(compiled, number=3, repeat=5, profile_kernels=True)

@@ -21,7 +21,7 @@ from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
 from ..space import SearchSpace
-from .host_lock import exclusive_timing, shared_training
+from ..timing import exclusive_timing, shared_training
 from .record import store
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
@@ -115,7 +115,7 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
 
 def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext):
     """One timing series of a compiled network with the config's settings, ``lock()`` held meanwhile."""
-    from ..tvm import measure
+    from ..timing import measure
 
     with lock():
         return measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat,
@@ -146,8 +146,8 @@ class Objective:
             self.table = load_table(space, self.target.name, config.lut_root)  # TableError says how to build it
 
     def reference_ms(self) -> float | None:
-        """The fixed reference workload's latency now (see labnas.tvm.reference); None on remote targets."""
-        from ..tvm.reference import ReferenceTimer
+        """The fixed reference workload's latency now (see labnas.timing.reference); None on remote targets."""
+        from ..timing import ReferenceTimer
 
         if self.config.remote is not None or self.target.is_remote_only:
             return None

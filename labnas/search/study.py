@@ -240,7 +240,8 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     import sys
 
     from ..models import ArchSpec, create_model
-    from ..tvm import RemoteError, resolve_target
+    from ..timing import RemoteError
+    from ..tvm import resolve_target
     from .objective import measure_deploy_latency
     from .results import pareto_front, trials_frame
 

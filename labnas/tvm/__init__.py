@@ -1,24 +1,21 @@
-"""TVM lowering of labnas BNNs (bitpacked xnor-popcount binary convs) and on-target latency."""
+"""TVM lowering of labnas BNNs (bitpacked xnor-popcount binary convs) for a target CPU: compile only.
+
+Running and timing what this package compiles is :mod:`labnas.timing`'s job."""
 
 from .lowering import CompiledModel, LoweringError, check_numerics, compile_model, import_model
-from .measure import LatencyResult, RemoteError, RemoteSpec, measure
 from .packed import PackedBinaryConv2d, freeze
 from .targets import TARGETS, TargetError, TargetPreset, resolve_target
 
 __all__ = [
     "TARGETS",
     "CompiledModel",
-    "LatencyResult",
     "LoweringError",
     "PackedBinaryConv2d",
-    "RemoteError",
-    "RemoteSpec",
     "TargetError",
     "TargetPreset",
     "check_numerics",
     "compile_model",
     "freeze",
     "import_model",
-    "measure",
     "resolve_target",
 ]

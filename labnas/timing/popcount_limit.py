@@ -35,7 +35,7 @@ class PopcountCeiling:
         import tvm
         from tvm import s_tir, te, tirx
 
-        from .measure import set_threads
+        from .runner import set_threads
 
         a = te.placeholder((_ROWS, _LANES), "int64", name="a")
         b = te.placeholder((_ROWS, _LANES), "int64", name="b")

@@ -1,6 +1,6 @@
 """Side-by-side timing of labnas (TVM), PyTorch and onnxruntime on the same input, in one process.
 
-This machine's speed drifts by up to 1.5x over minutes (see :mod:`labnas.tvm.reference`), so a
+This machine's speed drifts by up to 1.5x over minutes (see :mod:`labnas.timing.reference`), so a
 benchmark never compares numbers taken minutes apart: every contender is a zero-argument callable,
 and :func:`round_robin` times them in turn, round after round, and keeps each round's median. All
 contenders are timed the same way (``perf_counter`` around ``number`` calls from Python), so the
@@ -31,8 +31,8 @@ def machine_facts(threads: int) -> dict[str, Any]:
     popcount strategy, cores, threads, library versions."""
     import tvm
 
-    from .tvm.cpu import cpu_model, isa_summary
-    from .tvm.targets import TARGETS
+    from ..tvm.cpu import cpu_model, isa_summary
+    from ..tvm.targets import TARGETS
 
     facts = {
         "cpu": cpu_model(), "isa": " ".join(isa_summary()), "host_kernels": TARGETS["host"].describe_isa(),
@@ -130,21 +130,8 @@ def onnxruntime_runner(module: nn.Module, x: np.ndarray, threads: int, path: str
 
 
 def tvm_runner(compiled, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], np.ndarray]:
-    """A labnas-compiled model on this machine's TVM runtime; returns (call, output)."""
-    import tvm
-    from tvm import relax
+    """A labnas-compiled model on this machine's TVM runtime (:class:`~labnas.timing.VmRunner`); returns
+    (call, output)."""
+    from .runner import VmRunner
 
-    from .tvm.measure import set_threads
-
-    set_threads(threads)
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(compiled.executable, dev)
-    xi = tvm.runtime.tensor(x, dev)
-    fn = vm["main"]
-
-    def call():
-        out = fn(xi)
-        dev.sync()
-        return out
-
-    return call, call().numpy()
+    return VmRunner.local(compiled.executable, threads).caller(x)

@@ -12,8 +12,9 @@ import numpy as np
 from torch import nn
 
 from ..nn import BinaryConv2d
-from .lowering import compile_model
-from .targets import TargetPreset
+from ..tvm.lowering import compile_model
+from ..tvm.targets import TargetPreset
+from .runner import VmRunner
 
 __all__ = ["ReferenceTimer"]
 
@@ -22,23 +23,14 @@ class ReferenceTimer:
     """Compiles the reference once for a local target; :meth:`time_ms` returns its median latency."""
 
     def __init__(self, target: TargetPreset, threads: int | None = None, seed: int = 0):
-        import tvm
-        from tvm import relax
-
-        from .measure import set_threads
-
         model = nn.Sequential(
             nn.Conv2d(64, 64, 3, padding=1, bias=False),  # a float conv (stem / shortcut kind of work)
             BinaryConv2d(64, 64, 3, binarizer="ste_sign", pad_value=1),  # a bitpacked binary conv
         ).eval()
         shape = (1, 64, 28, 28)
         self.compiled = compile_model(model, shape, target)
-        if threads:
-            set_threads(threads)
-        self.dev = tvm.cpu()
-        self.vm = relax.VirtualMachine(self.compiled.executable, self.dev)
-        x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
-        self.x = tvm.runtime.tensor(x, self.dev)
+        self.runner = VmRunner.local(self.compiled.executable, threads)
+        self.x = self.runner.tensor(np.random.default_rng(seed).standard_normal(shape).astype("float32"))
 
     def time_ms(self, number: int = 10, repeat: int = 5) -> float:
-        return 1e3 * self.vm.time_evaluator("main", self.dev, number=number, repeat=repeat)(self.x).median
+        return self.runner.time_ms([self.x], number, repeat)

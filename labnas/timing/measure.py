@@ -1,0 +1,155 @@
+"""Latency measured on the target: locally with ``time_evaluator``, or on a board over TVM RPC.
+
+Every measurement checks the compiled model's output against PyTorch first (a mismatch is an error,
+never a number), warms up, then takes ``repeat`` timings of ``number`` runs each and reports the
+median and the 10th / 90th percentiles.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..tvm.lowering import CompiledModel, check_numerics
+from .remote import START_BOARD_HINT, RemoteError, RemoteSpec
+from .runner import VmRunner
+
+__all__ = ["LatencyResult", "measure", "verify", "kernel_profile"]
+
+
+@dataclass
+class LatencyResult:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs_ms: list[float]
+    threads: int
+    target: str
+    device: dict[str, Any]
+    emulated: bool = False
+    max_abs_error: float = 0.0
+    #: ``[(kernel, ms per call summed over calls, calls, binary?)]`` from one instrumented run.
+    kernels: list[tuple[str, float, int, bool]] = field(default_factory=list)
+    #: Timing series taken (more than 1 when the first ones were disturbed; see UNSTABLE_SPREAD).
+    attempts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kernel_profile(runner: VmRunner, args, runs: int = 1) -> list[tuple[str, float, int, bool]]:
+    """Per-kernel wall time via the VM's instrument hook (TVM 0.27 has no VM profiler).
+
+    Each kernel's time is its per-run total (summed over its calls in one run), median over ``runs``
+    runs. The hook itself adds a few microseconds per call.
+    """
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * runs)
+    calls: dict[str, int] = defaultdict(int)
+    started: dict[str, float] = {}
+    current = [0]
+
+    def instrument(func, symbol, before_run, ret_value, *rest):
+        if before_run:
+            started[symbol] = time.perf_counter()
+        else:
+            totals[symbol][current[0]] += time.perf_counter() - started.pop(symbol, time.perf_counter())
+            if current[0] == 0:
+                calls[symbol] += 1
+        return 0
+
+    from ..tvm.kernels import SCHEDULES  # the hand-scheduled binary kernels
+
+    runner.vm.set_instrument(instrument)  # call measure()'s timing first: the hook stays on this VM
+    for current[0] in range(runs):
+        runner.run(*args)
+    return sorted(
+        ((name, 1e3 * float(np.median(t)), calls[name], any(kind in name for kind in SCHEDULES)) for name, t in totals.items()),
+        key=lambda row: -row[1],
+    )
+
+
+#: A timing series whose p90 - p10 exceeds this fraction of its median was disturbed (another process took
+#: the cores); it is timed again, up to UNSTABLE_RETRIES times, and the steadiest series is kept.
+UNSTABLE_SPREAD = 0.5
+UNSTABLE_RETRIES = 2
+
+#: Inputs tried by the numerics check before a mismatch is an error.
+NUMERICS_ATTEMPTS = 3
+
+
+def _checked_input(runner: VmRunner, compiled: CompiledModel, seed: int):
+    """Run the compiled model on random inputs until one matches PyTorch; return it (on the device) and its
+    max error.
+
+    An untrained BNN is chaotic: one activation within rounding of its threshold that flips early
+    can avalanche through later binarizers (seen on about 1 in 10 random 224 networks, input-specific).
+    A wrong kernel fails on every input, so :data:`NUMERICS_ATTEMPTS` inputs are tried.
+    """
+    from ..tvm.lowering import LoweringError
+
+    last: LoweringError | None = None
+    for attempt in range(NUMERICS_ATTEMPTS):
+        x = np.random.default_rng(seed + attempt).standard_normal(compiled.input_shape).astype("float32")
+        xi = runner.tensor(x)
+        try:
+            return xi, check_numerics(runner.run(xi).numpy(), compiled.reference(x), "compiled model")
+        except LoweringError as err:
+            last = err
+    raise LoweringError(f"{last} on all {NUMERICS_ATTEMPTS} test inputs")
+
+
+def verify(compiled: CompiledModel, seed: int = 0) -> float:
+    """Check a locally runnable compiled model against PyTorch as :func:`measure` does (up to
+    :data:`NUMERICS_ATTEMPTS` random inputs); return the max abs error or raise LoweringError."""
+    return _checked_input(VmRunner.local(compiled.executable), compiled, seed)[1]
+
+
+def _stats(runs_s: list[float]) -> tuple[float, float, float, list[float]]:
+    ms = [1e3 * r for r in runs_s]
+    return float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)), ms
+
+
+def measure(
+    compiled: CompiledModel,
+    remote: RemoteSpec | None = None,
+    number: int = 5,
+    repeat: int = 7,
+    threads: int | None = None,
+    profile_kernels: bool = False,
+    emulated: bool = False,
+    seed: int = 0,
+) -> LatencyResult:
+    """Check numerics against PyTorch, then time the compiled model (batch as compiled).
+
+    Arguments:
+        compiled: from :func:`labnas.tvm.compile_model`.
+        remote: a board over RPC; ``None`` runs on this machine (x86 targets only).
+        number, repeat: ``repeat`` timings, each the mean of ``number`` runs, after one warm-up run.
+        threads: TVM worker threads (local runs; a board uses its own setting). Default: all cores.
+        profile_kernels: also time each kernel once (the per-kernel table of ``labnas profile``).
+        emulated: label the numbers as coming from an emulator (not the board's performance).
+    """
+    if remote is None:
+        if compiled.target.is_remote_only:
+            raise RemoteError(
+                f"target {compiled.target.name} ({compiled.target.arch}) cannot run on this {platform.machine()} machine "
+                f"and no board is connected; pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})"
+            )
+        runner = VmRunner.local(compiled.executable, threads)
+    else:
+        runner = VmRunner.remote(compiled, remote, threads)
+    xi, err = _checked_input(runner, compiled, seed)
+    series = []
+    for _ in range(1 + UNSTABLE_RETRIES):
+        series.append(_stats(runner.time_runs([xi], number, repeat)))
+        median, p10, p90, _ = series[-1]
+        if p90 - p10 <= UNSTABLE_SPREAD * median:
+            break
+    median, p10, p90, runs = min(series, key=lambda st: (st[2] - st[1]) / st[0])
+    kernels = kernel_profile(runner, [xi]) if (profile_kernels and remote is None) else []
+    return LatencyResult(median, p10, p90, runs, runner.threads, compiled.target.name, runner.device, emulated, err, kernels, len(series))
