@@ -93,7 +93,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     config = SearchConfig(
         budget_ms=args.budget_ms,
         objectives=args.objectives or space.objectives,
-        target=args.target,
+        target=target,
         remote=remote,
         threads=args.threads,
         seed=args.seed,

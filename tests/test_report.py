@@ -143,3 +143,25 @@ def test_report_writes_markdown_with_figures(tmp_path):
     assert "## Pareto front" in text and "](pareto_latency.png)" in text and "## OPs of the best architecture" in text
     for name in ("pareto_latency.png", "pareto_ops.png", "choice_map.png"):
         assert (tmp_path / "a" / name).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("target", ["host", "arm"])
+def test_report_says_what_it_re_timed_and_how_it_compares(tmp_path, target):
+    """The report re-times the best architecture only for a target this machine runs, and labels the figure:
+    target, threads, how it was timed, and its ratio to the search's own figure."""
+    from labnas.report import write_report
+
+    df = make_results(tmp_path / "a")
+    meta = json.loads((tmp_path / "a" / "study.json").read_text())
+    (tmp_path / "a" / "study.json").write_text(json.dumps({**meta, "target": target, "space": "cifar_bireal"}))  # 32x32 deploy
+    text = write_report(tmp_path / "a").read_text()
+    best = df[df.feasible.fillna(False).astype(bool)].sort_values("accuracy").iloc[-1]
+    if target == "host":
+        assert "## Latency of the best architecture (re-timed now)" in text
+        assert f"the search measured {best.latency_ms:.2f} ms" in text and "Re-timed now for target host" in text
+        ratio = float(text.split("this re-timing is ")[1].split("x the search")[0])
+        timed = float(text.split("median of 5 timings of 3 runs each = ")[1].split(" ms")[0])
+        assert ratio == pytest.approx(timed / best.latency_ms, abs=0.01)
+    else:
+        assert "Not re-timed: the study's target (arm) does not run on this machine" in text
+        assert f"the search measured {best.latency_ms:.2f} ms on it" in text

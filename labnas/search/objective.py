@@ -22,6 +22,8 @@ from ..ops import count_ops
 from ..train import TrainingFailed
 from ..space import SearchSpace
 from ..timing import exclusive_timing, shared_training
+from ..timing.remote import RemoteSpec
+from ..tvm.targets import TARGETS, TargetPreset
 from .record import store
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
@@ -59,10 +61,14 @@ OBJECTIVES = {
 
 @dataclass
 class SearchConfig:
+    """How a search measures and decides. The target is resolved once, where the search starts (the CLI's
+    ``--target`` goes through :func:`labnas.tvm.resolve_target`); everything below uses this object."""
+
     budget_ms: float
     objectives: str = "accuracy"
-    target: str = "host"
-    remote: object | None = None  # labnas.tvm.RemoteSpec
+    target: TargetPreset = field(default_factory=lambda: TARGETS["host"])
+    #: the board over RPC; None times on this machine
+    remote: RemoteSpec | None = None
     threads: int | None = None
     seed: int = 0
     device: str = "cpu"
@@ -132,12 +138,10 @@ class Objective:
     the drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
 
     def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None):
-        from ..tvm import resolve_target
-
         self.space, self.estimator, self.config = space, estimator, config
         self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
-        self.target = resolve_target(config.target)
+        self.target = config.target
         self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
         self.table = None
         if config.latency == "lut":

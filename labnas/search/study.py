@@ -6,7 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -79,7 +79,7 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
         )
     except ValueError as err:
         raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
-    settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target, "objectives": config.objectives,
+    settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target.name, "objectives": config.objectives,
                 "latency": config.latency, "accuracy": estimator_name(space, config)}
     stored = study.user_attrs.get("labnas")
     if stored is not None:  # keys added later default to what studies without them did
@@ -148,7 +148,7 @@ class _WorkerArgs:
     storage_url: str | None
     study_dir: str
     space_path: str
-    config: dict
+    config: SearchConfig
     n_trials: int
     timeout: float | None
     data_dir: str | None
@@ -169,7 +169,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     _set_worker_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent's summary lists failed trials
     space = load_space(args.space_path)
-    config = SearchConfig(**args.config)
+    config = args.config
     storage = open_storage(args.storage_url, Path(args.study_dir))
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config))
     objective = Objective(space, make_estimator(space, config, args.data_dir), config)
@@ -241,14 +241,13 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
 
     from ..models import ArchSpec, create_model
     from ..timing import RemoteError
-    from ..tvm import resolve_target
     from .objective import measure_deploy_latency
     from .results import pareto_front, trials_frame
 
     df = trials_frame(study)
     front = pareto_front(df) if not df.empty else df
     done = dict(study.user_attrs.get("remeasured_ms", {}))
-    target = resolve_target(config.target)
+    target = config.target
     if config.remote is None and target.is_remote_only:
         print(f"the Pareto set keeps its predicted latencies: no board for {target.name}", file=sys.stderr)
         return done
@@ -273,8 +272,7 @@ def _run_workers(study, space, config, study_name, storage_url, study_dir, remai
     for i, n in enumerate(per):
         if n == 0:
             continue
-        cfg = asdict(config)
-        args = _WorkerArgs(study_name, storage_url, str(study_dir), space.path, cfg, n, timeout, data_dir, i)
+        args = _WorkerArgs(study_name, storage_url, str(study_dir), space.path, config, n, timeout, data_dir, i)
         proc = ctx.Process(target=_run_worker, args=(args,), daemon=False)
         proc.start()
         procs.append(proc)
