@@ -17,9 +17,7 @@ RANKS = {
     "space": 6,
     "latency": 7,
     "search": 8, "report": 8, "deploy": 8,
-    "cli_common": 9,
-    "cli_search": 10, "cli_profile": 10, "cli_report": 10, "cli_deploy": 10,
-    "cli": 11,
+    "cli": 9,
 }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board
-from .space import OBJECTIVE_SETS, PRUNERS
+from .common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board
+from ..space import OBJECTIVE_SETS, PRUNERS
 
 __all__ = ["add_search_parser", "DEFAULT_SPACE"]
 
@@ -66,10 +66,10 @@ def run_search_cli(args: argparse.Namespace) -> int:
     import optuna
     from rich.console import Console
 
-    from .accuracy import EstimatorError
-    from .data import DatasetError
-    from .search import SearchConfig, SearchError, SpaceError, load_space, run_search
-    from .tvm import TargetError, resolve_target
+    from ..accuracy import EstimatorError
+    from ..data import DatasetError
+    from ..search import SearchConfig, SearchError, SpaceError, load_space, run_search
+    from ..tvm import TargetError, resolve_target
 
     if args.trials < 1:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
@@ -103,7 +103,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         extra={"sampler": args.sampler, "pruner": args.pruner, **({"accuracy": args.accuracy} if args.accuracy else {})},
     )
     if args.latency == "lut":
-        from .latency import TableError, load_table
+        from ..latency import TableError, load_table
 
         try:
             load_table(space, target.name, args.lut_root)

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from .cli_common import (
+from .common import (
     UserError,
     _add_model_args,
     _source_from_args,
@@ -41,10 +41,10 @@ def run_profile(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .models import create_model
-    from .timing import RemoteError, measure
-    from .tvm import LoweringError, TargetError, compile_model, resolve_target
-    from .tvm.strategy import strategy_counts
+    from ..models import create_model
+    from ..timing import RemoteError, measure
+    from ..tvm import LoweringError, TargetError, compile_model, resolve_target
+    from ..tvm.strategy import strategy_counts
 
     console = Console()
     if args.lut or args.space:
@@ -110,10 +110,10 @@ def run_lut(args: argparse.Namespace, console) -> int:
     """``labnas profile --space SPACE --target T --lut``: time every unique block of the space."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .latency import build_table, table_path
-    from .space import SpaceError, load_space
-    from .timing import RemoteError
-    from .tvm import LoweringError, TargetError, resolve_target
+    from ..latency import build_table, table_path
+    from ..space import SpaceError, load_space
+    from ..timing import RemoteError
+    from ..tvm import LoweringError, TargetError, resolve_target
 
     if not (args.lut and args.space):
         raise UserError("a latency table needs both --space SPACE and --lut (e.g. 'labnas profile --space labbnn --lut')")

@@ -33,8 +33,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _source_from_args(args: argparse.Namespace):
     """The ``labnas.deploy.SpecSource`` of ``--spec`` (None for FAMILY); fills ``args.input`` when unset."""
-    from .deploy import SpecSourceError, load_spec_source
-    from .deploy.export import default_input
+    from ..deploy import SpecSourceError, load_spec_source
+    from ..deploy.export import default_input
 
     if not args.spec:
         if args.trial is not None:
@@ -55,7 +55,7 @@ def _source_from_args(args: argparse.Namespace):
 
 def _spec_from_args(args: argparse.Namespace):
     """The ArchSpec named by FAMILY/--binarizer or --spec (any form); the stem follows the input size."""
-    from .models import SpecError, default_spec
+    from ..models import SpecError, default_spec
 
     source = _source_from_args(args)
     if source is not None:
@@ -94,7 +94,7 @@ def add_remote_args(p: argparse.ArgumentParser) -> None:
 def require_board(target, remote) -> None:
     """A target that only runs on a board needs --rpc or --tracker; say how to start one."""
     if remote is None and target.is_remote_only:
-        from .timing import START_BOARD_HINT
+        from ..timing import START_BOARD_HINT
 
         raise UserError(f"target {target.name} needs a board: pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})")
 
@@ -102,8 +102,8 @@ def require_board(target, remote) -> None:
 def check_before_compiling(target, remote) -> None:
     """What can fail before the expensive compile, checked first: the target's cross compiler, and the board
     when ``remote`` names one (an unreachable board fails in at most its RPC timeout)."""
-    from .timing import RemoteError, connect
-    from .tvm import TargetError
+    from ..timing import RemoteError, connect
+    from ..tvm import TargetError
 
     try:
         target.check_compiler()
@@ -114,7 +114,7 @@ def check_before_compiling(target, remote) -> None:
 
 
 def remote_from_args(args: argparse.Namespace):
-    from .timing import RemoteSpec
+    from ..timing import RemoteSpec
 
     if args.tracker and not args.key:
         raise UserError("--tracker needs --key (the board key the RPC servers registered with)")

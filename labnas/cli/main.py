@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .cli_common import UserError, _add_model_args, _spec_from_args
+from .. import __version__
+from .common import UserError, _add_model_args, _spec_from_args
 
 __all__ = ["main"]
 
@@ -31,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the search spaces, target presets, binarizers, model families and accuracy estimators")
     p.set_defaults(func=_cli_list)
 
-    from .cli_deploy import add_deploy_parsers
-    from .cli_profile import add_profile_parser
-    from .cli_report import add_report_parsers
-    from .cli_search import add_search_parser
+    from .deploy import add_deploy_parsers
+    from .profile import add_profile_parser
+    from .report import add_report_parsers
+    from .search import add_search_parser
 
     add_profile_parser(sub)
     add_search_parser(sub)
@@ -47,12 +47,12 @@ def _cli_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .accuracy import ESTIMATOR_NAMES
-    from .cli_search import DEFAULT_SPACE
-    from .models import FAMILIES
-    from .nn import BINARIZERS
-    from .space import SpaceError, load_space, space_paths
-    from .tvm import TARGETS
+    from ..accuracy import ESTIMATOR_NAMES
+    from .search import DEFAULT_SPACE
+    from ..models import FAMILIES
+    from ..nn import BINARIZERS
+    from ..space import SpaceError, load_space, space_paths
+    from ..tvm import TARGETS
 
     console = Console()
     spaces = Table(title="search spaces (--space)")
@@ -78,10 +78,10 @@ def _cli_list(args: argparse.Namespace) -> int:
 def _cli_ops(args: argparse.Namespace) -> int:
     import json
 
-    from .ops import count_ops
+    from ..ops import count_ops
 
     spec = _spec_from_args(args)
-    from .models import create_model
+    from ..models import create_model
 
     result = count_ops(create_model(spec), (1, *args.input))
     if args.json:
@@ -117,6 +117,3 @@ def main(argv: list[str] | None = None) -> int:
               "pick a writable folder (--results / --out) or free some space", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

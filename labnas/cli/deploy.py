@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import UserError, _parse_shape
+from .common import UserError, _parse_shape
 
 __all__ = ["add_deploy_parsers"]
 
@@ -49,9 +49,9 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .data import DatasetError
-    from .deploy import SpecSourceError, load_spec_source
-    from .deploy.training import TrainError, TrainSettings, train_spec
+    from ..data import DatasetError
+    from ..deploy import SpecSourceError, load_spec_source
+    from ..deploy.training import TrainError, TrainSettings, train_spec
 
     console = Console()
     try:
@@ -97,9 +97,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .deploy import SpecSourceError, load_spec_source
-    from .deploy.export import ExportError, export_model
-    from .tvm import LoweringError, TargetError, resolve_target
+    from ..deploy import SpecSourceError, load_spec_source
+    from ..deploy.export import ExportError, export_model
+    from ..tvm import LoweringError, TargetError, resolve_target
 
     console = Console()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import UserError
+from .common import UserError
 
 __all__ = ["add_report_parsers"]
 
@@ -26,7 +26,7 @@ def add_report_parsers(sub) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from .report import ResultsError, load_results, plot_choice_map, plot_pareto
+    from ..report import ResultsError, load_results, plot_choice_map, plot_pareto
 
     out = Path(args.out) if args.out else Path(args.results[0]) / f"pareto_{args.x}.png"
     if out.suffix not in FORMATS:
@@ -47,7 +47,7 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import ResultsError, write_report
+    from ..report import ResultsError, write_report
 
     try:
         path = write_report(args.results, measure_latency=not args.no_measure, progress=lambda text: print(f"{text} ...", flush=True))
