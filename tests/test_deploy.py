@@ -35,9 +35,9 @@ def _fake_study(folder: Path) -> Path:
     spec = _small_spec().to_json()
     folder.mkdir(parents=True)
     pd.DataFrame([
-        {"trial": 0, "state": "COMPLETE", "accuracy": 0.9, "latency_ms": 1.0, "ops": 1.0, "n_lab": 16, "feasible": True, "error": None, "spec": spec},
-        {"trial": 1, "state": "COMPLETE", "accuracy": None, "latency_ms": 30.0, "ops": 1.0, "n_lab": 16, "feasible": False, "error": None, "spec": spec},
-        {"trial": 2, "state": "FAIL", "accuracy": None, "latency_ms": None, "ops": None, "n_lab": 16, "feasible": None, "error": "training: diverged", "spec": spec},
+        {"trial": 0, "state": "COMPLETE", "accuracy": 0.9, "latency_ms": 1.0, "ops": 1.0, "n_lab": 16, "feasible": True, "duplicate_of": None, "error": None, "spec": spec},
+        {"trial": 1, "state": "COMPLETE", "accuracy": None, "latency_ms": 30.0, "ops": 1.0, "n_lab": 16, "feasible": False, "duplicate_of": None, "error": None, "spec": spec},
+        {"trial": 2, "state": "FAIL", "accuracy": None, "latency_ms": None, "ops": None, "n_lab": 16, "feasible": None, "duplicate_of": None, "error": "training: diverged", "spec": spec},
     ]).to_csv(folder / "trials.csv", index=False)
     (folder / "best_spec.json").write_text(json.dumps({"trial": 0, "accuracy": 0.9, "spec": json.loads(spec)}))
     return folder
@@ -82,7 +82,7 @@ def test_search_train_export_run_round_trip(tmp_path, capsys):
     from labnas.search import SearchConfig, load_space, run_search
 
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
-    _, study = run_search(load_space(TINY), config, "rt", tmp_path, n_trials=2, progress=False)
+    study = run_search(load_space(TINY), config, "rt", tmp_path, n_trials=2, progress=False).path
     run_dir, export_dir = tmp_path / "train", tmp_path / "export"
     assert labnas_main(["train", str(study), "--trial", "0", "--epochs", "1", "--out", str(run_dir), "--no-progress"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -101,7 +101,8 @@ def test_missing_or_malformed_table_says_how_to_build_one(tmp_path):
 def test_lut_search_predicts_then_measures_the_front(tiny_table, tmp_path):
     space, root, table, _ = tiny_table
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=3, threads=1, latency="lut", lut_root=str(root))
-    study, out = run_search(space, config, "lut1", tmp_path, n_trials=3, progress=False)
+    run = run_search(space, config, "lut1", tmp_path, n_trials=3, progress=False)
+    study, out = run.study, run.path
     df = pd.read_csv(out / "trials.csv")
     assert set(df.state) == {"COMPLETE"} and (df.latency_source == "lut").all()
     assert df.compile_s.isna().all()  # nothing was compiled for a trial

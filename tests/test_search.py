@@ -33,7 +33,8 @@ def load(study_dir: Path, name: str) -> optuna.Study:
 def test_short_search_writes_consistent_outputs(tmp_path):
     space = load_space(TINY)
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=3, threads=1)
-    study, out = run_search(space, config, "t1", tmp_path, n_trials=3, progress=False)
+    run = run_search(space, config, "t1", tmp_path, n_trials=3, progress=False)
+    study, out = run.study, run.path
     df = pd.read_csv(out / "trials.csv")
     assert len(df) == 3 and set(df.state) == {"COMPLETE"}
     assert pd.read_parquet(out / "trials.parquet").shape == df.shape
@@ -52,6 +53,11 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert len(front) >= 1 and set(front.trial) <= set(df.trial)
     best = json.loads((out / "best_spec.json").read_text())
     assert best["accuracy"] == pytest.approx(front.accuracy.max(), abs=1e-5)
+    summary = run.results.summary()  # what the CLI prints, read back from the same files
+    assert (summary.trials, summary.complete, summary.feasible, summary.failed, summary.pruned) == (3, 3, 3, 0, 0)
+    assert summary.latency_range_ms == pytest.approx((df.latency_ms.min(), df.latency_ms.max()))
+    assert summary.reference_ms == pytest.approx((df.reference_ms.min(), df.reference_ms.max()))
+    assert run.results.best["trial"] == best["trial"]
 
 
 def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorded(tmp_path):
@@ -61,13 +67,15 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
     assert not near_budget(20.0, 20.0, 0.0)
     space = load_space(TINY)
     far = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
-    study, _ = run_search(space, far, "far", tmp_path, n_trials=1, progress=False)
+    run = run_search(space, far, "far", tmp_path, n_trials=1, progress=False)
+    study, _ = run.study, run.path
     first = study.trials[0].user_attrs
     assert "latency_retimed_ms" not in first  # far from the budget: one timing
     # a budget at the candidate's own latency, with a margin no host drift leaves
     near = SearchConfig(budget_ms=first["latency_ms"], timing_number=1, timing_repeat=2, threads=1, retime_margin=0.9,
                         extra={"accuracy": "published"})
-    study, out = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
+    run = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
+    study, out = run.study, run.path
     attrs = study.trials[0].user_attrs
     assert attrs["latency_ms"] == min(attrs["latency_first_ms"], attrs["latency_retimed_ms"])
     row = pd.read_csv(out / "trials.csv").iloc[0]
@@ -77,7 +85,8 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
 def test_over_budget_candidates_are_never_trained(tmp_path):
     space = load_space(TINY)
     config = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1)
-    study, out = run_search(space, config, "t2", tmp_path, n_trials=3, progress=False)
+    run = run_search(space, config, "t2", tmp_path, n_trials=3, progress=False)
+    study, out = run.study, run.path
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert t.user_attrs["feasible"] is False and t.user_attrs["trained"] is False
@@ -92,7 +101,8 @@ def test_identical_specs_are_not_trained_twice(tmp_path):
     space = load_space(TINY)
     space.binarizers, space.lab_kernels = ["sign"], [3]  # a space of exactly one architecture
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
-    study, _ = run_search(space, config, "t3", tmp_path, n_trials=3, progress=False)
+    run = run_search(space, config, "t3", tmp_path, n_trials=3, progress=False)
+    study, _ = run.study, run.path
     trained = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
     assert len(trained) == 1 and all(t.user_attrs.get("duplicate_of") == 0 for t in study.trials[1:])
     assert len({t.values[0] for t in study.trials}) == 1
@@ -105,7 +115,8 @@ def test_failing_candidate_is_a_failed_trial_and_the_search_goes_on(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
-    study, out = run_search(load_space(str(bad)), config, "t4", tmp_path, n_trials=2, progress=False)
+    run = run_search(load_space(str(bad)), config, "t4", tmp_path, n_trials=2, progress=False)
+    study, out = run.study, run.path
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all(t.user_attrs["error"].startswith("latency:") for t in study.trials)
     df = pd.read_csv(out / "trials.csv")
@@ -116,7 +127,8 @@ def test_a_diverging_proxy_is_recorded_as_a_failed_trial_with_its_reason(tmp_pat
     diverging = tmp_path / "diverging.toml"
     diverging.write_text(Path(TINY).read_text().replace("lr = 0.0025", "lr = 1e30"))
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
-    study, out = run_search(load_space(str(diverging)), config, "div", tmp_path, n_trials=2, progress=False)
+    run = run_search(load_space(str(diverging)), config, "div", tmp_path, n_trials=2, progress=False)
+    study, out = run.study, run.path
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert {t.user_attrs["failure"] for t in study.trials} <= {"diverged", "chance"}
     assert all(t.user_attrs["error"].startswith("training:") and "accuracy" not in t.user_attrs for t in study.trials)
@@ -127,7 +139,8 @@ def test_published_estimator_search_trains_nothing(tmp_path):
     placement = tmp_path / "placement.toml"
     placement.write_text(Path(TINY).read_text().replace("lab_kernel = [3, 5]", "lab_kernel = [3]"))
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
-    study, out = run_search(load_space(str(placement)), config, "pub", tmp_path, n_trials=3, progress=False)
+    run = run_search(load_space(str(placement)), config, "pub", tmp_path, n_trials=3, progress=False)
+    study, out = run.study, run.path
     df = pd.read_csv(out / "trials.csv")
     assert set(df.state) == {"COMPLETE"} and (df.estimator == "published").all()
     assert (df.fidelity_epochs == 0).all()
@@ -263,7 +276,8 @@ def test_multi_objective_nsga2_records_accuracy_latency_and_ops(tmp_path):
     space = load_space(TINY)
     config = SearchConfig(budget_ms=1000.0, objectives="accuracy,latency,ops", timing_number=1, timing_repeat=2, threads=1,
                           extra={"sampler": "nsga2", "population": 4})
-    study, out = run_search(space, config, "mo", tmp_path, n_trials=3, progress=False)
+    run = run_search(space, config, "mo", tmp_path, n_trials=3, progress=False)
+    study, out = run.study, run.path
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
     for t in study.trials:

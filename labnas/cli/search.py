@@ -114,7 +114,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
                   f"target {target.name}, budget {args.budget_ms:g} ms, {args.trials} trials")
     try:
-        study, out_dir = run_search(
+        run = run_search(
             space, config, study_name, Path(args.results), args.storage, args.trials, args.timeout,
             args.workers, args.data_dir, progress=not args.no_progress,
         )
@@ -128,35 +128,28 @@ def run_search_cli(args: argparse.Namespace) -> int:
         print(f"interrupted: finished trials are stored in study {study_name} and written to "
               f"{Path(args.results) / study_name}/; resume with: labnas {again}", file=sys.stderr)
         raise
-    _summary(console, out_dir, args.budget_ms)
+    _summary(console, run.results, args.budget_ms)
     return 0
 
 
-def _summary(console, out_dir: Path, budget_ms: float) -> None:
-    import pandas as pd
+def _summary(console, res, budget_ms: float) -> None:
+    """Print a search's outcome from its result files (:class:`labnas.results.StudyResults`)."""
     from rich.table import Table
 
-    df = pd.read_csv(out_dir / "trials.csv")
-    front = pd.read_csv(out_dir / "pareto.csv")
-    done = df[df.state == "COMPLETE"]
-    feasible = int(done.feasible.fillna(False).astype(bool).sum())
-    failed = int((df.state == "FAIL").sum())
-    pruned = int((df.state == "PRUNED").sum())
-    console.print(f"{len(df)} trials: {len(done)} complete ({feasible} within {budget_ms:g} ms, "
-                  f"{len(done) - feasible} over budget and not estimated), {failed} failed"
-                  + (f", {pruned} pruned early" if pruned else ""))
-    for row in df[df.state == "FAIL"].head(10).itertuples():
-        console.print(f"  trial {row.trial} failed: {row.error}", markup=False)
-    if not done.empty:
-        lat = done.latency_ms.dropna()
-        predicted = "latency_source" in done and (done.latency_source == "lut").any()
-        console.print(f"{'predicted (latency table)' if predicted else 'measured'} latency range {lat.min():.2f} .. {lat.max():.2f} ms")
-        ref = done.reference_ms.dropna() if "reference_ms" in done else pd.Series(dtype=float)
-        if len(ref) > 1:
-            drift = 100 * (ref.max() / ref.min() - 1)
-            warn = "  [yellow]the host's speed moved: compare latencies within this study with care[/]" if drift > 10 else ""
-            console.print(f"reference workload timed with each trial: {ref.min():.3f} .. {ref.max():.3f} ms "
-                          f"(spread {drift:.0f} %){warn}")
+    summary, front = res.summary(), res.pareto
+    console.print(f"{summary.trials} trials: {summary.complete} complete ({summary.feasible} within {budget_ms:g} ms, "
+                  f"{summary.complete - summary.feasible} over budget and not estimated), {summary.failed} failed"
+                  + (f", {summary.pruned} pruned early" if summary.pruned else ""))
+    for trial, error in summary.failures[:10]:
+        console.print(f"  trial {trial} failed: {error}", markup=False)
+    if summary.latency_range_ms:
+        low, high = summary.latency_range_ms
+        console.print(f"{'predicted (latency table)' if summary.latency_predicted else 'measured'} latency range {low:.2f} .. {high:.2f} ms")
+    if summary.reference_ms:
+        drift = summary.reference_spread_pct
+        warn = "  [yellow]the host's speed moved: compare latencies within this study with care[/]" if drift > 10 else ""
+        console.print(f"reference workload timed with each trial: {summary.reference_ms[0]:.3f} .. {summary.reference_ms[1]:.3f} ms "
+                      f"(spread {drift:.0f} %){warn}")
     if front.empty:
         console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
     else:
@@ -169,5 +162,5 @@ def _summary(console, out_dir: Path, budget_ms: float) -> None:
             measured = (f"{row.latency_measured_ms:.2f}" if row.latency_measured_ms == row.latency_measured_ms else "-",) if remeasured else ()
             table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", *measured, f"{row.ops / 1e6:.1f}", str(row.n_lab))
         console.print(table)
-    written = [p.name for p in (out_dir / n for n in ("trials.csv", "trials.parquet", "pareto.csv", "best_spec.json")) if p.exists()]
-    console.print(f"results in {out_dir}/ ({', '.join(written)})")
+    written = [p.name for p in (res.path / n for n in ("trials.csv", "trials.parquet", "pareto.csv", "best_spec.json")) if p.exists()]
+    console.print(f"results in {res.path}/ ({', '.join(written)})")

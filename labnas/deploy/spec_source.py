@@ -54,17 +54,21 @@ def _spec_from(data, where: str) -> ArchSpec:
 
 
 def _from_study(folder: Path, trial: int | None) -> SpecSource:
-    import pandas as pd
+    from ..results import ResultsError, load_results
 
     csv = folder / "trials.csv"
     if not csv.exists():
         raise SpecSourceError(f"{folder} is not a study results folder (no trials.csv); give a spec .json, a study folder or a checkpoint")
-    df = pd.read_csv(csv)
+    try:
+        results = load_results(folder)
+    except ResultsError as err:
+        raise SpecSourceError(str(err)) from None
+    df = results.trials
     if trial is None:
-        best = folder / "best_spec.json"
-        if not best.exists():
+        best = results.best
+        if best is None:
             raise SpecSourceError(f"study {folder} has no feasible trial (no best_spec.json); pick one with --trial N")
-        trial = int(json.loads(best.read_text())["trial"])
+        trial = int(best["trial"])
     rows = df[df.trial == trial]
     if rows.empty:
         raise SpecSourceError(f"study {folder} has no trial {trial}; its trials are {int(df.trial.min())}..{int(df.trial.max())}")

@@ -7,8 +7,6 @@ what a plot shows can be checked against ``trials.csv`` and ``pareto.csv``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 
@@ -21,7 +19,9 @@ import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["StudyResults", "ResultsError", "load_results", "front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
+from ..results import ResultsError, StudyResults, load_results  # noqa: E402
+
+__all__ = ["front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
 
 #: --x name -> (trials.csv column, axis label, divisor of the column for the axis unit)
 X_AXES = {
@@ -40,57 +40,6 @@ ACCURACY_AXIS = {
 
 def accuracy_axis_label(settings: dict) -> str:
     return ACCURACY_AXIS.get(settings.get("accuracy", "trained"), "accuracy")
-
-
-class ResultsError(ValueError):
-    """A directory that holds no usable labnas results; the message says what is missing."""
-
-
-@dataclass
-class StudyResults:
-    path: Path
-    name: str
-    settings: dict
-    trials: pd.DataFrame
-    pareto: pd.DataFrame
-
-    @property
-    def budget_ms(self) -> float | None:
-        value = self.settings.get("budget_ms")
-        return float(value) if value is not None else None
-
-    @property
-    def complete(self) -> pd.DataFrame:
-        return self.trials[(self.trials.state == "COMPLETE") & self.trials.duplicate_of.isna()]
-
-    @property
-    def feasible(self) -> pd.DataFrame:
-        c = self.complete
-        return c[c.feasible.astype(bool)]
-
-    @property
-    def infeasible(self) -> pd.DataFrame:
-        c = self.complete
-        return c[~c.feasible.astype(bool)]
-
-
-def load_results(path: str | Path) -> StudyResults:
-    """Read a results directory written by ``labnas search``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ResultsError(f"{path} is not a directory; give a results directory such as results/examples/bireal18_placement-host-20ms")
-    if not (path / "trials.csv").is_file():
-        raise ResultsError(f"{path} holds no labnas results (no trials.csv); run 'labnas search' first")
-    try:
-        trials = pd.read_csv(path / "trials.csv")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
-        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table: {err}") from None
-    needed = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
-    if not needed <= set(trials.columns):
-        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table (missing {sorted(needed - set(trials.columns))})")
-    pareto = pd.read_csv(path / "pareto.csv") if (path / "pareto.csv").is_file() and (path / "pareto.csv").stat().st_size > 1 else trials.iloc[0:0]
-    settings = json.loads((path / "study.json").read_text()) if (path / "study.json").is_file() else {}
-    return StudyResults(path, settings.get("study", path.name), settings, trials, pareto)
 
 
 def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .plots import StudyResults, load_results, plot_choice_map, plot_pareto
+from ..results import ResultsError, StudyResults, load_results
+from .plots import plot_choice_map, plot_pareto
 
 __all__ = ["write_report"]
 
@@ -67,8 +68,6 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None) 
     say = progress or (lambda text: None)
     res: StudyResults = load_results(path)
     if res.feasible.empty:
-        from .plots import ResultsError
-
         raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial; nothing to report yet")
     out = res.path
     say("drawing the Pareto curves and the choice map")
@@ -81,7 +80,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None) 
     figures["map"] = out / "choice_map.png"
     fig.savefig(figures["map"], dpi=120)
 
-    best = json.loads((out / "best_spec.json").read_text()) if (out / "best_spec.json").is_file() else None
+    best = res.best
     spec = best["spec"] if best else json.loads(res.pareto.sort_values("accuracy").iloc[-1].spec)
     deploy = _deploy_shape(res, spec)
     front = res.pareto.sort_values("latency_ms")[["trial", "accuracy", "latency_ms", "ops", "bops", "flops", "n_lab"]].copy()

@@ -3,9 +3,10 @@
 from .objective import OBJECTIVES, Objective, SearchConfig, sample_layers, spec_key
 from .results import pareto_front, trials_frame, write_results
 from ..space import SearchSpace, SpaceError, load_space, space_paths
-from .study import SearchError, create_or_load_study, open_storage, run_search
+from .study import SearchError, SearchRun, create_or_load_study, open_storage, run_search
 
 __all__ = [
+    "SearchRun",
     "OBJECTIVES",
     "Objective",
     "SearchConfig",

@@ -15,13 +15,28 @@ from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import write_results
 from ..space import PRUNERS, SearchSpace
 
-__all__ = ["SearchError", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
+__all__ = ["SearchError", "SearchRun", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
 
 class SearchError(RuntimeError):
     """A search that cannot start (storage, study mismatch); the message says what to change."""
+
+
+@dataclass
+class SearchRun:
+    """What :func:`run_search` returns: the Optuna study (live, in its storage), the results directory, and its
+    result files read back (:class:`labnas.results.StudyResults`; ``.summary()`` is what the CLI prints)."""
+
+    study: optuna.Study
+    path: Path
+
+    @property
+    def results(self):
+        from ..results import load_results
+
+        return load_results(self.path)
 
 
 def open_storage(url: str | None, study_dir: Path):
@@ -187,10 +202,10 @@ def run_search(
     workers: int = 1,
     data_dir: str | None = None,
     progress: bool = True,
-) -> tuple[optuna.Study, Path]:
+) -> SearchRun:
     """Run (or resume) a search until the study holds ``n_trials`` finished trials; write the results.
 
-    Returns the study and the results directory. Ctrl-C stops after writing what is stored.
+    Returns the study and its results directory (:class:`SearchRun`). Ctrl-C stops after writing what is stored.
     """
     _pruner(config)  # a pruner the objectives cannot use fails before any file is written
     estimator = make_estimator(space, config, data_dir)  # and so do a missing dataset and an unused data_dir
@@ -227,7 +242,7 @@ def run_search(
     if config.latency == "lut":
         remeasure_front(study, space, config)
         write_results(study, study_dir, config.budget_ms)
-    return study, study_dir
+    return SearchRun(study, study_dir)
 
 
 def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfig) -> dict[str, float]:

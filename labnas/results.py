@@ -1,0 +1,120 @@
+"""A study's result files read back: the one reader that the CLI's summary, the report, the plots and
+``labnas train`` / ``labnas export`` (a spec taken from a study) share.
+
+``labnas search`` writes the files (:mod:`labnas.search.results`, columns from
+:class:`labnas.search.record.TrialRecord`): ``study.json`` (settings), ``trials.csv`` (one row per trial),
+``pareto.csv`` (the feasible front), ``best_spec.json`` (the most accurate feasible trial).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["ResultsError", "StudyResults", "SearchSummary", "load_results"]
+
+#: Columns without which a CSV is not a labnas trials table.
+REQUIRED_COLUMNS = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
+
+
+class ResultsError(ValueError):
+    """A directory that holds no usable labnas results; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a finished (or interrupted) search amounts to, in the words the CLI prints.
+
+    ``complete`` counts every complete trial (repeats of an earlier spec included), ``feasible`` those within
+    the budget; latencies in ms; ``reference_ms`` is the (min, max) of the drift probe timed with each trial.
+    """
+
+    trials: int
+    complete: int
+    feasible: int
+    failed: int
+    pruned: int
+    failures: tuple[tuple[int, str], ...]
+    latency_range_ms: tuple[float, float] | None
+    latency_predicted: bool
+    reference_ms: tuple[float, float] | None
+
+    @property
+    def reference_spread_pct(self) -> float | None:
+        return None if self.reference_ms is None else 100 * (self.reference_ms[1] / self.reference_ms[0] - 1)
+
+
+@dataclass
+class StudyResults:
+    """One study's result files. ``trials`` and ``pareto`` are the CSVs as written; the properties select
+    distinct specs (repeats of an earlier spec are left out) by state and budget."""
+
+    path: Path
+    name: str
+    settings: dict
+    trials: pd.DataFrame
+    pareto: pd.DataFrame
+
+    @property
+    def budget_ms(self) -> float | None:
+        value = self.settings.get("budget_ms")
+        return float(value) if value is not None else None
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        return self.trials[(self.trials.state == "COMPLETE") & self.trials.duplicate_of.isna()]
+
+    @property
+    def feasible(self) -> pd.DataFrame:
+        c = self.complete
+        return c[c.feasible.astype(bool)]
+
+    @property
+    def infeasible(self) -> pd.DataFrame:
+        c = self.complete
+        return c[~c.feasible.astype(bool)]
+
+    @property
+    def best(self) -> dict | None:
+        """``best_spec.json`` (trial, accuracy, latency_ms, spec, ...), or None when no trial was feasible."""
+        path = self.path / "best_spec.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def summary(self) -> SearchSummary:
+        df = self.trials
+        done = df[df.state == "COMPLETE"]
+        lat = done.latency_ms.dropna()
+        ref = done.reference_ms.dropna() if "reference_ms" in done else pd.Series(dtype=float)
+        return SearchSummary(
+            trials=len(df),
+            complete=len(done),
+            feasible=int(done.feasible.fillna(False).astype(bool).sum()),
+            failed=int((df.state == "FAIL").sum()),
+            pruned=int((df.state == "PRUNED").sum()),
+            failures=tuple((int(r.trial), str(r.error)) for r in df[df.state == "FAIL"].itertuples()) if "error" in df else (),
+            latency_range_ms=(float(lat.min()), float(lat.max())) if len(lat) else None,
+            latency_predicted=bool("latency_source" in done and (done.latency_source == "lut").any()),
+            reference_ms=(float(ref.min()), float(ref.max())) if len(ref) > 1 else None,
+        )
+
+
+def load_results(path: str | Path) -> StudyResults:
+    """Read a results directory written by ``labnas search``; :class:`ResultsError` says what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path} is not a directory; give a results directory such as results/examples/bireal18_placement-host-20ms")
+    if not (path / "trials.csv").is_file():
+        raise ResultsError(f"{path} holds no labnas results (no trials.csv); run 'labnas search' first")
+    try:
+        trials = pd.read_csv(path / "trials.csv")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table: {err}") from None
+    if not REQUIRED_COLUMNS <= set(trials.columns):
+        raise ResultsError(f"{path / 'trials.csv'} is not a labnas trials table (missing {sorted(REQUIRED_COLUMNS - set(trials.columns))})")
+    pareto_csv = path / "pareto.csv"
+    pareto = pd.read_csv(pareto_csv) if pareto_csv.is_file() and pareto_csv.stat().st_size > 1 else trials.iloc[0:0]
+    settings = json.loads((path / "study.json").read_text()) if (path / "study.json").is_file() else {}
+    return StudyResults(path, settings.get("study", path.name), settings, trials, pareto)
