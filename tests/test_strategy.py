@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from labnas.models import FAMILIES, create_model, default_spec
-from labnas.nn import BinaryConv2d
+from labnas.nn import LAB, BinaryConv2d
 from labnas.tvm import TARGETS, compile_model
 from labnas.tvm.cpu import cpu_flags
 from labnas.tvm.strategy import (
@@ -238,12 +238,13 @@ def _scheduled_functions(family: str, binarizer: str):
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from labnas.tvm.lowering import _schedule_labnas_kernels, import_model
+    from labnas.tvm.lowering import import_model
+    from labnas.tvm.registry import schedule_registered
     from labnas.tvm.schedule_float import schedule_float_ops
 
     target = TARGETS["x86-avx512"]
     mod, _ = import_model(create_model(default_spec(family, binarizer)).eval(), (1, 3, 224, 224), carry_save=False)
-    mod = _schedule_labnas_kernels(mod, target.vector_lanes, target.float_lanes)
+    mod = schedule_registered(mod, target.vector_lanes, target.float_lanes)
     tvm_target = target.tvm_target()
     with tvm_target:
         mod = tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target) + cpu.legalize_passes(tvm_target))(mod)
@@ -264,3 +265,26 @@ def test_no_kernel_of_a_family_runs_tvms_default_schedule(family):
             if any(r in rules for r in ("default", "parallel-only")) and (family, name) not in ALLOWED_UNSCHEDULED
         }
         assert not bad, f"{family} {binarizer}: kernels without a schedule: {bad}"
+
+
+def test_hand_kernels_are_bound_to_their_schedules_by_registration_not_by_name():
+    """The importer tags each hand kernel with its kind and measured tile; the scheduler reads the tag, so a
+    function's name (a profile label) plays no part, and a kernel nobody registered is refused."""
+    import tvm
+
+    from labnas.tvm.lowering import import_model
+    from labnas.tvm.registry import HAND_KERNELS, emit_kernel, registered_kernel, schedule_registered
+
+    model = nn.Sequential(BinaryConv2d(64, 64, 3, binarizer=LAB(64, 3), pad_value=1)).eval()
+    mod, _ = import_model(model, (1, 64, 16, 16), carry_save=lambda shape: (False, 4), lab_pack_vector=None)
+    tagged = {gv.name_hint: registered_kernel(f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    kinds = {v for v in tagged.values() if v is not None}
+    assert kinds == {("labnas_lab", None), ("labnas_pack", None), ("labnas_xnor", (4,))}
+    assert tagged["labnas_xnor_t4_tile"] == ("labnas_xnor", (4,))  # the name only labels the kernel
+    scheduled = schedule_registered(mod, 8, 8)
+    rules = {gv.name_hint: str(f.attrs["labnas_rules"]) for gv, f in scheduled.functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc) and registered_kernel(f)}
+    assert set(rules.values()) == {"hand"} and len(rules) == 3
+    assert set(HAND_KERNELS) >= {"labnas_pack", "labnas_xnor", "labnas_lab", "labnas_lab_pack", "labnas_maxpool"}
+    with pytest.raises(KeyError, match="no hand kernel 'labnas_conv'"):
+        emit_kernel(None, "labnas_conv", None)

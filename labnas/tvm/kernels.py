@@ -38,12 +38,7 @@ __all__ = [
     "schedule_kernel",
     "mark_scheduled",
     "kernel_name",
-    "kernel_tile",
-    "KERNEL_PREFIX",
 ]
-
-KERNEL_PREFIX = "labnas_"
-
 
 def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.Tensor:
     """Bits of ``d`` packed along channels, as ``int64[N, H + 2p, Cw, W + 2p]`` (pixels innermost).
@@ -221,7 +216,7 @@ def _vector_lanes(extent: int, want: int) -> int:
     return lanes
 
 
-def _schedule_pack(sch, vector: int) -> None:
+def _schedule_pack(sch, vector: int, tile: tuple[int, ...] | None = None) -> None:
     """The interior words row by row (parallel over rows; for each word and channel a vector along the
     row), then the padding pass, parallel over padded rows."""
     block = sch.get_sblock("bits")
@@ -405,10 +400,10 @@ def _schedule_xnor_tree(sch, vector: int) -> None:
     sch.reverse_compute_at(sch.get_sblock("dot_tile"), o_out)  # the block's NCHW float planes
 
 
-#: Hand-scheduled, opaque kernels. ``labnas_dot`` is element-wise and left to fusion and the float
-#: scheduler.
+#: The binary hand kernels' schedules, ``schedule(sch, vector, tile)``; bound to the emitted kernels by
+#: :mod:`labnas.tvm.registry`. ``labnas_dot`` is element-wise and left to fusion and the float scheduler.
 SCHEDULES = {
-    "labnas_lab_pack": _schedule_lab_pack,  # before "labnas_lab": kernels are matched by name prefix
+    "labnas_lab_pack": _schedule_lab_pack,
     "labnas_pack": _schedule_pack,
     "labnas_xnor": _schedule_xnor,
     "labnas_lab": _schedule_lab,
@@ -423,14 +418,6 @@ def kernel_name(kind: str, tile: tuple[int, ...] | None = None) -> str:
     return kind if tile is None else f"{kind}_t{'x'.join(str(int(v)) for v in tile)}_tile"
 
 
-def kernel_tile(name: str) -> tuple[int, ...] | None:
-    """The tile :func:`kernel_name` put into a function name, else ``None``."""
-    import re
-
-    match = re.search(r"_t(\d+(?:x\d+)*)_tile", name)
-    return tuple(int(v) for v in match.group(1).split("x")) if match else None
-
-
 def schedule_kernel(func, kind: str, vector: int = 8, tile: tuple[int, ...] | None = None):
     """Apply the hand schedule for ``kind`` (a key of :data:`SCHEDULES`).
 
@@ -440,9 +427,7 @@ def schedule_kernel(func, kind: str, vector: int = 8, tile: tuple[int, ...] | No
     channels, chunks)`` for ``labnas_lab_pack``. Returns the scheduled PrimFunc marked opaque
     (op_pattern 8) so FuseOps leaves it alone.
     """
-    if tile is not None and kind in ("labnas_xnor", "labnas_lab", "labnas_lab_pack"):
-        return mark_scheduled(func, lambda sch, lanes: SCHEDULES[kind](sch, lanes, tile), vector)
-    return mark_scheduled(func, SCHEDULES[kind], vector)
+    return mark_scheduled(func, lambda sch, lanes: SCHEDULES[kind](sch, lanes, tile), vector)
 
 
 def mark_scheduled(func, schedule, lanes: int):

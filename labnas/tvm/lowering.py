@@ -47,14 +47,13 @@ def _convert_lab_decision(node, importer, lab_choice):
     """Custom importer for ``labnas::lab_decision``: LAB's decision map as one hand-scheduled kernel, or
     nothing when its binary conv computes it inside the packing (see :func:`_lab_plan`)."""
     from . import kernels
+    from .registry import emit_kernel
 
     x, weight, bias = (importer.env[a] for a in node.args[:3])
     fused, tile = _lab_plan(node, importer, lab_choice)
     if fused:
         return x  # a stand-in nobody reads: the conv's converter takes the LAB's inputs from the graph
-    return importer.block_builder.emit_te(
-        kernels.lab_decision_compute, x, weight, bias, primfunc_name_hint=kernels.kernel_name("labnas_lab", tile)
-    )
+    return emit_kernel(importer.block_builder, "labnas_lab", kernels.lab_decision_compute, x, weight, bias, tile=tile)
 
 
 def _convert_xnor_conv2d(node, importer, carry_save=False, lab_choice=None):
@@ -68,6 +67,7 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, lab_choice=None):
     """
 
     from . import kernels
+    from .registry import emit_kernel
 
     d_node = node.args[0]
     d, wbits, corr = (importer.env[a] for a in node.args[:3])
@@ -80,22 +80,17 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, lab_choice=None):
         fused, tile = _lab_plan(d_node, importer, lab_choice)
     if fused:
         x, weight, bias = (importer.env[a] for a in d_node.args[:3])
-        packed = bb.emit_te(
-            kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict),
-            primfunc_name_hint=kernels.kernel_name("labnas_lab_pack", tile),
-        )
+        packed = emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict), tile=tile)
     else:
-        packed = bb.emit_te(kernels.pack_compute, d, padding, pad_bit, bool(strict), primfunc_name_hint="labnas_pack")
+        packed = emit_kernel(bb, "labnas_pack", kernels.pack_compute, d, padding, pad_bit, bool(strict))
     pixels = None
     if callable(carry_save):
         from .strategy import XnorShape
 
         shape = XnorShape(tuple(int(v) for v in packed.ty.shape), tuple(int(v) for v in wbits.ty.shape), int(stride))
         carry_save, pixels = carry_save(shape)
-    dot = bb.emit_te(
-        kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save,
-        primfunc_name_hint=kernels.kernel_name("labnas_xnor", (pixels,) if pixels else None),
-    )
+    dot = emit_kernel(bb, "labnas_xnor", kernels.xnor_compute, packed, wbits, stride, in_channels * k * k, carry_save,
+                      tile=(pixels,) if pixels else None)
     if pad_value == 0 and padding:
         return bb.emit_te(kernels.dot_compute, dot, corr, primfunc_name_hint="labnas_dot")
     return dot
@@ -108,6 +103,7 @@ def _convert_max_pool2d(node, importer, with_indices: bool = False):
     from tvm import relax
 
     from . import pooling
+    from .registry import emit_kernel
 
     args = importer.retrieve_args(node)
     pair = lambda v: (v, v) if isinstance(v, int) else tuple(int(i) for i in v)  # noqa: E731
@@ -119,7 +115,7 @@ def _convert_max_pool2d(node, importer, with_indices: bool = False):
     if args[0].ty.ndim != 4 or not pooling.supports(kernel, stride, padding, dilation, ceil_mode):
         return importer._max_pool2d_with_indices(node) if with_indices else importer._max_pool2d(node)
     bb = importer.block_builder
-    out = bb.emit_te(pooling.maxpool_compute, args[0], kernel, stride, padding, primfunc_name_hint="labnas_maxpool")
+    out = emit_kernel(bb, "labnas_maxpool", pooling.maxpool_compute, args[0], kernel, stride, padding)
     return bb.emit(relax.Tuple([out, relax.op.zeros_like(out)])) if with_indices else out
 
 
@@ -154,25 +150,6 @@ def import_model(model: nn.Module, input_shape: tuple[int, ...], carry_save=Fals
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LoweringError(f"the TVM importer does not support a layer of this model: {msg}") from None
     return mod, frozen
-
-
-def _schedule_labnas_kernels(mod, vector: int, float_lanes: int = 8):
-    """Hand schedules for labnas' own kernels: the binary ones over ``vector`` int64 lanes, max pooling over
-    ``float_lanes``."""
-    from .kernels import KERNEL_PREFIX, SCHEDULES, kernel_tile, mark_scheduled, schedule_kernel
-    from .pooling import schedule_maxpool
-
-    for gv, func in list(mod.functions.items()):
-        name = gv.name_hint
-        if name.startswith("labnas_maxpool"):
-            mod[gv] = mark_scheduled(func, schedule_maxpool, float_lanes)
-            continue
-        if not name.startswith(KERNEL_PREFIX):
-            continue
-        kind = next((k for k in SCHEDULES if name.startswith(k)), None)
-        if kind is not None:
-            mod[gv] = schedule_kernel(func, kind, vector, tile=kernel_tile(name))
-    return mod
 
 
 @dataclass
@@ -217,6 +194,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
     shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock."""
     import tvm
 
+    from .registry import schedule_registered
     from .schedule_float import labnas_pipeline
 
     from .strategy import PopcountChooser
@@ -226,7 +204,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )
     tvm_target = target.tvm_target()
-    mod = _schedule_labnas_kernels(mod, target.vector_lanes, target.float_lanes)
+    mod = schedule_registered(mod, target.vector_lanes, target.float_lanes)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target, target.float_lanes))
     return CompiledModel(executable, target, tuple(input_shape), frozen, chooser.decisions)
 
