@@ -42,6 +42,11 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert ((df.accuracy > 0) & (df.accuracy <= 1)).all() and (df.latency_ms > 0).all()
     assert (df.ops == df.bops / 64 + df.flops).all()
     assert (df.reference_ms > 0).all()  # the drift probe is timed with every measured trial
+    # paired timing: latency_ms = median per-round ratio x the reference's calibration (stored in the study)
+    calibration = study.user_attrs["reference_calibration"]
+    assert df.reference_calibrated_ms.to_numpy() == pytest.approx([calibration["ms"]] * len(df), abs=1e-4)
+    assert df.latency_ms.to_numpy() == pytest.approx((df.latency_ratio * df.reference_calibrated_ms).to_numpy(), rel=1e-3, abs=1e-4)  # CSV: 4 decimals
+    assert (df.latency_raw_ms > 0).all()
     for row in df.itertuples():  # layer columns agree with the stored spec
         spec = json.loads(row.spec)
         assert spec["layers"][0]["binarizer"] == row.L00_binarizer and spec["layers"][15]["binarizer"] == row.L15_binarizer

@@ -30,6 +30,7 @@ def add_profile_parser(sub) -> None:
     p.add_argument("--repeat", type=int, default=10, help="timed repeats; the median is reported (default 10)")
     p.add_argument("--number", type=int, default=5, help="runs per repeat (default 5)")
     p.add_argument("--emulated", action="store_true", help="label the numbers as from an emulated board (e.g. qemu)")
+    p.add_argument("--recalibrate", action="store_true", help="measure the reference workload's quiet time again (drift correction)")
     p.add_argument("--out", default="results/profile", help="directory for the JSON / CSV profile (default results/profile)")
     p.add_argument("--space", help="with --lut: the search space whose blocks to time (name or .toml)")
     p.add_argument("--lut", action="store_true", help="build the space's block latency table: results/lut/TARGET/SPACE.csv")
@@ -43,6 +44,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
     from ..models import create_model
     from ..timing import RemoteError, measure
+    from ..timing.paired import TimingDisturbed
     from ..tvm import LoweringError, TargetError, compile_model, resolve_target
     from ..tvm.strategy import strategy_counts
 
@@ -79,9 +81,17 @@ def run_profile(args: argparse.Namespace) -> int:
         except TargetError as err:
             raise UserError(str(err)) from None
         console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
+    reference, calibrated = None, None
+    if remote is None and not target.is_remote_only:  # paired with the reference workload, drift-corrected
+        from ..timing import ReferenceTimer
+
+        reference = ReferenceTimer(target, args.threads)
+        calibrated, how = reference.calibrated_ms(target.name, args.recalibrate)
+        console.print(f"reference workload: {calibrated:.3f} ms calibrated ({how}; --recalibrate measures it again)")
     try:
-        result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True, emulated=args.emulated)
-    except (RemoteError, LoweringError) as err:
+        result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True,
+                         emulated=args.emulated, reference=reference, calibrated_ms=calibrated)
+    except (RemoteError, LoweringError, TimingDisturbed) as err:
         raise UserError(str(err)) from None
     if result.kernels:
         table = Table(title=f"{stem}: per-kernel time (one instrumented run)")
@@ -93,8 +103,11 @@ def run_profile(args: argparse.Namespace) -> int:
     else:
         console.print("per-kernel times: local runs only (the RPC session times the whole model)")
     label = " (EMULATED: not the board's performance)" if result.emulated else ""
+    paired = (f"drift-corrected: {result.paired_ratio:.3f} x reference {result.reference_calibrated_ms:.3f} ms; raw median "
+              f"{result.raw_median_ms:.3f} ms with the reference at {result.reference_ms:.3f} ms in the same rounds\n") if result.paired else ""
     console.print(
         f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"
+        + paired +
         f"target {target.name} ({target.describe_isa()}; kernels: {strategy_counts(compiled.strategies, with_source=True)}), "
         f"threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
         f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s"

@@ -48,6 +48,8 @@ def add_search_parser(sub) -> None:
                         "epochs, or the median rule); needs --objectives accuracy; trials record the epochs they reached")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
     p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="time the reference workload's quiet time again before the study uses it (drift correction)")
     p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
                    help="accuracy estimator (default: the space's [proxy] estimator): trained = each candidate trained "
                         "on the proxy dataset; supernet = one weight-sharing supernet, candidates scored with inherited "
@@ -100,7 +102,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
         device=args.device,
         latency=args.latency,
         lut_root=args.lut_root,
-        extra={"sampler": args.sampler, "pruner": args.pruner, **({"accuracy": args.accuracy} if args.accuracy else {})},
+        extra={"sampler": args.sampler, "pruner": args.pruner, **({"accuracy": args.accuracy} if args.accuracy else {}),
+               **({"recalibrate": True} if args.recalibrate else {})},
     )
     if args.latency == "lut":
         from ..latency import TableError, load_table

@@ -106,7 +106,8 @@ def spec_key(layers: list[LayerSpec]) -> str:
     )
 
 
-def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext) -> tuple:
+def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext,
+                           reference=None, calibrated_ms=None) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
     config's timing settings: (LatencyResult, compile seconds, the compiled network). ``lock()`` is held
     while timing (the network, and any kernel strategy its compile measures), not while compiling. Trials
@@ -116,16 +117,17 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
     start = time.perf_counter()
     compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
     compile_s = time.perf_counter() - start
-    return time_compiled(compiled, config, lock), compile_s, compiled
+    return time_compiled(compiled, config, lock, reference, calibrated_ms), compile_s, compiled
 
 
-def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext):
-    """One timing series of a compiled network with the config's settings, ``lock()`` held meanwhile."""
+def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, reference=None, calibrated_ms=None):
+    """One timing series of a compiled network with the config's settings, ``lock()`` held meanwhile; paired
+    with ``reference`` (a ReferenceTimer, with its ``calibrated_ms``) when given."""
     from ..timing import measure
 
     with lock():
         return measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat,
-                       threads=config.threads)
+                       threads=config.threads, reference=reference, calibrated_ms=calibrated_ms)
 
 
 def near_budget(latency_ms: float, budget_ms: float, margin: float) -> bool:
@@ -142,34 +144,47 @@ class Objective:
         self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
         self.target = config.target
-        self._reference = None  # labnas.tvm.ReferenceTimer, made on first use (local targets only)
+        self._reference = None  # labnas.timing.ReferenceTimer, made on first use (local targets only)
+        self._calibrated: float | None = None
         self.table = None
         if config.latency == "lut":
             from ..latency import load_table
 
             self.table = load_table(space, self.target.name, config.lut_root)  # TableError says how to build it
 
-    def reference_ms(self) -> float | None:
-        """The fixed reference workload's latency now (see labnas.timing.reference); None on remote targets."""
+    def reference(self, study: optuna.Study):
+        """The fixed reference workload (:class:`labnas.timing.ReferenceTimer`) and its calibrated quiet time (ms) for
+        paired timing, or ``(None, None)`` on a board. The calibration is the study's own (``reference_calibration``)
+        once it has one, so a resumed search keeps its scale; else this machine's cached one, stored in the study."""
         from ..timing import ReferenceTimer
+        from ..timing.calibration import calibration_key
 
-        if self.config.remote is not None or self.target.is_remote_only:
-            return None
+        if not self._times_here:
+            return None, None
         if self._reference is None:
-            self._reference = ReferenceTimer(self.target, self.config.threads)
-        return self._reference.time_ms()
+            with exclusive_timing():
+                self._reference = ReferenceTimer(self.target, self.config.threads)
+                key = calibration_key(self.target.name, self._reference.runner.threads)
+                stored = study.user_attrs.get("reference_calibration") or {}
+                if stored.get("key") == key:
+                    self._calibrated = float(stored["ms"])
+                else:
+                    self._calibrated, _ = self._reference.calibrated_ms(self.target.name, self.config.extra.get("recalibrate", False))
+                    study.set_user_attr("reference_calibration", {"key": key, "ms": self._calibrated})
+        return self._reference, self._calibrated
 
     # -- pieces --------------------------------------------------------------------------------
     @property
     def _times_here(self) -> bool:
         return self.config.remote is None and not self.target.is_remote_only
 
-    def measure_latency(self, model) -> tuple:
+    def measure_latency(self, model, study: optuna.Study) -> tuple:
         """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds,
         the compiled network).
 
         On this machine the timing holds the host lock exclusively (no worker trains or times meanwhile)."""
-        return measure_deploy_latency(model, self.space, self.target, self.config, self._lock)
+        reference, calibrated = self.reference(study)
+        return measure_deploy_latency(model, self.space, self.target, self.config, self._lock, reference, calibrated)
 
     @property
     def _lock(self):
@@ -183,18 +198,17 @@ class Objective:
             lat = self.table.predict_units(block_units(model, (1, *self.space.deploy_input)))
             store(trial, latency_ms=lat, latency_source="lut")
             return lat
-        latency, compile_s, compiled = self.measure_latency(model)
+        latency, compile_s, compiled = self.measure_latency(model, trial.study)
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")
-            again = time_compiled(compiled, self.config, self._lock)
+            again = time_compiled(compiled, self.config, self._lock, *self.reference(trial.study))
             store(trial, latency_first_ms=latency.median_ms, latency_retimed_ms=again.median_ms)
             latency = min(latency, again, key=lambda result: result.median_ms)
         store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,
               latency_p90_ms=latency.p90_ms, threads=latency.threads, timing_attempts=latency.attempts)
-        with exclusive_timing() if self._times_here else contextlib.nullcontext():
-            reference = self.reference_ms()
-        if reference is not None:
-            store(trial, reference_ms=round(reference, 4))
+        if latency.paired:
+            store(trial, latency_raw_ms=round(latency.raw_median_ms, 4), latency_ratio=round(latency.paired_ratio, 5),
+                  reference_ms=round(latency.reference_ms, 4), reference_calibrated_ms=round(latency.reference_calibrated_ms, 4))
         store(trial, compile_s=round(compile_s, 2))
         return latency.median_ms
 

@@ -7,6 +7,7 @@ median and the 10th / 90th percentiles.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections import defaultdict
@@ -37,6 +38,14 @@ class LatencyResult:
     kernels: list[tuple[str, float, int, bool]] = field(default_factory=list)
     #: Timing series taken (more than 1 when the first ones were disturbed; see UNSTABLE_SPREAD).
     attempts: int = 1
+    #: Paired with the reference workload (:mod:`labnas.timing.paired`): ``median_ms`` is then the drift-corrected
+    #: figure, ``raw_median_ms`` the candidate's own median, ``reference_ms`` the reference's median in the same
+    #: rounds, ``reference_calibrated_ms`` its quiet time, ``paired_ratio`` the median per-round ratio.
+    paired: bool = False
+    raw_median_ms: float | None = None
+    reference_ms: float | None = None
+    reference_calibrated_ms: float | None = None
+    paired_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +86,10 @@ def kernel_profile(runner: VmRunner, args, runs: int = 1) -> list[tuple[str, flo
 #: the cores); it is timed again, up to UNSTABLE_RETRIES times, and the steadiest series is kept.
 UNSTABLE_SPREAD = 0.5
 UNSTABLE_RETRIES = 2
+
+#: Paired timing: the reference is timed over at least this many ms per round, in at least this many rounds.
+REFERENCE_MIN_MS = 2.0
+PAIRED_MIN_ROUNDS = 5
 
 #: Inputs tried by the numerics check before a mismatch is an error.
 NUMERICS_ATTEMPTS = 3
@@ -123,6 +136,8 @@ def measure(
     profile_kernels: bool = False,
     emulated: bool = False,
     seed: int = 0,
+    reference=None,
+    calibrated_ms: float | None = None,
 ) -> LatencyResult:
     """Check numerics against PyTorch, then time the compiled model (batch as compiled).
 
@@ -133,6 +148,9 @@ def measure(
         threads: TVM worker threads (local runs; a board uses its own setting). Default: all cores.
         profile_kernels: also time each kernel once (the per-kernel table of ``labnas profile``).
         emulated: label the numbers as coming from an emulator (not the board's performance).
+        reference, calibrated_ms: a :class:`~labnas.timing.ReferenceTimer` on this machine and its calibration:
+            the model is timed in ``repeat`` rounds shared with the reference and ``median_ms`` is drift-corrected
+            (:func:`labnas.timing.paired.time_paired`; a machine too busy to time on raises ``TimingDisturbed``).
     """
     if remote is None:
         if compiled.target.is_remote_only:
@@ -144,6 +162,19 @@ def measure(
     else:
         runner = VmRunner.remote(compiled, remote, threads)
     xi, err = _checked_input(runner, compiled, seed)
+    if reference is not None and calibrated_ms and remote is None:
+        from .paired import time_paired
+
+        runner.time_runs([xi], number, 1)  # warm-up
+        # each reference timing spans >= REFERENCE_MIN_MS: a single sub-millisecond run is too jittery to judge a machine by
+        ref_number = max(number, math.ceil(REFERENCE_MIN_MS / calibrated_ms))
+        paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.time_once(ref_number),
+                             calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
+        ratios = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
+        kernels = kernel_profile(runner, [xi]) if profile_kernels else []
+        return LatencyResult(paired.corrected_ms, float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)), list(paired.candidate_runs_ms),
+                             runner.threads, compiled.target.name, runner.device, emulated, err, kernels, paired.attempts,
+                             True, paired.raw_ms, paired.reference_ms, calibrated_ms, paired.ratio)
     series = []
     for _ in range(1 + UNSTABLE_RETRIES):
         series.append(_stats(runner.time_runs([xi], number, repeat)))

@@ -33,4 +33,15 @@ class ReferenceTimer:
         self.x = self.runner.tensor(np.random.default_rng(seed).standard_normal(shape).astype("float32"))
 
     def time_ms(self, number: int = 10, repeat: int = 5) -> float:
+        """Median of ``repeat`` timings of ``number`` runs each (ms per run)."""
         return self.runner.time_ms([self.x], number, repeat)
+
+    def time_once(self, number: int = 10) -> float:
+        """One timing: the mean of ``number`` runs (ms per run), for paired rounds."""
+        return 1e3 * self.runner.time_runs([self.x], number, 1)[0]
+
+    def calibrated_ms(self, target_name: str, recalibrate: bool = False) -> tuple[float, str]:
+        """This machine's calibration for ``target_name`` at the runner's threads (see :mod:`labnas.timing.calibration`)."""
+        from .calibration import load_or_calibrate
+
+        return load_or_calibrate(self.time_once, target_name, self.runner.threads, recalibrate)

@@ -1,0 +1,106 @@
+"""Drift-corrected latency: a candidate timed in the same rounds as a fixed reference workload.
+
+A shared machine's speed drifts (other processes, frequency, cache neighbours), and a plain median mixes
+that drift into the figure. Timed in the same rounds, the candidate and the reference see the same machine,
+so their ratio is stable where each median is not. The reported latency is
+
+    corrected_ms = median over rounds of (candidate_ms / reference_ms) x calibrated_reference_ms
+
+where the calibration is the reference's time on a quiet machine (:mod:`labnas.timing.calibration`). On a
+quiet machine corrected and raw agree; on a busy one the raw median moves and the corrected one does not.
+
+Correction repairs a machine that is uniformly slower. It cannot repair oversubscription: when another
+process takes a core that TVM's thread pool uses, every barrier stalls, the slowdown is per kernel launch
+rather than per unit of work, and the ratio moves too. So a measurement whose reference ran much slower than
+its calibration, or whose reference rounds spread widely, is **disturbed**: it is timed again after a
+back-off, and if it stays disturbed it is refused (:class:`TimingDisturbed`), never recorded as a latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PairedResult", "TimingDisturbed", "time_paired", "disturbance", "DISTURBED_FACTOR", "DISTURBED_SPREAD"]
+
+#: A reference median more than this factor above its calibration means the machine is not the one calibrated.
+DISTURBED_FACTOR = 1.5
+#: Reference rounds whose (p90 - p10) / median exceeds this spread were disturbed during the measurement.
+DISTURBED_SPREAD = 0.5
+#: Seconds to wait before each re-timing of a disturbed measurement.
+BACKOFF_S = (1.0, 4.0)
+
+
+class TimingDisturbed(RuntimeError):
+    """The machine stayed too busy to time on (see the module docstring); the message gives the numbers."""
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """One paired measurement (ms). ``corrected_ms`` is what a latency column reports; ``raw_ms`` the
+    candidate's own median; ``ratio`` the median of the per-round candidate / reference ratios."""
+
+    corrected_ms: float
+    raw_ms: float
+    reference_ms: float
+    calibrated_ms: float
+    ratio: float
+    candidate_runs_ms: tuple[float, ...]
+    reference_runs_ms: tuple[float, ...]
+    attempts: int
+
+
+def disturbance(reference_runs_ms, calibrated_ms: float) -> str | None:
+    """Why a measurement with these reference rounds is disturbed, or None when it is not."""
+    runs = np.asarray(reference_runs_ms, dtype=float)
+    median = float(np.median(runs))
+    if median > DISTURBED_FACTOR * calibrated_ms:
+        return f"the reference workload ran at {median:.3f} ms, {median / calibrated_ms:.1f}x its calibrated {calibrated_ms:.3f} ms"
+    spread = float(np.percentile(runs, 90) - np.percentile(runs, 10)) / median
+    if spread > DISTURBED_SPREAD:
+        return f"the reference workload's rounds spread {100 * spread:.0f} % around {median:.3f} ms"
+    return None
+
+
+def _rounds(candidate: Callable[[], float], reference: Callable[[], float], rounds: int) -> tuple[list[float], list[float]]:
+    cand, ref = [], []
+    for r in range(rounds):  # the order alternates: neither is always the one timed after the other
+        if r % 2:
+            ref.append(reference())
+            cand.append(candidate())
+        else:
+            cand.append(candidate())
+            ref.append(reference())
+    return cand, ref
+
+
+def time_paired(
+    candidate: Callable[[], float],
+    reference: Callable[[], float],
+    calibrated_ms: float,
+    rounds: int = 5,
+    retries: int = 2,
+    backoff_s: tuple[float, ...] = BACKOFF_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PairedResult:
+    """Time ``candidate`` and ``reference`` (each a call returning one timing in ms) in ``rounds`` shared rounds.
+
+    A disturbed measurement (:func:`disturbance`) is re-timed after ``backoff_s[i]`` seconds, up to ``retries``
+    times; still disturbed, it raises :class:`TimingDisturbed`.
+    """
+    if calibrated_ms <= 0:
+        raise ValueError(f"calibrated reference time must be > 0 ms, got {calibrated_ms}")
+    for attempt in range(retries + 1):
+        cand, ref = _rounds(candidate, reference, rounds)
+        reason = disturbance(ref, calibrated_ms)
+        if reason is None:
+            ratio = float(np.median(np.asarray(cand) / np.asarray(ref)))
+            return PairedResult(ratio * calibrated_ms, float(np.median(cand)), float(np.median(ref)), calibrated_ms, ratio,
+                                tuple(cand), tuple(ref), attempt + 1)
+        if attempt < retries:
+            sleep(backoff_s[min(attempt, len(backoff_s) - 1)])
+    raise TimingDisturbed(f"{reason} in all {retries + 1} attempts: the machine is busy; time when it is quiet, stop the other "
+                          "work, or use fewer --threads than the cores left free")

@@ -1,0 +1,88 @@
+"""Drift-corrected timing: exact on a synthetic machine whose speed changes by known factors; disturbed
+measurements are re-timed, then refused; calibrations are cached per machine, target and threads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labnas.timing.calibration import calibrate, calibration_key, load_or_calibrate
+from labnas.timing.paired import DISTURBED_FACTOR, TimingDisturbed, disturbance, time_paired
+
+
+class SyntheticMachine:
+    """A machine whose speed factor follows a schedule, one value per timing call: a workload of ``base`` ms
+    takes ``base * factor`` ms."""
+
+    def __init__(self, factors):
+        self.factors, self.calls = list(factors), 0
+
+    def timer(self, base_ms: float):
+        def call() -> float:
+            factor = self.factors[min(self.calls, len(self.factors) - 1)]
+            self.calls += 1
+            return base_ms * factor
+
+        return call
+
+
+def test_the_correction_is_exact_when_the_machine_slows_uniformly():
+    # candidate and reference of a round see the same factor; factors move 1.0 .. 1.4 between rounds
+    factors = [f for f in (1.0, 1.0, 1.3, 1.3, 1.1, 1.1, 1.4, 1.4, 1.2, 1.2)]
+    machine = SyntheticMachine(factors)
+    result = time_paired(machine.timer(6.0), machine.timer(0.5), calibrated_ms=0.5, rounds=5, sleep=lambda s: None)
+    assert result.corrected_ms == pytest.approx(6.0, rel=1e-12)  # 6 / 0.5 x 0.5
+    assert result.ratio == pytest.approx(12.0, rel=1e-12)
+    assert result.raw_ms == pytest.approx(6.0 * 1.2)  # the raw median carries the drift
+    assert result.attempts == 1 and len(result.candidate_runs_ms) == 5
+
+
+def test_the_correction_scales_by_the_calibration_not_by_this_measurement():
+    machine = SyntheticMachine([1.25] * 10)  # uniformly 25 % slower than when calibrated
+    result = time_paired(machine.timer(4.0), machine.timer(0.8), calibrated_ms=0.8, rounds=5, sleep=lambda s: None)
+    assert result.raw_ms == pytest.approx(5.0) and result.reference_ms == pytest.approx(1.0)
+    assert result.corrected_ms == pytest.approx(4.0)
+
+
+def test_a_disturbed_measurement_is_retimed_after_a_back_off():
+    # first attempt: the reference runs 3x its calibration (another process took the cores); then quiet
+    machine = SyntheticMachine([3.0] * 10 + [1.0] * 10)
+    slept = []
+    result = time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=5, sleep=slept.append)
+    assert result.attempts == 2 and slept == [1.0]
+    assert result.corrected_ms == pytest.approx(2.0) and result.raw_ms == pytest.approx(2.0)
+
+
+def test_a_machine_that_stays_busy_is_refused_with_the_numbers():
+    machine = SyntheticMachine([5.0])
+    slept = []
+    with pytest.raises(TimingDisturbed, match=r"ran at 5.000 ms, 5.0x its calibrated 1.000 ms in all 3 attempts"):
+        time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=4, sleep=slept.append)
+    assert slept == [1.0, 4.0]
+
+
+def test_disturbance_reasons():
+    assert disturbance([1.0, 1.02, 0.98, 1.01, 1.0], 1.0) is None
+    assert "1.6x its calibrated" in disturbance([1.6] * 5, 1.0)
+    assert DISTURBED_FACTOR == 1.5 and disturbance([1.45] * 5, 1.0) is None
+    assert "spread" in disturbance([1.0, 1.0, 1.0, 1.4, 0.5], 1.0)
+
+
+def test_calibration_takes_the_least_disturbed_median_and_is_cached_per_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    machine = SyntheticMachine([2.0] * 5 + [1.0] * 5 + [1.5] * 15)
+    assert calibrate(machine.timer(0.3), series=5, rounds=5) == pytest.approx(0.3)
+    calls = []
+
+    def timed() -> float:
+        calls.append(1)
+        return 0.42
+
+    value, how = load_or_calibrate(timed, "host", 2)
+    assert (value, how) == (pytest.approx(0.42), "measured") and len(calls) == 25
+    assert load_or_calibrate(timed, "host", 2) == (pytest.approx(0.42), "cached") and len(calls) == 25
+    assert load_or_calibrate(timed, "host", 1)[1] == "measured"  # another thread count is another calibration
+    assert load_or_calibrate(timed, "host", 2, recalibrate=True)[1] == "measured"
+    table = json.loads((tmp_path / "reference_calibration.json").read_text())
+    assert set(table) == {calibration_key("host", 2), calibration_key("host", 1)}
