@@ -165,9 +165,10 @@ def measure(
     if reference is not None and calibrated_ms and remote is None:
         from .paired import time_paired
 
-        runner.time_runs([xi], number, 1)  # warm-up
-        # each reference timing spans >= REFERENCE_MIN_MS: a single sub-millisecond run is too jittery to judge a machine by
-        ref_number = max(number, math.ceil(REFERENCE_MIN_MS / calibrated_ms))
+        window_ms = 1e3 * runner.time_runs([xi], number, 1)[0] * number  # warm-up, and the candidate's time per round
+        # The reference is timed over as long a window as the candidate (at least REFERENCE_MIN_MS): under time
+        # slicing both then see the same share of the core; a much shorter window lands in or between slices.
+        ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
         paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.time_once(ref_number),
                              calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
         ratios = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
