@@ -72,7 +72,7 @@ def test_a_results_folder_without_its_storage_is_not_overwritten(tmp_path, capsy
 
 
 def test_no_progress_prints_one_line_per_trial(tmp_path, capsys):
-    assert labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path), "--no-progress"]) == 0
+    assert labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("trial ")]
     assert [l.split(":")[0] for l in lines] == ["trial 0", "trial 1"]
     assert all("latency" in l and "best: trial" in l for l in lines)
@@ -122,7 +122,7 @@ def test_every_verb_once_on_tiny_inputs_without_a_traceback(tmp_path):
         ["list"],
         ["ops", "bireal18", "--input", "3x16x16"],
         ["profile", "bireal18", "--input", "3x16x16", "--repeat", "2", "--number", "1", "--out", str(tmp_path / "prof")],
-        ["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path / "res"), "--no-progress"],
+        ["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path / "res"), "--no-progress", "--threads", "1"],
         ["report", str(study), "--no-measure"],
         ["plot", str(study), "--out", str(tmp_path / "plot.png")],
         ["train", str(study), "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"],
@@ -147,7 +147,7 @@ def test_an_unwritable_results_folder_is_one_line(capsys):
 def test_trials_csv_is_readable(tmp_path):
     import pandas as pd
 
-    assert labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path), "--no-progress"]) == 0
+    assert labnas_main(["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
     text = (tmp_path / "tiny-host-1000ms" / "trials.csv").read_text()
     df = pd.read_csv(tmp_path / "tiny-host-1000ms" / "trials.csv")
     assert all(len(str(v).split(".")[-1]) <= 5 for v in df.accuracy.dropna())

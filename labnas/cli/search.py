@@ -118,8 +118,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
                   f"target {target.name}, budget {args.budget_ms:g} ms, {args.trials} trials")
     try:
         run = run_search(
-            space, config, study_name, Path(args.results), args.storage, args.trials, args.timeout,
-            args.workers, args.data_dir, progress=not args.no_progress,
+            space, config, study_name, Path(args.results), storage_url=args.storage, n_trials=args.trials,
+            timeout=args.timeout, workers=args.workers, data_dir=args.data_dir, progress=not args.no_progress,
         )
     except (SearchError, DatasetError, EstimatorError) as err:
         raise UserError(str(err)) from None

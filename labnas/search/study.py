@@ -196,6 +196,7 @@ def run_search(
     config: SearchConfig,
     study_name: str,
     results_root: Path = Path("results"),
+    *,
     storage_url: str | None = None,
     n_trials: int = 16,
     timeout: float | None = None,
