@@ -150,8 +150,9 @@ def _summary(console, res, budget_ms: float) -> None:
         console.print(f"{'predicted (latency table)' if summary.latency_predicted else 'measured'} latency range {low:.2f} .. {high:.2f} ms")
     if summary.reference_ms:
         drift = summary.reference_spread_pct
-        warn = "  [yellow]the host's speed moved: compare latencies within this study with care[/]" if drift > 10 else ""
-        console.print(f"reference workload timed with each trial: {summary.reference_ms[0]:.3f} .. {summary.reference_ms[1]:.3f} ms "
+        warn = ("  [yellow]the host's speed moved: latency_ms is corrected for uniform drift (latency_raw_ms is not); "
+                "see the README on timing a busy machine[/]") if drift > 10 else ""
+        console.print(f"reference workload in the trials' paired rounds: {summary.reference_ms[0]:.3f} .. {summary.reference_ms[1]:.3f} ms "
                       f"(spread {drift:.0f} %){warn}")
     if front.empty:
         console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
