@@ -19,7 +19,7 @@ import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..results import ResultsError, StudyResults, load_results  # noqa: E402
+from ..results import ResultsError, StudyResults  # noqa: E402
 
 __all__ = ["front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tvm.lowering import CompiledModel, check_numerics
+from ..tvm.lowering import CompiledModel, LoweringError, check_numerics
 from .remote import START_BOARD_HINT, RemoteError, RemoteSpec
 from .runner import VmRunner
 
@@ -103,8 +103,6 @@ def _checked_input(runner: VmRunner, compiled: CompiledModel, seed: int):
     can avalanche through later binarizers (seen on about 1 in 10 random 224 networks, input-specific).
     A wrong kernel fails on every input, so :data:`NUMERICS_ATTEMPTS` inputs are tried.
     """
-    from ..tvm.lowering import LoweringError
-
     last: LoweringError | None = None
     for attempt in range(NUMERICS_ATTEMPTS):
         x = np.random.default_rng(seed + attempt).standard_normal(compiled.input_shape).astype("float32")
@@ -162,26 +160,36 @@ def measure(
     else:
         runner = VmRunner.remote(compiled, remote, threads)
     xi, err = _checked_input(runner, compiled, seed)
+    extra = {}
     if reference is not None and calibrated_ms and remote is None:
-        from .paired import time_paired
-
-        window_ms = 1e3 * runner.time_runs([xi], number, 1)[0] * number  # warm-up, and the candidate's time per round
-        # The reference is timed over as long a window as the candidate (at least REFERENCE_MIN_MS): under time
-        # slicing both then see the same share of the core; a much shorter window lands in or between slices.
-        ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
-        paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.time_once(ref_number),
-                             calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
-        ratios = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
-        kernels = kernel_profile(runner, [xi]) if profile_kernels else []
-        return LatencyResult(paired.corrected_ms, float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)), list(paired.candidate_runs_ms),
-                             runner.threads, compiled.target.name, runner.device, emulated, err, kernels, paired.attempts,
-                             True, paired.raw_ms, paired.reference_ms, calibrated_ms, paired.ratio)
-    series = []
-    for _ in range(1 + UNSTABLE_RETRIES):
-        series.append(_stats(runner.time_runs([xi], number, repeat)))
-        median, p10, p90, _ = series[-1]
-        if p90 - p10 <= UNSTABLE_SPREAD * median:
-            break
-    median, p10, p90, runs = min(series, key=lambda st: (st[2] - st[1]) / st[0])
+        median, p10, p90, runs, attempts, extra = _paired_series(runner, xi, number, repeat, reference, calibrated_ms)
+    else:
+        series = []
+        for _ in range(1 + UNSTABLE_RETRIES):
+            series.append(_stats(runner.time_runs([xi], number, repeat)))
+            median, p10, p90, _ = series[-1]
+            if p90 - p10 <= UNSTABLE_SPREAD * median:
+                break
+        median, p10, p90, runs = min(series, key=lambda st: (st[2] - st[1]) / st[0])
+        attempts = len(series)
     kernels = kernel_profile(runner, [xi]) if (profile_kernels and remote is None) else []
-    return LatencyResult(median, p10, p90, runs, runner.threads, compiled.target.name, runner.device, emulated, err, kernels, len(series))
+    return LatencyResult(median, p10, p90, runs, runner.threads, compiled.target.name, runner.device, emulated, err, kernels,
+                         attempts, **extra)
+
+
+def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference, calibrated_ms: float):
+    """The model timed in rounds shared with ``reference`` (:func:`labnas.timing.paired.time_paired`):
+    ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``."""
+    from .paired import time_paired
+
+    window_ms = 1e3 * runner.time_runs([xi], number, 1)[0] * number  # warm-up, and the candidate's time per round
+    # The reference is timed over as long a window as the candidate (at least REFERENCE_MIN_MS): under time
+    # slicing both then see the same share of the core; a much shorter window lands in or between slices.
+    ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
+    paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.time_once(ref_number),
+                         calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
+    corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
+    fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
+              "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio}
+    return (paired.corrected_ms, float(np.percentile(corrected, 10)), float(np.percentile(corrected, 90)),
+            list(paired.candidate_runs_ms), paired.attempts, fields)
