@@ -207,7 +207,9 @@ def load_supernet(net: Supernet, path: Path, key: str) -> None:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "supernets"
+    from .._cache import cache_dir
+
+    return cache_dir() / "supernets"
 
 
 class SupernetEstimator:

@@ -9,18 +9,11 @@ again, for example after the first calibration ran on a busy machine.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 
+from .._cache import cache_dir, read_json, write_json_atomic
+
 __all__ = ["calibrate", "calibration_key", "load_or_calibrate", "CALIBRATION_PATH"]
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas"))
-
 
 CALIBRATION_PATH = "reference_calibration.json"
 
@@ -42,21 +35,13 @@ def calibrate(time_once, series: int = 5, rounds: int = 5) -> float:
 
 def load_or_calibrate(time_once, target_name: str, threads: int, recalibrate: bool = False) -> tuple[float, str]:
     """``(calibrated ms, "cached" | "measured")`` for this machine, target and thread count."""
-    path = _cache_dir() / CALIBRATION_PATH
+    path = cache_dir() / CALIBRATION_PATH
     key = calibration_key(target_name, threads)
-    try:
-        table = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        table = {}
+    table = read_json(path)
     if not recalibrate and key in table:
         return float(table[key]), "cached"
     value = calibrate(time_once)
+    table = read_json(path)  # another process may have written meanwhile
     table[key] = round(value, 5)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache costs a calibration next time, nothing else
+    write_json_atomic(path, table)  # an unwritable cache costs a calibration next time, nothing else
     return value, "measured"

@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cache import cache_dir, read_json, write_json_atomic
+
 __all__ = [
     "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
     "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK", "strategy_counts",
 ]
 
-STRATEGY_CACHE = Path(os.environ.get("LABNAS_CACHE", Path.home() / ".cache" / "labnas")) / "kernel_strategies.json"
+STRATEGY_CACHE = cache_dir() / "kernel_strategies.json"
 CARRY_SAVE, NATIVE = "carry-save", "native"
 #: Kernels with less work than this (64-bit words, or LAB multiply-adds) take the rule's choice unmeasured:
 #: at a few microseconds a run, a better tile cannot repay the second its measurement costs.
@@ -280,19 +280,10 @@ class PopcountChooser:
         return f"{cpu_model()} | {' '.join(isa_summary())} | {self.target.tvm_target()} | code {_code_hash()}"
 
     def _read_cache(self) -> dict:
-        try:
-            return json.loads(self.cache_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_json(self.cache_path)
 
     def _write_cache(self, cache: dict) -> None:
-        try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-            tmp.replace(self.cache_path)
-        except OSError:
-            pass  # a read-only home: measure again next time, never fail a compile over the cache
+        write_json_atomic(self.cache_path, cache)  # a read-only home: measured again next time, never a failed compile
 
     def _measure(self, shape: XnorShape, strategies: list[str]) -> tuple[str, float]:
         """Compile every strategy for ``shape``, check they agree, time them interleaved; the winner and its
