@@ -92,7 +92,7 @@ def test_fused_lab_packing_equals_lab_then_pack(name):
     import tvm
     from tvm import te
 
-    from labnas.tvm import kernels
+    from labnas.tvm import kernels, registry
 
     c, h, w, sources, k, padding, pad_bit, strict = FUSED_LAB_CASES[name]
     assert kernels.lab_pack_tile(h, w, 8, sources) is not None
@@ -101,9 +101,9 @@ def test_fused_lab_packing_equals_lab_then_pack(name):
     bias = te.placeholder((c,), "float32", name="b")
     d = te.placeholder((1, c, h, w), "float32", name="d")
     funcs = {
-        "lab": kernels.schedule_kernel(te.create_prim_func([x, weight, bias, kernels.lab_decision_compute(x, weight, bias)]), "labnas_lab"),
-        "pack": kernels.schedule_kernel(te.create_prim_func([d, kernels.pack_compute(d, padding, pad_bit, strict)]), "labnas_pack"),
-        "fused": kernels.schedule_kernel(
+        "lab": registry.schedule_kernel(te.create_prim_func([x, weight, bias, kernels.lab_decision_compute(x, weight, bias)]), "labnas_lab"),
+        "pack": registry.schedule_kernel(te.create_prim_func([d, kernels.pack_compute(d, padding, pad_bit, strict)]), "labnas_pack"),
+        "fused": registry.schedule_kernel(
             te.create_prim_func([x, weight, bias, kernels.lab_pack_compute(x, weight, bias, padding, pad_bit, strict)]),
             "labnas_lab_pack",
         ),

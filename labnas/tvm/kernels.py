@@ -35,7 +35,6 @@ __all__ = [
     "lab_pack_tile",
     "xnor_compute",
     "dot_compute",
-    "schedule_kernel",
     "mark_scheduled",
     "kernel_name",
 ]
@@ -416,18 +415,6 @@ def kernel_name(kind: str, tile: tuple[int, ...] | None = None) -> str:
     The name carries the tile from the importer to the scheduler and shows it in a profile; ``_tile``
     keeps the counter TVM appends to repeated names apart from the numbers."""
     return kind if tile is None else f"{kind}_t{'x'.join(str(int(v)) for v in tile)}_tile"
-
-
-def schedule_kernel(func, kind: str, vector: int = 8, tile: tuple[int, ...] | None = None):
-    """Apply the hand schedule for ``kind`` (a key of :data:`SCHEDULES`).
-
-    ``vector`` is the number of int64 / float lanes to vectorise over (8 fills two AVX2 or four NEON
-    registers). ``tile``: a measured register tile (:mod:`labnas.tvm.strategy`) instead of the kernel's
-    rule: ``(pixels,)`` for ``labnas_xnor``, ``(pixels, rows)`` for ``labnas_lab``, ``(rows, pixels,
-    channels, chunks)`` for ``labnas_lab_pack``. Returns the scheduled PrimFunc marked opaque
-    (op_pattern 8) so FuseOps leaves it alone.
-    """
-    return mark_scheduled(func, lambda sch, lanes: SCHEDULES[kind](sch, lanes, tile), vector)
 
 
 def mark_scheduled(func, schedule, lanes: int):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import kernels, pooling
 
-__all__ = ["HandKernel", "HAND_KERNELS", "emit_kernel", "registered_kernel", "schedule_registered"]
+__all__ = ["HandKernel", "HAND_KERNELS", "emit_kernel", "registered_kernel", "schedule_kernel", "schedule_registered"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,19 @@ def registered_kernel(func) -> tuple[str, tuple[int, ...] | None] | None:
     return str(attrs["labnas_kernel"]), (tuple(int(v) for v in tile) if tile is not None else None)
 
 
+def schedule_kernel(func, kind: str, lanes: int = 8, tile: tuple[int, ...] | None = None):
+    """The hand schedule of ``kind`` applied to ``func``; returns the PrimFunc marked opaque (op_pattern 8, so
+    FuseOps keeps it whole) and scheduled.
+
+    ``lanes``: int64 lanes for the bitpacked kernels, float lanes for max pooling (8 fills two AVX2 or four
+    NEON registers). ``tile``: a measured register tile (:mod:`labnas.tvm.strategy`) instead of the kernel's
+    rule: ``(pixels,)`` for ``labnas_xnor``, ``(pixels, rows)`` for ``labnas_lab``, ``(rows, pixels, channels,
+    chunks)`` for ``labnas_lab_pack``.
+    """
+    entry = HAND_KERNELS[kind]
+    return kernels.mark_scheduled(func, lambda sch, n: entry.schedule(sch, n, tile), lanes)
+
+
 def schedule_registered(mod, word_lanes: int, float_lanes: int):
     """Every registered hand kernel of ``mod`` scheduled (and marked opaque, so fusion keeps it whole)."""
     for gv, func in list(mod.functions.items()):
@@ -60,7 +73,5 @@ def schedule_registered(mod, word_lanes: int, float_lanes: int):
         if found is None:
             continue
         kind, tile = found
-        entry = HAND_KERNELS[kind]
-        lanes = word_lanes if entry.lanes == "words" else float_lanes
-        mod[gv] = kernels.mark_scheduled(func, lambda sch, n, entry=entry, tile=tile: entry.schedule(sch, n, tile), lanes)
+        mod[gv] = schedule_kernel(func, kind, word_lanes if HAND_KERNELS[kind].lanes == "words" else float_lanes, tile)
     return mod

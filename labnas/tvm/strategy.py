@@ -217,6 +217,7 @@ class PopcountChooser:
         from tvm import te
 
         from . import kernels
+        from .registry import schedule_kernel
 
         rng = np.random.default_rng(0)
         dev = tvm.cpu()
@@ -227,7 +228,7 @@ class PopcountChooser:
         packed_shape = (1, h + 2 * p, -(-c // 64), w + 2 * p)
 
         def build(tensors, kind, tile):
-            func = kernels.schedule_kernel(te.create_prim_func(tensors), kind, self.target.vector_lanes, tile=tile)
+            func = schedule_kernel(te.create_prim_func(tensors), kind, self.target.vector_lanes, tile=tile)
             return tvm.compile(tvm.IRModule({"main": func}), target=self.target.tvm_target())
 
         runs, reference = {}, None
@@ -383,7 +384,8 @@ def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int, pixels: int | N
     """The scheduled xnor PrimFunc ``(packed, weights) -> float32 NCHW dot`` for ``shape``."""
     from tvm import te
 
-    from .kernels import schedule_kernel, xnor_compute
+    from .kernels import xnor_compute
+    from .registry import schedule_kernel
 
     a = te.placeholder(shape.packed, "int64", name="a")
     w = te.placeholder(shape.weights, "int64", name="w")
