@@ -35,8 +35,8 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.timing import ReferenceTimer, measure  # noqa: E402
-from labnas.timing.calibration import calibrate  # noqa: E402
+from labnas.timing import CalibratedReference, ReferenceTimer, measure  # noqa: E402
+from labnas.timing.calibration import calibrate, calibration_key  # noqa: E402
 from labnas.timing.compare import machine_facts  # noqa: E402
 from labnas.timing.paired import TimingDisturbed  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
@@ -65,12 +65,12 @@ def start_competitor(kind: str, cpu: int, limit_s: float) -> subprocess.Popen:
     return proc
 
 
-def phase(compiled, reference, calibrated_ms: float, measurements: int, args) -> list[dict]:
+def phase(compiled, reference: CalibratedReference, measurements: int, args) -> list[dict]:
     rows = []
     for _ in range(measurements):
         try:
-            r = measure(compiled, number=args.number, repeat=args.repeat, threads=reference.runner.threads,
-                        reference=reference, calibrated_ms=calibrated_ms)
+            r = measure(compiled, number=args.number, repeat=args.repeat, threads=reference.timer.runner.threads,
+                        reference=reference)
             rows.append({"raw_ms": r.raw_median_ms, "corrected_ms": r.median_ms, "reference_ms": r.reference_ms,
                          "attempts": r.attempts, "refused": False, "reason": ""})
         except TimingDisturbed as err:
@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         if threads == 1:
             os.sched_setaffinity(0, {0})  # TVM's one worker on CPU 0
         competitor_cpu = 0 if scenario == "timeshared" else cores - 1
-        reference = ReferenceTimer(target, threads)
-        calibrated = calibrate(reference.time_once)
+        timer = ReferenceTimer(target, threads)
+        calibrated = calibrate(timer.time_once)
+        reference = CalibratedReference(timer, calibrated, calibration_key(target.name, timer.runner.threads), "measured")
         print(f"{scenario}: {threads} TVM thread(s), reference calibrated at {calibrated:.3f} ms", file=sys.stderr)
         for load in ("quiet", "loaded"):
             competitor = start_competitor(scenario, competitor_cpu, 600) if load == "loaded" else None
             try:
-                for row in phase(compiled, reference, calibrated, args.measurements, args):
+                for row in phase(compiled, reference, args.measurements, args):
                     rows.append({"scenario": scenario, "phase": load, "threads": threads, "calibrated_ms": calibrated, **row})
                     print(f"  {load}: raw {row['raw_ms']:.3f} ms, corrected {row['corrected_ms']:.3f} ms, attempts {row['attempts']}"
                           + (f", refused: {row['reason']}" if row["refused"] else ""), file=sys.stderr, flush=True)

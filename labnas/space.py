@@ -122,6 +122,16 @@ class SearchSpace:
     def default_layers(self) -> list[LayerSpec]:
         return default_spec(self.family, "sign").layers
 
+    def random_layers(self, rng) -> list[LayerSpec]:
+        """One candidate drawn uniformly: every searched layer's binarizer, LAB kernel (on LAB layers) and conv
+        kernel; other layers keep their defaults. ``rng`` is a :class:`random.Random` (seeded by the caller)."""
+        layers = self.default_layers()
+        for i in self.layers:
+            binarizer = rng.choice(self.binarizers)
+            layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=rng.choice(self.lab_kernels) if binarizer == "lab" else 3,
+                                  kernel=rng.choice(self.layer_kernels(i)))
+        return layers
+
 
 def space_paths() -> dict[str, Path]:
     """Every space file that ``--space NAME`` can find, by name."""

@@ -19,22 +19,59 @@ TINY = str(Path(__file__).parent / "data" / "tiny_space.toml")
 
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
-    """The tiny space's table, built once on the host (13 blocks + 2 calibration networks, ~20 s)."""
+    """The tiny space's table, built once on the host (13 blocks + 4 calibration networks, ~30 s)."""
     root = tmp_path_factory.mktemp("lut")
     space = load_space(TINY)
     seen = []
-    table = build_table(space, TARGETS["host"], threads=1, number=2, repeat=3, progress=lambda what, done, total: seen.append((done, total)))
+    table = build_table(space, TARGETS["host"], threads=1, number=2, repeat=3, fit_networks=2,
+                        progress=lambda what, done, total: seen.append((done, total)))
     table.save(table_path(space.name, "host", root))
     return space, root, table, seen
 
 
 def test_every_unique_block_is_timed_once_with_progress(tiny_table):
     space, _, table, seen = tiny_table
-    unique, calibration = space_units(space)
+    unique, calibration = space_units(space, fit_networks=2)
     assert len(table.entries) == len(unique) == 13  # 9 sign blocks/stem/head + LAB 3 and 5 on the 2 searched layers
-    assert seen[-1] == (15, 15) and len(calibration) == 2
+    assert seen[-1] == (17, 17) and len(calibration) == 4  # all-sign, all-LAB and 2 random candidates
     assert all(ms > 0 for ms in table.entries.values())
-    assert len(table.meta["calibration_differences_ms"]) == 2
+    assert len(table.meta["calibration_differences_ms"]) == 4
+
+
+def test_blocks_are_timed_paired_and_the_table_keeps_its_calibration(tiny_table):
+    """Each entry is the drift-corrected figure: paired ratio x the reference's calibrated time, stored in the table."""
+    _, _, table, _ = tiny_table
+    meta, rows = table.meta, table.rows
+    assert meta["timing"] == "paired" and meta["reference_calibration"]["ms"] > 0 and "host" in meta["reference_calibration"]["key"]
+    assert rows.median_ms.to_numpy() == pytest.approx(rows.paired_ratio.to_numpy() * meta["reference_calibration"]["ms"], rel=1e-3)
+    sums, measured = meta["calibration_block_sums_ms"], meta["calibration_measured_ms"]
+    # the prediction reproduces the calibration networks through the fitted line
+    predicted = [meta["scale"] * b + meta["overhead_ms"] for b in sums]
+    assert sum(predicted) == pytest.approx(sum(measured), rel=1e-3)
+
+
+def test_scale_and_overhead_are_fitted_to_the_calibration_networks():
+    from labnas.latency.table import fit_scale_overhead
+
+    sums = [4.0, 5.0, 6.0, 8.0]
+    assert fit_scale_overhead(sums, [1.1 * b + 0.3 for b in sums]) == pytest.approx((1.1, 0.3))
+    # two networks, alike block sums, or an implausible slope: scale 1 and the mean difference
+    assert fit_scale_overhead([4.0, 6.0], [4.5, 6.7]) == pytest.approx((1.0, 0.6))
+    assert fit_scale_overhead([5.0, 5.01, 5.02], [5.5, 5.4, 5.6]) == pytest.approx((1.0, 0.49))
+    assert fit_scale_overhead(sums, [3 * b for b in sums]) == pytest.approx((1.0, 2 * sum(sums) / 4))
+
+
+def test_a_table_under_another_calibration_is_rescaled_or_refused(tiny_table):
+    space, _, table, _ = tiny_table
+    built = table.meta["reference_calibration"]
+    units = block_units(create_model(space.deploy_spec(space.default_layers())).eval(), (1, *space.deploy_input))
+    same = table.rescaled_to(dict(built))
+    assert same is table  # its own calibration: unchanged
+    slower = table.rescaled_to({"key": built["key"], "ms": 2 * built["ms"]})  # this machine recalibrated at twice the time
+    assert slower.predict_units(units) == pytest.approx(2 * table.predict_units(units))
+    assert slower.meta["rescaled_from_ms"] == built["ms"] and slower.meta["reference_calibration"]["ms"] == 2 * built["ms"]
+    with pytest.raises(TableError, match="another CPU, thread count or version.*labnas profile --space tiny --target host --lut"):
+        table.rescaled_to({"key": "Other CPU | avx2 | host | 1 threads", "ms": built["ms"]})
 
 
 def test_table_round_trips_through_its_csv(tiny_table):
@@ -43,7 +80,8 @@ def test_table_round_trips_through_its_csv(tiny_table):
     assert loaded.entries == pytest.approx(table.entries, rel=1e-4)
     for key in ("space", "target", "labnas_version", "kernels", "overhead_ms", "device", "space_fingerprint"):
         assert loaded.meta[key] == table.meta[key]
-    assert list(loaded.rows.columns) == ["key", "block", "median_ms", "p10_ms", "p90_ms"]
+    assert list(loaded.rows.columns) == ["key", "block", "median_ms", "p10_ms", "p90_ms", "raw_median_ms", "paired_ratio"]
+    assert loaded.meta["scale"] == table.meta["scale"] and loaded.meta["reference_calibration"] == table.meta["reference_calibration"]
 
 
 def test_unseen_combination_of_seen_blocks_is_predicted(tiny_table):
@@ -53,7 +91,7 @@ def test_unseen_combination_of_seen_blocks_is_predicted(tiny_table):
     layers[15] = LayerSpec(binarizer="sign")
     spec = space.deploy_spec(layers)
     units = block_units(create_model(spec).eval(), (1, *space.deploy_input))
-    expected = sum(table.entries[u.key] for u in units) + table.meta["overhead_ms"]
+    expected = table.meta["scale"] * sum(table.entries[u.key] for u in units) + table.meta["overhead_ms"]
     assert predict(spec, "host", space, root) == pytest.approx(expected, rel=1e-3)
     # identical blocks at different positions share one entry: 16 blocks + stem + head, fewer keys
     assert len(units) == 18 and len({u.key for u in units}) < len(units)
@@ -109,6 +147,8 @@ def test_lut_search_predicts_then_measures_the_front(tiny_table, tmp_path):
     front = pd.read_csv(out / "pareto.csv")
     assert len(front) >= 1 and (front.latency_measured_ms > 0).all()  # the front was timed end to end
     assert set(study.user_attrs["remeasured_ms"]) == {str(t) for t in front.trial}
+    # the study took the table's calibration, so the front's end-to-end timings are corrected in the table's scale
+    assert study.user_attrs["reference_calibration"] == table.meta["reference_calibration"]
 
 
 def test_cli_bad_lut_inputs_are_one_line(tmp_path):

@@ -151,16 +151,28 @@ def test_report_says_what_it_re_timed_and_how_it_compares(tmp_path, target):
     target, threads, how it was timed, and its ratio to the search's own figure."""
     from labnas.report import write_report
 
+    from labnas.timing import reference_for
+    from labnas.tvm import TARGETS
+
     df = make_results(tmp_path / "a")
     meta = json.loads((tmp_path / "a" / "study.json").read_text())
-    (tmp_path / "a" / "study.json").write_text(json.dumps({**meta, "target": target, "space": "cifar_bireal"}))  # 32x32 deploy
-    text = write_report(tmp_path / "a").read_text()
+    # the search's own calibration of the reference, as a search stores it: the re-timing is corrected in its scale
+    # (a quarter above this machine's own, so that the two scales differ and a quiet reference is not "disturbed")
+    here = reference_for(TARGETS["host"], threads=1)
+    calibration = {"key": here.key, "ms": round(1.25 * here.ms, 5)}
+    (tmp_path / "a" / "study.json").write_text(json.dumps({**meta, "target": target, "space": "cifar_bireal",  # 32x32 deploy
+                                                          "reference_calibration": calibration}))
+    text = write_report(tmp_path / "a", threads=1).read_text()  # one thread: the test may share the machine
     best = df[df.feasible.fillna(False).astype(bool)].sort_values("accuracy").iloc[-1]
     if target == "host":
         assert "## Latency of the best architecture (re-timed now)" in text
         assert f"the search measured {best.latency_ms:.2f} ms" in text and "Re-timed now for target host" in text
+        assert "paired with the reference workload" in text and "(the search's own calibration)" in text
+        assert "1 TVM threads" in text
         ratio = float(text.split("this re-timing is ")[1].split("x the search")[0])
-        timed = float(text.split("median of 5 timings of 3 runs each = ")[1].split(" ms")[0])
+        timed = float(text.split("drift-corrected ")[1].split(" ms")[0])
+        paired_ratio = float(text.split("= ratio ")[1].split(" x")[0])
+        assert timed == pytest.approx(paired_ratio * calibration["ms"], abs=0.01)  # corrected in the study's scale, not this machine's
         assert ratio == pytest.approx(timed / best.latency_ms, abs=0.01)
     else:
         assert "Not re-timed: the study's target (arm) does not run on this machine" in text

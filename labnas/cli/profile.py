@@ -81,16 +81,14 @@ def run_profile(args: argparse.Namespace) -> int:
         except TargetError as err:
             raise UserError(str(err)) from None
         console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
-    reference, calibrated = None, None
-    if remote is None and not target.is_remote_only:  # paired with the reference workload, drift-corrected
-        from ..timing import ReferenceTimer
+    from ..timing import reference_for
 
-        reference = ReferenceTimer(target, args.threads)
-        calibrated, how = reference.calibrated_ms(target.name, args.recalibrate)
-        console.print(f"reference workload: {calibrated:.3f} ms calibrated ({how}; --recalibrate measures it again)")
+    reference = reference_for(target, args.threads, remote, args.recalibrate)  # paired timing, drift-corrected
+    if reference is not None:
+        console.print(f"reference workload: {reference.ms:.3f} ms calibrated ({reference.how}; --recalibrate measures it again)")
     try:
         result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True,
-                         emulated=args.emulated, reference=reference, calibrated_ms=calibrated)
+                         emulated=args.emulated, reference=reference)
     except (RemoteError, LoweringError, TimingDisturbed) as err:
         raise UserError(str(err)) from None
     if result.kernels:
@@ -125,7 +123,7 @@ def run_lut(args: argparse.Namespace, console) -> int:
 
     from ..latency import build_table, table_path
     from ..space import SpaceError, load_space
-    from ..timing import RemoteError
+    from ..timing import RemoteError, TimingDisturbed
     from ..tvm import LoweringError, TargetError, resolve_target
 
     if not (args.lut and args.space):
@@ -149,13 +147,17 @@ def run_lut(args: argparse.Namespace, console) -> int:
             bar.update(task, completed=done, total=total, description=what[:60])
 
         try:
-            table = build_table(space, target, remote, args.threads, args.number, args.repeat, progress)
-        except (RemoteError, LoweringError) as err:
+            table = build_table(space, target, remote, args.threads, args.number, args.repeat, progress, recalibrate=args.recalibrate)
+        except (RemoteError, LoweringError, TimingDisturbed) as err:
             raise UserError(str(err)) from None
     table.save(path)
-    diffs = ", ".join(f"{d:+.3f}" for d in table.meta["calibration_differences_ms"])
+    meta = table.meta
+    diffs = ", ".join(f"{d:+.3f}" for d in meta["calibration_differences_ms"])
+    how = (f"paired with the reference workload (calibrated {meta['reference_calibration']['ms']:.3f} ms)"
+           if meta.get("timing") == "paired" else "plain medians (a board's timing is its own)")
     console.print(
-        f"{len(table.entries)} block entries in {table.meta['build_s']:.0f} s; overhead {table.meta['overhead_ms']:+.3f} ms "
-        f"(calibration networks: {diffs}); saved {path}"
+        f"{len(table.entries)} block entries in {meta['build_s']:.0f} s, {how}; prediction = {meta['scale']:.3f} x block sum "
+        f"{meta['overhead_ms']:+.3f} ms, fitted to {len(meta['calibration_measured_ms'])} networks timed end to end "
+        f"(measured minus block sum: {diffs} ms); saved {path}"
     )
     return 0

@@ -22,6 +22,8 @@ def add_report_parsers(sub) -> None:
     r = sub.add_parser("report", help="write report.md with the best architecture, Pareto table, breakdowns, figures")
     r.add_argument("results", help="a results directory")
     r.add_argument("--no-measure", action="store_true", help="skip re-timing the best architecture per kernel")
+    r.add_argument("--threads", type=int, default=None,
+                   help="TVM threads for the re-timing (default: the count the search timed the best trial with)")
     r.set_defaults(func=run_report)
 
 
@@ -50,7 +52,8 @@ def run_report(args: argparse.Namespace) -> int:
     from ..report import ResultsError, write_report
 
     try:
-        path = write_report(args.results, measure_latency=not args.no_measure, progress=lambda text: print(f"{text} ...", flush=True))
+        path = write_report(args.results, measure_latency=not args.no_measure, threads=args.threads,
+                            progress=lambda text: print(f"{text} ...", flush=True))
     except ResultsError as err:
         raise UserError(str(err)) from None
     print(f"wrote {path}")

@@ -2,14 +2,21 @@
 
 A table is one CSV, ``results/lut/<target>/<space>.csv``: ``#``-prefixed header lines carry what it is
 valid for (space and a hash of its deploy/choice sections, target, labnas version, a hash of the
-kernel code, the device facts, the fixed overhead), then one row per block entry. A table that does
-not match the space, target, labnas version or kernels it is used with is refused, with the command
-that rebuilds it.
+kernel code, the device facts, the reference calibration, the fit), then one row per block entry. A
+table that does not match the space, target, labnas version or kernels it is used with is refused,
+with the command that rebuilds it.
 
-Prediction is ``sum of the network's block entries + overhead``. The overhead is measured, not
-guessed: end-to-end latencies of calibration networks (the space's all-sign and all-LAB defaults)
-minus their block sums, averaged. It absorbs what a block-by-block run has and a whole run lacks
-(per-call VM entry, the input copy), and the reverse.
+On this machine every block is timed paired with the reference workload (:mod:`labnas.timing.paired`):
+its entry is the drift-corrected figure, ``paired_ratio x reference calibration``, so a table built
+while the host ran slow holds the same numbers as one built on a quiet host. The calibration is
+stored in the table; used under another calibration of the same machine the table is rescaled
+explicitly (:meth:`LatencyTable.rescaled_to`). On a board (RPC) blocks are timed plainly.
+
+Prediction is ``scale x (sum of the network's block entries) + overhead``. A block timed alone is not
+the same block inside a network (its weights stay in cache between runs; the VM enters once per
+network, not per block), and the difference grows with the network. ``scale`` and ``overhead`` are
+fitted by least squares to whole calibration networks timed end to end: the space's all-sign and
+all-LAB networks and a few seeded random candidates.
 """
 
 from __future__ import annotations
@@ -32,8 +39,13 @@ from .blocks import BlockUnit, block_units
 __all__ = ["LatencyTable", "TableError", "build_table", "space_fingerprint", "kernels_fingerprint", "table_path", "LUT_ROOT"]
 
 LUT_ROOT = Path("results/lut")
-#: bumped when the CSV layout changes
-FORMAT = 1
+#: bumped when the CSV layout or the way entries are timed changes
+FORMAT = 2
+#: Random candidates timed end to end, besides all-sign and all-LAB, to fit the prediction's scale and overhead.
+FIT_NETWORKS = 6
+#: A fitted scale outside this range means the calibration networks were too alike (or too noisy) to fit one;
+#: the table then keeps scale 1 and the mean difference as its overhead.
+SCALE_RANGE = (0.7, 1.4)
 
 
 class TableError(ValueError):
@@ -101,11 +113,37 @@ class LatencyTable:
         return sum(self.entries[u.key] for u in units)
 
     def predict_units(self, units: list[BlockUnit]) -> float:
-        return self.block_sum(units) + float(self.meta["overhead_ms"])
+        """``scale x block sum + overhead`` (ms) for a network given as its compile units."""
+        return float(self.meta.get("scale", 1.0)) * self.block_sum(units) + float(self.meta["overhead_ms"])
 
     def predict(self, spec: ArchSpec, input_shape: tuple[int, ...]) -> float:
         """Predicted latency (ms) of the network ``spec`` describes at ``input_shape`` (with batch)."""
         return self.predict_units(block_units(create_model(spec).eval(), input_shape))
+
+    def rescaled_to(self, calibration: dict | None) -> "LatencyTable":
+        """This table in the scale of ``calibration`` (``{"key", "ms"}`` as a study stores it).
+
+        Entries are paired ratios times the table's reference calibration, so under another calibration of the
+        same machine (same key: CPU, ISA, target, threads, versions) they are multiplied by ``ms now / ms built``
+        and the table says so (``meta["rescaled_from_ms"]``). A calibration with another key belongs to another
+        CPU or thread count: refused, with the command that rebuilds the table there. A table timed plainly (a
+        board) or a missing calibration leaves the table as it is.
+        """
+        built = self.meta.get("reference_calibration")
+        if not calibration or not built:
+            return self
+        if calibration.get("key") != built.get("key"):
+            raise TableError(
+                f"the latency table of space {self.meta.get('space')!r} was timed under reference calibration "
+                f"{built.get('key')!r}, this search times under {calibration.get('key')!r} (another CPU, thread count or "
+                f"version); {rebuild_hint(self.meta.get('space', 'SPACE'), self.meta.get('target', 'TARGET'))} with the same --threads"
+            )
+        factor = float(calibration["ms"]) / float(built["ms"])
+        if abs(factor - 1) < 1e-9:
+            return self
+        meta = {**self.meta, "reference_calibration": dict(calibration), "rescaled_from_ms": built["ms"],
+                "overhead_ms": float(self.meta["overhead_ms"]) * factor}
+        return LatencyTable({k: v * factor for k, v in self.entries.items()}, meta, self.rows)
 
     # -- storage -------------------------------------------------------------------------------
     def save(self, path: Path | str) -> Path:
@@ -169,8 +207,9 @@ def _warn_if_other_cpu(path: Path, meta: dict, space_name: str, target_label: st
 
 
 # -- building ---------------------------------------------------------------------------------------
-def space_units(space) -> tuple[dict[str, BlockUnit], list[list[BlockUnit]]]:
-    """Every unique block of ``space`` (one per key) and the block lists of its calibration networks."""
+def space_units(space, fit_networks: int = FIT_NETWORKS, seed: int = 0) -> tuple[dict[str, BlockUnit], list[list[BlockUnit]]]:
+    """Every unique block of ``space`` (one per key) and the block lists of its calibration networks: all-sign,
+    all-LAB, then ``fit_networks`` random candidates (:func:`calibration_layers`)."""
     shape = (1, *space.deploy_input)
     unique: dict[str, BlockUnit] = {}
     options = []
@@ -187,13 +226,41 @@ def space_units(space) -> tuple[dict[str, BlockUnit], list[list[BlockUnit]]]:
                 layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=lab_kernel, kernel=k)
             for unit in block_units(create_model(space.deploy_spec(layers)).eval(), shape):
                 unique.setdefault(unit.key, unit)
-    calibration = []
+    calibration = [block_units(create_model(space.deploy_spec(layers)).eval(), shape)
+                   for layers in calibration_layers(space, fit_networks, seed)]
+    return unique, calibration
+
+
+def calibration_layers(space, fit_networks: int = FIT_NETWORKS, seed: int = 0) -> list[list[LayerSpec]]:
+    """The layer choices of the calibration networks: all-sign, all-LAB (first LAB kernel, default conv kernels),
+    then ``fit_networks`` random candidates drawn with a fixed seed."""
+    import random
+
+    networks = []
     for binarizer in dict.fromkeys([space.binarizers[0], space.binarizers[-1]]):
         layers = space.default_layers()
         for i in space.layers:
             layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=space.lab_kernels[0], kernel=space.layer_kernels(i)[0])
-        calibration.append(block_units(create_model(space.deploy_spec(layers)).eval(), shape))
-    return unique, calibration
+        networks.append(layers)
+    rng = random.Random(f"latency-table-{seed}")
+    networks += [space.random_layers(rng) for _ in range(fit_networks)]
+    return networks
+
+
+def fit_scale_overhead(block_sums: list[float], measured: list[float]) -> tuple[float, float]:
+    """``(scale, overhead_ms)`` of ``measured ~ scale x block_sum + overhead`` by least squares over the calibration
+    networks; scale 1 and the mean difference when there are fewer than 3 networks, their block sums are too alike
+    to fit a slope, or the slope falls outside :data:`SCALE_RANGE`."""
+    import numpy as np
+
+    x, y = np.asarray(block_sums, float), np.asarray(measured, float)
+    plain = (1.0, float(np.mean(y - x)))
+    if len(x) < 3 or np.ptp(x) < 0.05 * np.mean(x):
+        return plain
+    scale, overhead = np.polyfit(x, y, 1)
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        return plain
+    return float(scale), float(overhead)
 
 
 def build_table(
@@ -204,58 +271,58 @@ def build_table(
     number: int = 10,
     repeat: int = 7,
     progress: Callable[[str, int, int], None] | None = None,
+    recalibrate: bool = False,
+    fit_networks: int = FIT_NETWORKS,
 ) -> LatencyTable:
-    """Compile and time every unique block of ``space`` on ``target``, then the calibration networks.
+    """Compile and time every unique block of ``space`` on ``target``, then the calibration networks, and fit the
+    prediction's scale and overhead to them.
 
-    ``target`` is a :class:`~labnas.tvm.TargetPreset`; ``remote`` a :class:`~labnas.tvm.RemoteSpec` for
-    a board. ``progress(what, done, total)`` is called after each compile-and-time.
+    ``target`` is a :class:`~labnas.tvm.TargetPreset`; ``remote`` a :class:`~labnas.timing.RemoteSpec` for a
+    board. On this machine each timing is paired with the reference workload (``recalibrate``: its quiet time is
+    measured again first). ``progress(what, done, total)`` is called after each compile-and-time.
     """
-    from ..timing import measure
+    from ..timing import measure, reference_for
     from ..tvm import compile_model
 
-    unique, calibration = space_units(space)
+    unique, calibration = space_units(space, fit_networks)
     total = len(unique) + len(calibration)
     rows, entries, device = [], {}, {}
     started = time.time()
-    reference = _reference_timer(target, remote, threads)
-    references = [reference.time_ms()] if reference else []
+    reference = reference_for(target, threads, remote, recalibrate)
 
     def timed(module, shape):
         compiled = compile_model(module, shape, target)
-        return measure(compiled, remote=remote, number=number, repeat=repeat, threads=threads)
+        return measure(compiled, remote=remote, number=number, repeat=repeat, threads=threads, reference=reference)
 
     for done, unit in enumerate(unique.values(), 1):
         result = timed(unit.module.eval(), unit.input_shape)
         device = result.device
         entries[unit.key] = round(result.median_ms, 6)  # what the CSV stores, so a loaded table predicts the same
-        rows.append({"key": unit.key, "block": unit.summary, "median_ms": entries[unit.key],
-                     "p10_ms": round(result.p10_ms, 6), "p90_ms": round(result.p90_ms, 6)})
+        row = {"key": unit.key, "block": unit.summary, "median_ms": entries[unit.key],
+               "p10_ms": round(result.p10_ms, 6), "p90_ms": round(result.p90_ms, 6)}
+        if result.paired:
+            row.update(raw_median_ms=round(result.raw_median_ms, 6), paired_ratio=round(result.paired_ratio, 6))
+        rows.append(row)
         if progress:
             progress(unit.summary, done, total)
-    differences = []
+    sums, measured = [], []
     for i, units in enumerate(calibration):
         result = timed(nn.Sequential(*(u.module for u in units)).eval(), units[0].input_shape)
-        differences.append(result.median_ms - sum(entries[u.key] for u in units))
+        sums.append(sum(entries[u.key] for u in units))
+        measured.append(result.median_ms)
         if progress:
             progress(f"calibration network {i + 1}", len(unique) + i + 1, total)
-    if reference:
-        references.append(reference.time_ms())
+    scale, overhead = fit_scale_overhead(sums, measured)
     meta = {
         "format": FORMAT, "space": space.name, "space_fingerprint": space_fingerprint(space), "target": target.name,
         "labnas_version": __version__, "kernels": kernels_fingerprint(), "device": device,
         "threads": threads, "number": number, "repeat": repeat,
-        "overhead_ms": round(sum(differences) / len(differences), 5), "calibration_differences_ms": [round(d, 5) for d in differences],
-        # the drift probe of labnas.timing.reference, timed before and after the build (local targets)
-        "reference_ms": [round(r, 5) for r in references],
+        "timing": "paired" if reference is not None else "plain",
+        "reference_calibration": reference.record() if reference is not None else None,
+        "scale": round(scale, 5), "overhead_ms": round(overhead, 5),
+        # whole-network figures the fit used: block sums and end-to-end latencies, ms
+        "calibration_block_sums_ms": [round(v, 5) for v in sums], "calibration_measured_ms": [round(v, 5) for v in measured],
+        "calibration_differences_ms": [round(m - b, 5) for b, m in zip(sums, measured)],
         "built": time.strftime("%Y-%m-%d %H:%M:%S"), "build_s": round(time.time() - started, 1),
     }
     return LatencyTable(entries, meta, pd.DataFrame(rows))
-
-
-def _reference_timer(target, remote, threads):
-    if remote is not None or target.is_remote_only:
-        return None
-    from ..timing import ReferenceTimer
-
-    return ReferenceTimer(target, threads)
-

@@ -34,24 +34,39 @@ def _ops_breakdown(spec: dict, input_shape: tuple[int, int, int]) -> tuple[str, 
     return _table(layers), counted.ops
 
 
-def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, searched_ms: float) -> str:
-    """Re-time the best architecture on ``target`` (this machine) and say how, next to the search's figure."""
+def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, searched_ms: float,
+                       calibration: dict | None = None, threads: int | None = None) -> str:
+    """Re-time the best architecture on ``target`` (this machine), paired with the reference workload in the
+    study's calibration (``calibration``, as the search stored it) when it applies here, and say how, next to the
+    search's figure."""
     from ..models import ArchSpec, create_model
-    from ..timing import measure
+    from ..timing import TimingDisturbed, measure, reference_for
     from ..tvm import compile_model
 
     compiled = compile_model(create_model(ArchSpec.from_dict(spec)).eval(), (1, *input_shape), target)
-    result = measure(compiled, number=3, repeat=5, profile_kernels=True)
+    reference = reference_for(target, threads, stored=calibration)
+    try:
+        result = measure(compiled, number=3, repeat=5, threads=threads, profile_kernels=True, reference=reference)
+    except TimingDisturbed as err:
+        return (f"Not re-timed for target {target.name} on this machine: {err}. The search's figure ({searched_ms:.2f} ms) "
+                "stays the one in the tables above.")
     rows = pd.DataFrame(
         [(name, f"{ms:.3f}", calls, "yes" if binary else "") for name, ms, calls, binary in result.kernels[:25]],
         columns=["kernel", "ms", "calls", "binary"],
     )
     ratio = result.median_ms / searched_ms if searched_ms == searched_ms and searched_ms > 0 else float("nan")
-    return (f"Re-timed now for target {target.name} on this machine ({result.device.get('cpu', '?')}, {result.threads} TVM threads): "
-            f"median of 5 timings of 3 runs each = {result.median_ms:.2f} ms (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f}); "
-            f"the search measured {searched_ms:.2f} ms, so this re-timing is {ratio:.2f}x the search's figure. The search's figure "
-            "stays the one in the tables above; a ratio far from 1 means the machine's speed moved (or another machine ran the "
-            "search).\n\nKernels of one instrumented run:\n\n" + _table(rows))
+    if result.paired:
+        scale = "the search's own" if reference.how == "stored" else f"this machine's ({reference.how}; the search's is for another CPU or thread count)"
+        how = (f"paired with the reference workload in {len(result.runs_ms)} shared rounds of 3 runs: drift-corrected "
+               f"{result.median_ms:.2f} ms = ratio {result.paired_ratio:.3f} x the reference's calibrated {result.reference_calibrated_ms:.3f} ms "
+               f"({scale} calibration); raw median {result.raw_median_ms:.2f} ms with the reference at {result.reference_ms:.3f} ms "
+               f"in the same rounds (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f} corrected)")
+    else:
+        how = f"median of 5 timings of 3 runs each = {result.median_ms:.2f} ms (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f})"
+    return (f"Re-timed now for target {target.name} on this machine ({result.device.get('cpu', '?')}, {result.threads} TVM threads), "
+            f"{how}; the search measured {searched_ms:.2f} ms, so this re-timing is {ratio:.2f}x the search's figure. The search's "
+            "figure stays the one in the tables above; a ratio far from 1 means the machine's speed moved more than the "
+            "correction follows, or another machine ran the search.\n\nKernels of one instrumented run:\n\n" + _table(rows))
 
 
 def _study_target(res: StudyResults):
@@ -61,10 +76,12 @@ def _study_target(res: StudyResults):
     return TARGETS.get(str(res.settings.get("target", "host")))
 
 
-def write_report(path: str | Path, measure_latency: bool = True, progress=None) -> Path:
+def write_report(path: str | Path, measure_latency: bool = True, progress=None, threads: int | None = None) -> Path:
     """Write ``report.md`` and its figures into the results directory ``path``; return the report path.
 
-    ``progress(text)`` is told each step (figures, OPs, the re-timing of the best architecture)."""
+    ``progress(text)`` is told each step (figures, OPs, the re-timing of the best architecture). The re-timing
+    uses ``threads`` TVM threads, by default the thread count the search timed the best trial with (its
+    ``threads`` column), else every core."""
     say = progress or (lambda text: None)
     res: StudyResults = load_results(path)
     if res.feasible.empty:
@@ -140,7 +157,9 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None) 
     target = _study_target(res)
     if measure_latency and target is not None and target.runs_here and not target.is_remote_only:
         say(f"re-timing the best architecture for {target.name} on this machine (the search measured {searched_ms:.2f} ms)")
-        lines += ["## Latency of the best architecture (re-timed now)", "", _latency_breakdown(spec, deploy, target, searched_ms), ""]
+        threads = threads or _search_threads(res, best["trial"] if best else None)
+        lines += ["## Latency of the best architecture (re-timed now)", "",
+                  _latency_breakdown(spec, deploy, target, searched_ms, res.settings.get("reference_calibration"), threads), ""]
     elif measure_latency:
         lines += ["## Latency of the best architecture", "",
                   f"Not re-timed: the study's target ({res.settings.get('target')}) does not run on this machine; "
@@ -148,6 +167,14 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None) 
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _search_threads(res: StudyResults, trial) -> int | None:
+    """The TVM thread count the search timed ``trial`` with (``threads`` column), or None when not recorded."""
+    if trial is None or "threads" not in res.trials:
+        return None
+    values = res.trials.loc[res.trials.trial == trial, "threads"].dropna()
+    return int(values.iloc[0]) if len(values) and values.iloc[0] > 0 else None
 
 
 def _deploy_shape(res: StudyResults, spec: dict) -> tuple[int, int, int]:

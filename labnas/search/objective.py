@@ -107,7 +107,7 @@ def spec_key(layers: list[LayerSpec]) -> str:
 
 
 def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext,
-                           reference=None, calibrated_ms=None) -> tuple:
+                           reference=None) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
     config's timing settings: (LatencyResult, compile seconds, the compiled network). ``lock()`` is held
     while timing (the network, and any kernel strategy its compile measures), not while compiling. Trials
@@ -117,17 +117,17 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
     start = time.perf_counter()
     compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
     compile_s = time.perf_counter() - start
-    return time_compiled(compiled, config, lock, reference, calibrated_ms), compile_s, compiled
+    return time_compiled(compiled, config, lock, reference), compile_s, compiled
 
 
-def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, reference=None, calibrated_ms=None):
+def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, reference=None):
     """One timing series of a compiled network with the config's settings, ``lock()`` held meanwhile; paired
-    with ``reference`` (a ReferenceTimer, with its ``calibrated_ms``) when given."""
+    with ``reference`` (a :class:`labnas.timing.CalibratedReference`) when given."""
     from ..timing import measure
 
     with lock():
         return measure(compiled, remote=config.remote, number=config.timing_number, repeat=config.timing_repeat,
-                       threads=config.threads, reference=reference, calibrated_ms=calibrated_ms)
+                       threads=config.threads, reference=reference)
 
 
 def near_budget(latency_ms: float, budget_ms: float, margin: float) -> bool:
@@ -135,43 +135,55 @@ def near_budget(latency_ms: float, budget_ms: float, margin: float) -> bool:
     return margin > 0 and abs(latency_ms - budget_ms) <= margin * budget_ms
 
 
+def table_in_study_scale(table, study: optuna.Study):
+    """The latency table in the study's drift-correction scale: a study without a calibration adopts the table's
+    (so the Pareto set, timed end to end later, is corrected to the same scale); a study with one gets the table
+    rescaled to it (:meth:`labnas.latency.LatencyTable.rescaled_to`; TableError for another CPU or thread count)."""
+    stored = study.user_attrs.get("reference_calibration")
+    built = table.meta.get("reference_calibration")
+    if stored:
+        return table.rescaled_to(stored)
+    if built:
+        study.set_user_attr("reference_calibration", built)
+    return table
+
+
 class Objective:
     """Callable objective for ``study.optimize``; holds the accuracy estimator, the resolved target and
     the drift probe (identical specs are found in the study itself, so workers share that knowledge)."""
 
-    def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None):
+    def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None,
+                 study: optuna.Study | None = None):
         self.space, self.estimator, self.config = space, estimator, config
         self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
         self.target = config.target
-        self._reference = None  # labnas.timing.ReferenceTimer, made on first use (local targets only)
-        self._calibrated: float | None = None
+        self._reference = None  # labnas.timing.CalibratedReference, made on first use (local targets only)
         self.table = None
         if config.latency == "lut":
             from ..latency import load_table
 
             self.table = load_table(space, self.target.name, config.lut_root)  # TableError says how to build it
+            if study is not None:
+                self.table = table_in_study_scale(self.table, study)
 
     def reference(self, study: optuna.Study):
-        """The fixed reference workload (:class:`labnas.timing.ReferenceTimer`) and its calibrated quiet time (ms) for
-        paired timing, or ``(None, None)`` on a board. The calibration is the study's own (``reference_calibration``)
-        once it has one, so a resumed search keeps its scale; else this machine's cached one, stored in the study."""
-        from ..timing import ReferenceTimer
-        from ..timing.calibration import calibration_key
+        """The calibrated reference workload (:class:`labnas.timing.CalibratedReference`) for paired timing, or
+        ``None`` on a board. The calibration is the study's own (``reference_calibration``) once it has one, so a
+        resumed search keeps its scale; else this machine's cached one (``--recalibrate``: measured again), which
+        is then stored in the study."""
+        from ..timing import reference_for
 
         if not self._times_here:
-            return None, None
+            return None
         if self._reference is None:
             with exclusive_timing():
-                self._reference = ReferenceTimer(self.target, self.config.threads)
-                key = calibration_key(self.target.name, self._reference.runner.threads)
-                stored = study.user_attrs.get("reference_calibration") or {}
-                if stored.get("key") == key:
-                    self._calibrated = float(stored["ms"])
-                else:
-                    self._calibrated, _ = self._reference.calibrated_ms(self.target.name, self.config.extra.get("recalibrate", False))
-                    study.set_user_attr("reference_calibration", {"key": key, "ms": self._calibrated})
-        return self._reference, self._calibrated
+                self._reference = reference_for(self.target, self.config.threads,
+                                                recalibrate=bool(self.config.extra.get("recalibrate", False)),
+                                                stored=study.user_attrs.get("reference_calibration"))
+                if self._reference.how != "stored":
+                    study.set_user_attr("reference_calibration", self._reference.record())
+        return self._reference
 
     # -- pieces --------------------------------------------------------------------------------
     @property
@@ -183,8 +195,7 @@ class Objective:
         the compiled network).
 
         On this machine the timing holds the host lock exclusively (no worker trains or times meanwhile)."""
-        reference, calibrated = self.reference(study)
-        return measure_deploy_latency(model, self.space, self.target, self.config, self._lock, reference, calibrated)
+        return measure_deploy_latency(model, self.space, self.target, self.config, self._lock, self.reference(study))
 
     @property
     def _lock(self):
@@ -201,7 +212,7 @@ class Objective:
         latency, compile_s, compiled = self.measure_latency(model, trial.study)
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")
-            again = time_compiled(compiled, self.config, self._lock, *self.reference(trial.study))
+            again = time_compiled(compiled, self.config, self._lock, self.reference(trial.study))
             store(trial, latency_first_ms=latency.median_ms, latency_retimed_ms=again.median_ms)
             latency = min(latency, again, key=lambda result: result.median_ms)
         store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,

@@ -86,8 +86,9 @@ def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     df = trials_frame(study)
     settings = {"study": study.study_name, **study.user_attrs.get("labnas", {}), "budget_ms": budget_ms}
-    if "accuracy_description" in study.user_attrs:
-        settings["accuracy_description"] = study.user_attrs["accuracy_description"]
+    for key in ("accuracy_description", "reference_calibration"):  # what the accuracy column is; the latency scale
+        if key in study.user_attrs:
+            settings[key] = study.user_attrs[key]
     _atomic_write(out_dir / "study.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
     paths = {"trials_csv": out_dir / "trials.csv", "trials_parquet": out_dir / "trials.parquet", "pareto": out_dir / "pareto.csv"}
     _atomic_write(paths["trials_csv"], lambda p: _readable(df).to_csv(p, index=False))  # parquet keeps full precision

@@ -187,7 +187,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     config = args.config
     storage = open_storage(args.storage_url, Path(args.study_dir))
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config))
-    objective = Objective(space, make_estimator(space, config, args.data_dir), config)
+    objective = Objective(space, make_estimator(space, config, args.data_dir), config, study=study)
     study.optimize(objective, n_trials=args.n_trials, timeout=args.timeout, catch=(Exception,), gc_after_trial=True)
 
 
@@ -222,7 +222,7 @@ def run_search(
     try:
         if remaining and workers <= 1:
             _set_worker_threads(1)
-            objective = Objective(space, estimator, config, on_phase=bar.phase)
+            objective = Objective(space, estimator, config, on_phase=bar.phase, study=study)
             callback = bar.finished
             study.optimize(
                 objective,
@@ -256,7 +256,9 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     import sys
 
     from ..models import ArchSpec, create_model
-    from ..timing import RemoteError
+    import contextlib
+
+    from ..timing import RemoteError, TimingDisturbed, exclusive_timing, reference_for
     from .objective import measure_deploy_latency
     from .results import pareto_front, trials_frame
 
@@ -267,13 +269,17 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     if config.remote is None and target.is_remote_only:
         print(f"the Pareto set keeps its predicted latencies: no board for {target.name}", file=sys.stderr)
         return done
+    reference = None
     for row in front.itertuples():
         if str(row.trial) in done:
             continue
+        if reference is None:  # paired and corrected in the study's scale, as the trials and the table are
+            reference = reference_for(target, config.threads, config.remote, stored=study.user_attrs.get("reference_calibration"))
         model = create_model(ArchSpec.from_json(row.spec)).eval()
         try:
-            result, _, _ = measure_deploy_latency(model, space, target, config)
-        except RemoteError as err:
+            result, _, _ = measure_deploy_latency(model, space, target, config, exclusive_timing if reference else contextlib.nullcontext,
+                                               reference)
+        except (RemoteError, TimingDisturbed) as err:
             print(f"the Pareto set keeps its predicted latencies: {err}", file=sys.stderr)
             break
         done[str(row.trial)] = round(result.median_ms, 4)

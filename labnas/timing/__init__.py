@@ -7,16 +7,19 @@ timed beside candidates, side-by-side comparisons, the popcount ceiling, and the
 from .compare import paired_ratio, round_robin
 from .host_lock import exclusive_timing, shared_training
 from .measure import LatencyResult, kernel_profile, measure, verify
-from .reference import ReferenceTimer
+from .paired import TimingDisturbed
+from .reference import CalibratedReference, ReferenceTimer, reference_for
 from .remote import START_BOARD_HINT, RemoteError, RemoteSpec, connect
 from .runner import VmRunner, local_device_info, set_threads
 
 __all__ = [
+    "CalibratedReference",
     "LatencyResult",
     "ReferenceTimer",
     "RemoteError",
     "RemoteSpec",
     "START_BOARD_HINT",
+    "TimingDisturbed",
     "VmRunner",
     "connect",
     "exclusive_timing",
@@ -24,6 +27,7 @@ __all__ = [
     "local_device_info",
     "measure",
     "paired_ratio",
+    "reference_for",
     "round_robin",
     "set_threads",
     "shared_training",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..tvm.lowering import CompiledModel, LoweringError, check_numerics
+from .reference import CalibratedReference
 from .remote import START_BOARD_HINT, RemoteError, RemoteSpec
 from .runner import VmRunner
 
@@ -134,8 +135,7 @@ def measure(
     profile_kernels: bool = False,
     emulated: bool = False,
     seed: int = 0,
-    reference=None,
-    calibrated_ms: float | None = None,
+    reference: CalibratedReference | None = None,
 ) -> LatencyResult:
     """Check numerics against PyTorch, then time the compiled model (batch as compiled).
 
@@ -146,9 +146,10 @@ def measure(
         threads: TVM worker threads (local runs; a board uses its own setting). Default: all cores.
         profile_kernels: also time each kernel once (the per-kernel table of ``labnas profile``).
         emulated: label the numbers as coming from an emulator (not the board's performance).
-        reference, calibrated_ms: a :class:`~labnas.timing.ReferenceTimer` on this machine and its calibration:
-            the model is timed in ``repeat`` rounds shared with the reference and ``median_ms`` is drift-corrected
+        reference: the calibrated reference workload on this machine (:func:`labnas.timing.reference_for`): the
+            model is timed in ``repeat`` rounds shared with it and ``median_ms`` is drift-corrected
             (:func:`labnas.timing.paired.time_paired`; a machine too busy to time on raises ``TimingDisturbed``).
+            Ignored over RPC.
     """
     if remote is None:
         if compiled.target.is_remote_only:
@@ -161,8 +162,8 @@ def measure(
         runner = VmRunner.remote(compiled, remote, threads)
     xi, err = _checked_input(runner, compiled, seed)
     extra = {}
-    if reference is not None and calibrated_ms and remote is None:
-        median, p10, p90, runs, attempts, extra = _paired_series(runner, xi, number, repeat, reference, calibrated_ms)
+    if reference is not None and remote is None:
+        median, p10, p90, runs, attempts, extra = _paired_series(runner, xi, number, repeat, reference)
     else:
         series = []
         for _ in range(1 + UNSTABLE_RETRIES):
@@ -177,16 +178,17 @@ def measure(
                          attempts, **extra)
 
 
-def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference, calibrated_ms: float):
+def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: CalibratedReference):
     """The model timed in rounds shared with ``reference`` (:func:`labnas.timing.paired.time_paired`):
     ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``."""
     from .paired import time_paired
 
+    calibrated_ms = reference.ms
     window_ms = 1e3 * runner.time_runs([xi], number, 1)[0] * number  # warm-up, and the candidate's time per round
     # The reference is timed over as long a window as the candidate (at least REFERENCE_MIN_MS): under time
     # slicing both then see the same share of the core; a much shorter window lands in or between slices.
     ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
-    paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.time_once(ref_number),
+    paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.timer.time_once(ref_number),
                          calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,

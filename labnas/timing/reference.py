@@ -8,6 +8,9 @@ float conv, compiled once per process) right after each candidate and stores it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from torch import nn
 
@@ -16,7 +19,7 @@ from ..tvm.lowering import compile_model
 from ..tvm.targets import TargetPreset
 from .runner import VmRunner
 
-__all__ = ["ReferenceTimer"]
+__all__ = ["CalibratedReference", "ReferenceTimer", "reference_for"]
 
 
 class ReferenceTimer:
@@ -45,3 +48,41 @@ class ReferenceTimer:
         from .calibration import load_or_calibrate
 
         return load_or_calibrate(self.time_once, target_name, self.runner.threads, recalibrate)
+
+
+@dataclass(frozen=True)
+class CalibratedReference:
+    """The reference workload compiled for one target and thread count, with the quiet time (ms) that
+    drift-corrected latencies are scaled by. ``how`` says where the calibration came from: ``"stored"``
+    (a study's or a table's own), ``"cached"`` (this machine's cache) or ``"measured"`` (just now)."""
+
+    timer: ReferenceTimer
+    ms: float
+    key: str
+    how: str
+
+    def record(self) -> dict[str, Any]:
+        """What a study or a latency table stores, so that it keeps its scale when used again."""
+        return {"key": self.key, "ms": round(self.ms, 5)}
+
+
+def reference_for(target: TargetPreset, threads: int | None = None, remote=None, recalibrate: bool = False,
+                  stored: dict | None = None) -> CalibratedReference | None:
+    """The calibrated reference for paired timing on this machine, or ``None`` where timing is not local (a board
+    over RPC times the plain median: the session has the board to itself).
+
+    ``stored`` is a calibration recorded earlier (``{"key", "ms"}``, see :meth:`CalibratedReference.record`): it
+    is used when it was made for the same CPU, ISA, target, thread count and versions, so that a resumed search
+    or a table keeps the scale it began with; otherwise this machine's cached calibration is used, measured
+    first if there is none or ``recalibrate`` is set.
+    """
+    if remote is not None or target.is_remote_only:
+        return None
+    from .calibration import calibration_key
+
+    timer = ReferenceTimer(target, threads)
+    key = calibration_key(target.name, timer.runner.threads)
+    if stored and stored.get("key") == key and not recalibrate:
+        return CalibratedReference(timer, float(stored["ms"]), key, "stored")
+    ms, how = timer.calibrated_ms(target.name, recalibrate)
+    return CalibratedReference(timer, ms, key, how)
