@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ._errors import LabnasError
 
 __all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "read_idx", "resized", "ImageFolderStream", "FASHION_MNIST_DEBIAN_DIR"]
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DatasetError(ValueError):
+class DatasetError(LabnasError, ValueError):
     """A dataset that cannot be loaded; the message says which file or directory and the fix."""
 
 
@@ -97,7 +98,7 @@ def load_fashion_mnist(data_dir: str | None = None, seed: int = 0) -> Dataset:
     directory = Path(data_dir) if data_dir else FASHION_MNIST_DEBIAN_DIR
     if not directory.is_dir():
         raise DatasetError(
-            f"Fashion-MNIST directory {directory} does not exist; pass --data-dir or run "
+            f"Fashion-MNIST directory {directory} does not exist; pass {{opt:data_dir}} or run "
             "'apt-get install dataset-fashion-mnist'"
         )
     arrays = [read_idx(_find(directory, f"{s}-ubyte")) for s in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")]
@@ -108,7 +109,7 @@ def load_fashion_mnist(data_dir: str | None = None, seed: int = 0) -> Dataset:
 def load_cifar10(data_dir: str | None = None, seed: int = 0) -> Dataset:
     """CIFAR-10 from the python-pickle batches directory (``data_batch_1..5``, ``test_batch``)."""
     if not data_dir:
-        raise DatasetError("cifar10 needs --data-dir pointing at the 'cifar-10-batches-py' directory")
+        raise DatasetError("cifar10 needs {opt:data_dir} pointing at the 'cifar-10-batches-py' directory")
     directory = Path(data_dir)
     if not directory.is_dir():
         raise DatasetError(f"CIFAR-10 directory {directory} does not exist; pass the cifar-10-batches-py directory")
@@ -139,7 +140,7 @@ def load_imagefolder(data_dir: str | None = None, seed: int = 0, size: int = 32)
     from PIL import Image
 
     if not data_dir or not Path(data_dir).is_dir():
-        raise DatasetError(f"imagefolder needs --data-dir with one sub-folder per class, got {data_dir!r}")
+        raise DatasetError(f"imagefolder needs {{opt:data_dir}} with one sub-folder per class, got {data_dir!r}")
     root = Path(data_dir)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
@@ -206,7 +207,7 @@ class ImageFolderStream:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if not root or not Path(root).is_dir():
-            raise DatasetError(f"imagefolder needs --data-dir with one sub-folder per class, got {root!r}")
+            raise DatasetError(f"imagefolder needs {{opt:data_dir}} with one sub-folder per class, got {root!r}")
         directory = Path(root)
         self.classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
         if len(self.classes) < 2:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from ._errors import LabnasError
 
 __all__ = ["ResultsError", "StudyResults", "SearchSummary", "load_results"]
 
@@ -20,7 +21,7 @@ __all__ = ["ResultsError", "StudyResults", "SearchSummary", "load_results"]
 REQUIRED_COLUMNS = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
 
 
-class ResultsError(ValueError):
+class ResultsError(LabnasError, ValueError):
     """A directory that holds no usable labnas results; the message says what is missing."""
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ._errors import LabnasError
 
 #: Largest relative L2 error between the runner's output and the exported PyTorch output (as at export).
 CHECK_TOLERANCE = 2e-2
@@ -36,7 +37,7 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-class RunError(RuntimeError):
+class RunError(LabnasError, RuntimeError):
     """A model or input that cannot be run; one line, exit status 2."""
 
 

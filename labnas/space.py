@@ -43,6 +43,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ._errors import LabnasError
 from .accuracy import EstimatorError, ProxySettings
 from .accuracy.supernet import LayerChoices
 from .data import DATASETS
@@ -76,7 +77,7 @@ OBJECTIVE_SETS = ("accuracy", "accuracy,latency", "accuracy,latency,ops")
 PRUNERS = ("none", "hyperband", "sha", "median")
 
 
-class SpaceError(ValueError):
+class SpaceError(LabnasError, ValueError):
     """A space file that cannot be used; the message names the file, the key and the problem."""
 
 

@@ -169,8 +169,6 @@ def test_every_package_is_listed_for_the_wheel():
 @pytest.mark.slow
 def test_a_wheel_install_finds_its_spaces_from_any_directory(tmp_path):
     """pip install . (not editable) into a fresh venv, then the main command from a folder outside the repo."""
-    import shutil
-
     # a copy without build/ or *.egg-info: an in-tree build would reuse stale files of an earlier build
     repo = tmp_path / "src"
     shutil.copytree(Path(__file__).resolve().parents[1], repo,

@@ -19,7 +19,7 @@ import torch
 from labnas.cli import main as labnas_main
 from labnas.deploy import SpecSourceError, load_spec_source
 from labnas.deploy.training import TrainError, TrainSettings, train_spec
-from labnas.models import ArchSpec, create_model, default_spec
+from labnas.models import ArchSpec, default_spec
 from labnas.run import main as run_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -71,14 +71,14 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
     assert near_budget(19.0, 20.0, 0.1) and near_budget(21.9, 20.0, 0.1) and not near_budget(17.9, 20.0, 0.1)
     assert not near_budget(20.0, 20.0, 0.0)
     space = load_space(TINY)
-    far = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
+    far = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, accuracy="published")
     run = run_search(space, far, "far", tmp_path, n_trials=1, progress=False)
     study, _ = run.study, run.path
     first = study.trials[0].user_attrs
     assert "latency_retimed_ms" not in first  # far from the budget: one timing
     # a budget at the candidate's own latency, with a margin no host drift leaves
     near = SearchConfig(budget_ms=first["latency_ms"], timing_number=1, timing_repeat=2, threads=1, retime_margin=0.9,
-                        extra={"accuracy": "published"})
+                        accuracy="published")
     run = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
     study, out = run.study, run.path
     attrs = study.trials[0].user_attrs
@@ -143,7 +143,7 @@ def test_a_diverging_proxy_is_recorded_as_a_failed_trial_with_its_reason(tmp_pat
 def test_published_estimator_search_trains_nothing(tmp_path):
     placement = tmp_path / "placement.toml"
     placement.write_text(Path(TINY).read_text().replace("lab_kernel = [3, 5]", "lab_kernel = [3]"))
-    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"accuracy": "published"})
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, accuracy="published")
     run = run_search(load_space(str(placement)), config, "pub", tmp_path, n_trials=3, progress=False)
     study, out = run.study, run.path
     df = pd.read_csv(out / "trials.csv")
@@ -280,7 +280,7 @@ def test_two_workers_on_postgresql(tmp_path):
 def test_multi_objective_nsga2_records_accuracy_latency_and_ops(tmp_path):
     space = load_space(TINY)
     config = SearchConfig(budget_ms=1000.0, objectives="accuracy,latency,ops", timing_number=1, timing_repeat=2, threads=1,
-                          extra={"sampler": "nsga2", "population": 4})
+                          sampler="nsga2", population=4)
     run = run_search(space, config, "mo", tmp_path, n_trials=3, progress=False)
     study, out = run.study, run.path
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
@@ -361,15 +361,16 @@ def test_pruning_records_the_fidelity_reached_and_never_trains_over_budget(tmp_p
     three = tmp_path / "three_epochs.toml"
     three.write_text(Path(TINY).read_text().replace("epochs = 1", "epochs = 3"))
     space = load_space(str(three))
-    # a pruner that stops every run at its first report: accuracy never reaches 1.1
+    # a pruner that stops every run at its first report: accuracy never reaches 1.1 (the study's own; the config
+    # only has to name one, so that the objective reports each epoch)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
-    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, extra={"pruner": "threshold"})
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, pruner="median")
     study.optimize(Objective(space, make_estimator(space, config, None), config), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["fidelity_epochs"] == 1.0 and "accuracy" not in trial.user_attrs
     assert list(trial.intermediate_values) == [1] and 0 < trial.intermediate_values[1] <= 1
-    over = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1, extra={"pruner": "threshold"})
+    over = SearchConfig(budget_ms=0.0001, timing_number=1, timing_repeat=2, threads=1, pruner="median")
     study.optimize(Objective(space, make_estimator(space, over, None), over), n_trials=1)
     trial = study.trials[1]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["trained"] is False

@@ -67,7 +67,7 @@ def build_estimator(
     """
     if data_dir and (settings.estimator == "published" or settings.dataset == "digits"):
         takes = "the published estimator trains nothing" if settings.estimator == "published" else "digits ships with scikit-learn"
-        raise EstimatorError(f"--data-dir {data_dir} is not used: {takes}; drop --data-dir or use a space whose "
+        raise EstimatorError(f"{{opt:data_dir}} {data_dir} is not used: {takes}; drop {{opt:data_dir}} or use a space whose "
                              "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
     if settings.estimator == "published":
         from .published import PublishedImageNet

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from .._errors import LabnasError
 from ..models import LayerSpec
 
 __all__ = ["AccuracyEstimate", "AccuracyEstimator", "EstimatorError", "ProgressFn"]
@@ -18,7 +19,7 @@ __all__ = ["AccuracyEstimate", "AccuracyEstimator", "EstimatorError", "ProgressF
 ProgressFn = Callable[[str, int, int], None]
 
 
-class EstimatorError(ValueError):
+class EstimatorError(LabnasError, ValueError):
     """An estimator that cannot be built or cannot score a network; the message names the fix."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import LabnasError
 from ..models import LayerSpec
 
 __all__ = [
@@ -36,7 +37,7 @@ STAGE_ABLATION_TOP1: dict[str, float] = {
 }
 
 
-class ReferenceTableError(ValueError):
+class ReferenceTableError(LabnasError, ValueError):
     """A reference table that cannot be used; the message names the file, the row and the fix."""
 
 

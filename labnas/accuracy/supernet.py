@@ -202,7 +202,7 @@ def load_supernet(net: Supernet, path: Path, key: str) -> None:
     """Load cached weights into ``net``; a file made for other choices or settings is refused."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("choices") != net.choices.key() or blob.get("key") != key:
-        raise EstimatorError(f"supernet cache {path} was trained for another space or settings; delete it or pick another --cache-dir")
+        raise EstimatorError(f"supernet cache {path} was trained for another space or settings; delete it or pick another {{opt:cache_dir}}")
     net.load_state_dict(blob["state_dict"])
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._errors import for_cli
+
 __all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "check_before_compiling", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
 
 
@@ -47,7 +49,7 @@ def _source_from_args(args: argparse.Namespace):
     try:
         source = load_spec_source(args.spec, args.trial)
     except SpecSourceError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     if args.input is None:
         args.input = default_input(source)
     return source
@@ -73,7 +75,7 @@ def _spec_from_args(args: argparse.Namespace):
             num_classes=10 if small else 1000,
         )
     except SpecError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -110,7 +112,7 @@ def check_before_compiling(target, remote) -> None:
         if remote is not None:
             connect(remote)
     except (TargetError, RemoteError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
 
 
 def remote_from_args(args: argparse.Namespace):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._errors import for_cli
 from .common import UserError, _parse_shape
 
 __all__ = ["add_deploy_parsers"]
@@ -60,7 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
                                  resolution=args.resolution, seed=args.seed, device=args.device, workers=args.workers)
         source = load_spec_source(args.source, args.trial)
     except (TrainError, SpecSourceError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     out = Path(args.out or f"results/train/{_name(source)}")
     console.print(f"training {source.spec.family} ({source.spec.n_lab} LAB layers) from {source.origin}"
                   f"{f' trial {source.trial}' if source.trial is not None else ''} on {args.dataset}, {args.epochs} epochs -> {out}/")
@@ -80,7 +81,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         metrics = train_spec(source.spec, settings, out, resume=args.resume, progress=progress, origin=origin)
     except (TrainError, DatasetError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     except KeyboardInterrupt:
         if bar:
             bar.stop()
@@ -107,13 +108,13 @@ def run_export(args: argparse.Namespace) -> int:
         target = resolve_target(args.target)
         target.check_compiler()
     except (SpecSourceError, TargetError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     out = Path(args.out or f"results/export/{_name(source)}-{target.name}")
     console.print(f"compiling {source.spec.family} ({'trained' if source.checkpoint else 'untrained'}) for {target.name} ...")
     try:
         meta = export_model(source, target, out, args.input, onnx=args.onnx)
     except (ExportError, LoweringError, TargetError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     shape = "x".join(map(str, meta["input"]["shape"]))
     console.print(f"wrote {out / 'model.so'} ({target.name}), model.json (input {shape}, {meta['output']['classes']} classes)"
                   f"{', model.onnx' if args.onnx else ''}\nrun it: python -m labnas.run {out / 'model.so'} --check"

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .. import __version__
+from .._errors import LabnasError, for_cli
 from .common import UserError, _add_model_args, _spec_from_args
 
 __all__ = ["main"]
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"labnas {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except LabnasError as err:  # a library error no verb expected: still one line, with the flags that fix it
+        print(f"labnas {args.command}: error: {for_cli(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"labnas {args.command}: interrupted", file=sys.stderr)

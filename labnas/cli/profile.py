@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from .._errors import for_cli
 from .common import (
     UserError,
     _add_model_args,
@@ -58,7 +59,7 @@ def run_profile(args: argparse.Namespace) -> int:
     try:
         target = resolve_target(args.target)
     except TargetError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     remote = remote_from_args(args)
     check_before_compiling(target, remote)
     model = create_model(spec)
@@ -70,7 +71,7 @@ def run_profile(args: argparse.Namespace) -> int:
     try:
         compiled = compile_model(model.eval(), shape, target)
     except LoweringError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     compile_s = time.perf_counter() - start
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def run_profile(args: argparse.Namespace) -> int:
         try:
             artifact = compiled.export(str(out_dir / f"{stem}.so"))
         except TargetError as err:
-            raise UserError(str(err)) from None
+            raise UserError(for_cli(err)) from None
         console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
     from ..timing import reference_for
 
@@ -90,7 +91,7 @@ def run_profile(args: argparse.Namespace) -> int:
         result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True,
                          emulated=args.emulated, reference=reference)
     except (RemoteError, LoweringError, TimingDisturbed) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     if result.kernels:
         table = Table(title=f"{stem}: per-kernel time (one instrumented run)")
         for col in ("kernel", "ms", "calls", "binary"):
@@ -135,7 +136,7 @@ def run_lut(args: argparse.Namespace, console) -> int:
         target = resolve_target(args.target)
         target.check_compiler()
     except (SpaceError, TargetError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     remote = remote_from_args(args)
     require_board(target, remote)
     path = table_path(space.name, target.name, args.lut_root)
@@ -149,7 +150,7 @@ def run_lut(args: argparse.Namespace, console) -> int:
         try:
             table = build_table(space, target, remote, args.threads, args.number, args.repeat, progress, recalibrate=args.recalibrate)
         except (RemoteError, LoweringError, TimingDisturbed) as err:
-            raise UserError(str(err)) from None
+            raise UserError(for_cli(err)) from None
     table.save(path)
     meta = table.meta
     diffs = ", ".join(f"{d:+.3f}" for d in meta["calibration_differences_ms"])

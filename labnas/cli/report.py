@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._errors import for_cli
 from .common import UserError
 
 __all__ = ["add_report_parsers"]
@@ -44,7 +45,7 @@ def run_plot(args: argparse.Namespace) -> int:
             plot_choice_map(results[0]).savefig(map_out, dpi=120)
             print(f"wrote {map_out}")
     except ResultsError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     return 0
 
 
@@ -55,6 +56,6 @@ def run_report(args: argparse.Namespace) -> int:
         path = write_report(args.results, measure_latency=not args.no_measure, threads=args.threads,
                             progress=lambda text: print(f"{text} ...", flush=True))
     except ResultsError as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     print(f"wrote {path}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._errors import for_cli
 from .common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board
 from ..space import OBJECTIVE_SETS, PRUNERS
 
@@ -86,7 +87,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         space = load_space(args.space)
         target = resolve_target(args.target)
     except (SpaceError, TargetError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     remote = remote_from_args(args)
     check_before_compiling(target, remote)
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
@@ -102,8 +103,10 @@ def run_search_cli(args: argparse.Namespace) -> int:
         device=args.device,
         latency=args.latency,
         lut_root=args.lut_root,
-        extra={"sampler": args.sampler, "pruner": args.pruner, **({"accuracy": args.accuracy} if args.accuracy else {}),
-               **({"recalibrate": True} if args.recalibrate else {})},
+        sampler=args.sampler,
+        pruner=args.pruner,
+        accuracy=args.accuracy,
+        recalibrate=args.recalibrate,
     )
     if args.latency == "lut":
         from ..latency import TableError, load_table
@@ -111,7 +114,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         try:
             load_table(space, target.name, args.lut_root)
         except TableError as err:
-            raise UserError(str(err)) from None
+            raise UserError(for_cli(err)) from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are listed, one line each, in the summary
     console = Console()
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
@@ -122,7 +125,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
             timeout=args.timeout, workers=args.workers, data_dir=args.data_dir, progress=not args.no_progress,
         )
     except (SearchError, DatasetError, EstimatorError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(for_cli(err)) from None
     except KeyboardInterrupt:
         import shlex
         import sys

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._errors import LabnasError
 from ..models import create_model
 from .spec_source import SpecSource
 
@@ -26,7 +27,7 @@ __all__ = ["export_model", "ExportError", "default_input"]
 FORMAT = 1
 
 
-class ExportError(ValueError):
+class ExportError(LabnasError, ValueError):
     """An export that cannot be made; the message names the fix."""
 
 

@@ -13,12 +13,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._errors import LabnasError
 from ..models import ArchSpec, SpecError
 
 __all__ = ["SpecSource", "SpecSourceError", "load_spec_source"]
 
 
-class SpecSourceError(ValueError):
+class SpecSourceError(LabnasError, ValueError):
     """A spec source that cannot be used; the message names the file or trial and the fix."""
 
 
@@ -67,7 +68,7 @@ def _from_study(folder: Path, trial: int | None) -> SpecSource:
     if trial is None:
         best = results.best
         if best is None:
-            raise SpecSourceError(f"study {folder} has no feasible trial (no best_spec.json); pick one with --trial N")
+            raise SpecSourceError(f"study {folder} has no feasible trial (no best_spec.json); pick one with {{opt:trial}} N")
         trial = int(best["trial"])
     rows = df[df.trial == trial]
     if rows.empty:
@@ -93,7 +94,7 @@ def load_spec_source(path: str | Path, trial: int | None = None) -> SpecSource:
     if not path.exists():
         raise SpecSourceError(f"{path} does not exist; give a spec .json, a study results folder or a checkpoint .pt")
     if trial is not None:
-        raise SpecSourceError(f"--trial {trial} needs a study results folder, {path} is a single spec")
+        raise SpecSourceError(f"{{opt:trial}} {trial} needs a study results folder, {path} is a single spec")
     if path.suffix == ".pt":
         import torch
 

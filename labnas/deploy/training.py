@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._errors import LabnasError
 from ..data import DATASETS, load_dataset
 from ..models import ArchSpec, create_model
 from ..train import SCHEDULES, TrainingFailed, adam_with_schedule, recalibrate_batchnorm, train_step
@@ -29,7 +30,7 @@ CHECKPOINT = "last.pt"
 FINAL = "model.pt"
 
 
-class TrainError(ValueError):
+class TrainError(LabnasError, ValueError):
     """A training run that cannot start or resume; the message says what to change."""
 
 
@@ -65,9 +66,9 @@ class TrainSettings:
         if self.schedule not in SCHEDULES:
             raise TrainError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise TrainError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+            raise TrainError("{opt:epochs} must be >= 1, {opt:batch_size} >= 2 and {opt:lr} > 0")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise TrainError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+            raise TrainError("{opt:device} cuda asked for, but torch sees no CUDA device; use {opt:device} cpu")
 
     def recipe(self) -> dict:
         """What must match for a run to resume (everything but where the data lives and the device)."""
@@ -182,13 +183,13 @@ def train_spec(
                                     settings.epochs)
     start_epoch, seconds = 0, 0.0
     if last.exists() and not resume:
-        raise TrainError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume or pick another --out")
+        raise TrainError(f"{out} already holds a run ({CHECKPOINT}); continue it with {{opt:resume}} or pick another {{opt:out}}")
     if resume:
         if not last.exists():
             raise TrainError(f"nothing to resume: {last} does not exist")
         ckpt = torch.load(last, map_location=settings.device, weights_only=False)
         if ckpt["spec"] != tspec.to_dict() or ckpt["recipe"] != settings.recipe():
-            raise TrainError(f"{last} was written for another spec or recipe; use the same arguments or another --out")
+            raise TrainError(f"{last} was written for another spec or recipe; use the same arguments or another {{opt:out}}")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -203,7 +204,7 @@ def train_spec(
             try:
                 losses.append(train_step(model, opt, sched, xb.to(settings.device), yb.to(settings.device), epoch + 1))
             except TrainingFailed as err:
-                raise TrainError(f"{err}; lower --lr") from None
+                raise TrainError(f"{err}; lower {{opt:lr}}") from None
         loss_value = float(np.mean(losses))
         seconds += time.perf_counter() - began
         _save(last, {"spec": tspec.to_dict(), "recipe": settings.recipe(), "model": model.state_dict(),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .._errors import LabnasError
 from ..nn import BINARIZERS
 
 __all__ = ["LayerSpec", "ArchSpec", "SpecError", "STEMS", "register_family_lookup"]
@@ -27,7 +28,7 @@ def register_family_lookup(lookup: Callable[[str], Any]) -> None:
     _family_lookup = lookup
 
 
-class SpecError(ValueError):
+class SpecError(LabnasError, ValueError):
     """A spec that cannot describe a network; the message names the field and what it accepts."""
 
 

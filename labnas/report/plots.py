@@ -58,14 +58,14 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     the x axis: never trained, so no accuracy), the budget line, and the Pareto front of the plotted axes
     (step line, its members ringed), computed from every feasible trial."""
     if x not in X_AXES:
-        raise ResultsError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
+        raise ResultsError(f"{{opt:x}} must be one of {', '.join(X_AXES)}, got {x!r}")
     column, label, unit = X_AXES[x]
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     rug = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
     for i, res in enumerate(results):
         if res.feasible.empty:
-            raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise --budget-ms or run more trials")
+            raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise {{opt:budget_ms}} or run more trials")
         color = colors[i % len(colors)]
         feas, infeas = res.feasible, res.infeasible
         ax.scatter(feas[column] / unit, feas.accuracy, color=color, s=28, label=f"{res.name}: within budget", gid=f"feasible-{i}")

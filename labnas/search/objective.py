@@ -80,7 +80,18 @@ class SearchConfig:
     #: A measured latency within this fraction of the budget is timed again before the verdict, and the lower
     #: median kept: a host's disturbances only slow a run down, and a verdict should not flip with them.
     retime_margin: float = 0.10
-    extra: dict = field(default_factory=dict)
+    #: Optuna's sampler: "tpe" (``startup_trials`` random trials first) or "nsga2" (``population`` per generation)
+    sampler: str = "tpe"
+    startup_trials: int = 6
+    population: int = 12
+    #: early stopping of trained-proxy runs (labnas.space.PRUNERS); "none" trains every run to its last epoch
+    pruner: str = "none"
+    #: the accuracy estimator ("trained", "supernet", "published"); None: the space's ``[proxy] estimator``
+    accuracy: str | None = None
+    #: measure the reference workload's quiet time again instead of using the cached calibration
+    recalibrate: bool = False
+    #: where trained supernets are cached; None: labnas' cache folder (LABNAS_CACHE)
+    cache_dir: str | None = None
 
 
 def sample_layers(trial: optuna.Trial, space: SearchSpace) -> list[LayerSpec]:
@@ -179,7 +190,7 @@ class Objective:
         if self._reference is None:
             with exclusive_timing():
                 self._reference = reference_for(self.target, self.config.threads,
-                                                recalibrate=bool(self.config.extra.get("recalibrate", False)),
+                                                recalibrate=self.config.recalibrate,
                                                 stored=study.user_attrs.get("reference_calibration"))
                 if self._reference.how != "stored":
                     study.set_user_attr("reference_calibration", self._reference.record())
@@ -226,7 +237,7 @@ class Objective:
     def _pruning(self, trial: optuna.Trial) -> dict:
         """With a pruner (``--pruner``, single-objective studies), the estimator reports each epoch's accuracy and
         the trial stops early when the pruner says so, recording the epochs it reached."""
-        if not self.config.extra.get("pruner") or self.estimator.name != "trained":
+        if self.config.pruner == "none" or self.estimator.name != "trained":
             return {}
 
         def intermediate(epoch: int, accuracy: float) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 
+from .._errors import LabnasError
 from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import write_results
 from ..space import PRUNERS, SearchSpace
@@ -20,7 +21,7 @@ __all__ = ["SearchError", "SearchRun", "open_storage", "create_or_load_study", "
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
 
-class SearchError(RuntimeError):
+class SearchError(LabnasError, RuntimeError):
     """A search that cannot start (storage, study mismatch); the message says what to change."""
 
 
@@ -93,7 +94,7 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
             pruner=_pruner(config), load_if_exists=True,
         )
     except ValueError as err:
-        raise SearchError(f"study {name!r}: {err}; use a new --study name") from None
+        raise SearchError(f"study {name!r}: {err}; use a new {{opt:study_name|--study}}") from None
     settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target.name, "objectives": config.objectives,
                 "latency": config.latency, "accuracy": estimator_name(space, config)}
     stored = study.user_attrs.get("labnas")
@@ -103,23 +104,24 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
         study.set_user_attr("labnas", settings)
     elif stored != settings:
         diff = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in settings.items() if stored.get(k) != v)
-        raise SearchError(f"study {name!r} was made with other settings ({diff}); resume with the same ones or use a new --study")
+        raise SearchError(f"study {name!r} was made with other settings ({diff}); resume with the same ones or use a new {{opt:study_name|--study}}")
     return study
 
 
 def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    kind = config.extra.get("sampler", "tpe")
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=int(config.extra.get("population", 12)))
-    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=int(config.extra.get("startup", 6)))
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=config.population)
+    if config.sampler != "tpe":
+        raise SearchError(f"unknown sampler {config.sampler!r}; choose one of tpe, nsga2")
+    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
 
 
 def _pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    kind = config.extra.get("pruner") or "none"
+    kind = config.pruner
     if kind not in PRUNERS:
         raise SearchError(f"unknown pruner {kind!r}; choose one of {', '.join(PRUNERS)}")
     if kind != "none" and config.objectives != "accuracy":
-        raise SearchError(f"--pruner {kind} needs --objectives accuracy: Optuna prunes only single-objective studies")
+        raise SearchError(f"{{opt:pruner}} {kind} needs {{opt:objectives}} accuracy: Optuna prunes only single-objective studies")
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     if kind == "sha":
@@ -136,12 +138,12 @@ def _refuse_foreign_results(study_dir: Path, storage_url: str | None) -> None:
     if storage_url is None and csv.exists() and not (study_dir / "study.db").exists():
         rows = max(0, sum(1 for _ in csv.open()) - 1)
         raise SearchError(f"{study_dir} holds the results of a study ({rows} trials) whose storage (study.db) is not there, so "
-                          "it cannot be resumed and would be overwritten; pass --results DIR or --study NAME for a new study")
+                          "it cannot be resumed and would be overwritten; pass {opt:results_root|--results} DIR or {opt:study_name|--study} NAME for a new study")
 
 
 def estimator_name(space: SearchSpace, config: SearchConfig) -> str:
-    """The accuracy estimator a search uses: ``config.extra["accuracy"]`` (``--accuracy``), else the space's."""
-    return config.extra.get("accuracy") or space.proxy.estimator
+    """The accuracy estimator a search uses: ``config.accuracy`` (``--accuracy``), else the space's."""
+    return config.accuracy or space.proxy.estimator
 
 
 def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | None):
@@ -150,7 +152,7 @@ def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | Non
 
     settings = space.proxy.replace(estimator=estimator_name(space, config))
     return build_estimator(space.family, settings, choices=space.layer_choices(), data_dir=data_dir, device=config.device,
-                           cache_dir=config.extra.get("cache_dir"))
+                           cache_dir=config.cache_dir)
 
 
 def _finished(study: optuna.Study) -> int:

@@ -155,7 +155,7 @@ def measure(
         if compiled.target.is_remote_only:
             raise RemoteError(
                 f"target {compiled.target.name} ({compiled.target.arch}) cannot run on this {platform.machine()} machine "
-                f"and no board is connected; pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY ({START_BOARD_HINT})"
+                f"and no board is connected; pass {{opt:remote|--rpc HOST:PORT or --tracker HOST:PORT --key KEY}} ({START_BOARD_HINT})"
             )
         runner = VmRunner.local(compiled.executable, threads)
     else:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._errors import LabnasError
+
 __all__ = ["PairedResult", "TimingDisturbed", "time_paired", "disturbance", "DISTURBED_FACTOR", "DISTURBED_SPREAD"]
 
 #: A reference median more than this factor above its calibration means the machine is not the one calibrated.
@@ -34,7 +36,7 @@ DISTURBED_SPREAD = 0.5
 BACKOFF_S = (1.0, 4.0)
 
 
-class TimingDisturbed(RuntimeError):
+class TimingDisturbed(LabnasError, RuntimeError):
     """The machine stayed too busy to time on (see the module docstring); the message gives the numbers."""
 
 
@@ -103,4 +105,4 @@ def time_paired(
         if attempt < retries:
             sleep(backoff_s[min(attempt, len(backoff_s) - 1)])
     raise TimingDisturbed(f"{reason} in all {retries + 1} attempts: the machine is busy; time when it is quiet, stop the other "
-                          "work, or use fewer --threads than the cores left free")
+                          "work, or use fewer {opt:threads} than the cores left free")

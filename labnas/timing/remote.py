@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from .._errors import LabnasError
 
 __all__ = ["RemoteSpec", "RemoteError", "START_BOARD_HINT", "connect", "remote_device_info"]
 
@@ -11,7 +12,7 @@ __all__ = ["RemoteSpec", "RemoteError", "START_BOARD_HINT", "connect", "remote_d
 START_BOARD_HINT = "on the board run 'pip install apache-tvm' and 'python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090'"
 
 
-class RemoteError(RuntimeError):
+class RemoteError(LabnasError, RuntimeError):
     """The board cannot be reached or dropped the session; the message says how to start one."""
 
 

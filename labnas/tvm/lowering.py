@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import LabnasError
 from .packed import freeze
 from .targets import TargetPreset
 
 __all__ = ["LoweringError", "CompiledModel", "import_model", "compile_model", "check_numerics"]
 
 
-class LoweringError(RuntimeError):
+class LoweringError(LabnasError, RuntimeError):
     """The model has a layer the lowering does not know, or TVM's output does not match PyTorch."""
 
 

@@ -11,11 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from .._errors import LabnasError
 
 __all__ = ["TargetPreset", "TARGETS", "resolve_target", "TargetError", "host_preset"]
 
 
-class TargetError(ValueError):
+class TargetError(LabnasError, ValueError):
     """An unknown preset or a malformed target JSON; the message names the presets."""
 
 

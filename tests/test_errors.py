@@ -1,0 +1,30 @@
+"""Library errors name settings as Python parameters; the CLI shows the same errors with its flags."""
+
+import pytest
+
+from labnas._errors import LabnasError, for_cli
+from labnas.data import DatasetError, load_dataset
+
+
+def test_an_option_reads_as_a_parameter_in_python_and_as_a_flag_on_the_command_line():
+    err = LabnasError("no images; pass {opt:data_dir} or use a new {opt:study_name|--study}")
+    assert str(err) == "no images; pass data_dir or use a new study_name"
+    assert for_cli(err) == "no images; pass --data-dir or use a new --study"
+    assert for_cli(ValueError("plain {opt:x}")) == "plain {opt:x}"  # not a labnas error: left as it is
+
+
+def test_a_missing_dataset_names_data_dir_for_the_caller(tmp_path):
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("fashion-mnist", data_dir=str(tmp_path / "none"))
+    assert "pass data_dir or run 'apt-get install dataset-fashion-mnist'" in str(caught.value)
+    assert "pass --data-dir or run" in for_cli(caught.value) and "{opt:" not in for_cli(caught.value)
+
+
+def test_the_cli_prints_the_flag(tmp_path, capsys):
+    from labnas.cli import main
+
+    code = main(["search", "--budget-ms", "20", "--space", "labbnn", "--accuracy", "trained", "--results", str(tmp_path),
+                 "--data-dir", str(tmp_path / "none"), "--trials", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--data-dir" in err and "data_dir" not in err and "{opt:" not in err
