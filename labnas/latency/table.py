@@ -32,6 +32,7 @@ from typing import Any, Callable
 import pandas as pd
 from torch import nn
 
+from .._errors import LabnasError
 from .. import __version__
 from ..models import ArchSpec, LayerSpec, create_model
 from .blocks import BlockUnit, block_units
@@ -48,7 +49,7 @@ FIT_NETWORKS = 6
 SCALE_RANGE = (0.7, 1.4)
 
 
-class TableError(ValueError):
+class TableError(LabnasError, ValueError):
     """A table that is missing, malformed, or built for something else; the message says how to rebuild it."""
 
 
@@ -136,7 +137,7 @@ class LatencyTable:
             raise TableError(
                 f"the latency table of space {self.meta.get('space')!r} was timed under reference calibration "
                 f"{built.get('key')!r}, this search times under {calibration.get('key')!r} (another CPU, thread count or "
-                f"version); {rebuild_hint(self.meta.get('space', 'SPACE'), self.meta.get('target', 'TARGET'))} with the same --threads"
+                f"version); {rebuild_hint(self.meta.get('space', 'SPACE'), self.meta.get('target', 'TARGET'))} with the same {{opt:threads}}"
             )
         factor = float(calibration["ms"]) / float(built["ms"])
         if abs(factor - 1) < 1e-9:
@@ -273,50 +274,59 @@ def build_table(
     progress: Callable[[str, int, int], None] | None = None,
     recalibrate: bool = False,
     fit_networks: int = FIT_NETWORKS,
+    timings: int = 3,
 ) -> LatencyTable:
     """Compile and time every unique block of ``space`` on ``target``, then the calibration networks, and fit the
     prediction's scale and overhead to them.
 
     ``target`` is a :class:`~labnas.tvm.TargetPreset`; ``remote`` a :class:`~labnas.timing.RemoteSpec` for a
     board. On this machine each timing is paired with the reference workload (``recalibrate``: its quiet time is
-    measured again first). ``progress(what, done, total)`` is called after each compile-and-time.
+    measured again first). Everything is compiled first, then timed in ``timings`` passes and the lowest figure
+    kept. ``progress(what, done, total)`` is called after each compile and each timing.
     """
     from ..timing import measure, reference_for
     from ..tvm import compile_model
 
     unique, calibration = space_units(space, fit_networks)
-    total = len(unique) + len(calibration)
-    rows, entries, device = [], {}, {}
+    modules = [(unit.summary, unit.module.eval(), unit.input_shape) for unit in unique.values()]
+    modules += [(f"calibration network {i + 1}", nn.Sequential(*(u.module for u in units)).eval(), units[0].input_shape)
+                for i, units in enumerate(calibration)]
+    passes = max(1, timings)
+    total = len(modules) * (1 + passes)
     started = time.time()
     reference = reference_for(target, threads, remote, recalibrate)
-
-    def timed(module, shape):
-        compiled = compile_model(module, shape, target)
-        return measure(compiled, remote=remote, number=number, repeat=repeat, threads=threads, reference=reference)
-
-    for done, unit in enumerate(unique.values(), 1):
-        result = timed(unit.module.eval(), unit.input_shape)
-        device = result.device
+    compiled = []
+    for done, (what, module, shape) in enumerate(modules, 1):
+        compiled.append(compile_model(module, shape, target))
+        if progress:
+            progress(f"compile {what}", done, total)
+    # Every module is timed once per pass, the passes minutes apart, and the lowest figure kept: a disturbance the
+    # paired correction misses (seen lasting seconds on a shared host) only slows a run down, and it rarely lasts
+    # through several passes; back-to-back repeats would share it.
+    best: list = [None] * len(compiled)
+    for p in range(passes):
+        for i, module in enumerate(compiled):
+            result = measure(module, remote=remote, number=number, repeat=repeat, threads=threads, reference=reference, seed=p)
+            if best[i] is None or result.median_ms < best[i].median_ms:
+                best[i] = result
+            if progress:
+                progress(f"timing pass {p + 1}/{passes}: {modules[i][0]}", len(modules) * (1 + p) + i + 1, total)
+    rows, entries = [], {}
+    for unit, result in zip(unique.values(), best):
         entries[unit.key] = round(result.median_ms, 6)  # what the CSV stores, so a loaded table predicts the same
         row = {"key": unit.key, "block": unit.summary, "median_ms": entries[unit.key],
                "p10_ms": round(result.p10_ms, 6), "p90_ms": round(result.p90_ms, 6)}
         if result.paired:
             row.update(raw_median_ms=round(result.raw_median_ms, 6), paired_ratio=round(result.paired_ratio, 6))
         rows.append(row)
-        if progress:
-            progress(unit.summary, done, total)
-    sums, measured = [], []
-    for i, units in enumerate(calibration):
-        result = timed(nn.Sequential(*(u.module for u in units)).eval(), units[0].input_shape)
-        sums.append(sum(entries[u.key] for u in units))
-        measured.append(result.median_ms)
-        if progress:
-            progress(f"calibration network {i + 1}", len(unique) + i + 1, total)
+    device = best[0].device
+    sums = [sum(entries[u.key] for u in units) for units in calibration]
+    measured = [result.median_ms for result in best[len(unique):]]
     scale, overhead = fit_scale_overhead(sums, measured)
     meta = {
         "format": FORMAT, "space": space.name, "space_fingerprint": space_fingerprint(space), "target": target.name,
         "labnas_version": __version__, "kernels": kernels_fingerprint(), "device": device,
-        "threads": threads, "number": number, "repeat": repeat,
+        "threads": threads, "number": number, "repeat": repeat, "timings": timings,
         "timing": "paired" if reference is not None else "plain",
         "reference_calibration": reference.record() if reference is not None else None,
         "scale": round(scale, 5), "overhead_ms": round(overhead, 5),
