@@ -354,6 +354,32 @@ def test_timing_waits_for_training_workers_and_training_waits_for_timing(tmp_pat
     thread.join()
 
 
+def test_a_compile_that_times_a_kernel_strategy_converts_its_own_shared_hold(tmp_path, monkeypatch):
+    """A compile holds the host lock shared and may time a kernel strategy (exclusive) inside: the process's hold
+    is converted in place and back, where a second open of the lock file would wait for the first forever."""
+    import fcntl
+    import threading
+
+    from labnas.timing import host_lock
+
+    monkeypatch.setattr(host_lock, "LOCK_PATH", tmp_path / "host.lock")
+    modes = []
+
+    def compile_with_a_strategy_timing():
+        with host_lock.shared_training():
+            modes.append(host_lock._held["mode"])
+            with host_lock.exclusive_timing():
+                modes.append(host_lock._held["mode"])
+            modes.append(host_lock._held["mode"])
+        modes.append(host_lock._held["fh"])
+
+    thread = threading.Thread(target=compile_with_a_strategy_timing, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert modes == [fcntl.LOCK_SH, fcntl.LOCK_EX, fcntl.LOCK_SH, None]
+
+
 def test_pruning_records_the_fidelity_reached_and_never_trains_over_budget(tmp_path):
     from labnas.search import Objective
     from labnas.search.study import make_estimator

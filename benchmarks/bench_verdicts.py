@@ -1,0 +1,124 @@
+"""Do budget verdicts and latencies hold from one search run to the next, and with two workers?
+
+The same random candidates of a space (fixed seed) are run through the search itself (``run_search``: compile,
+paired timing, the near-budget re-timing, the host lock) four times, each a fresh study with the candidates
+enqueued:
+
+1. ``wide``: one worker, a budget no candidate reaches, to learn every candidate's latency;
+2. ``two-workers``: the same with ``--workers 2``; latencies and the trials' reference timings are compared
+   with run 1 (two workers on one host must not time while the other compiles or trains);
+3. ``verdict-a`` and 4. ``verdict-b``: one worker each, with the budget at the median latency of run 1, so
+   about half the candidates sit on each side of it and many near it; the feasible / infeasible verdicts of the
+   two runs are compared candidate by candidate.
+
+The budget is taken from this machine's own run 1, never fixed in the script, since every CPU has its own
+latencies. Rows (one per candidate and run) go to ``results/benchmarks/bench_verdicts.csv``; the summary is
+printed. The studies live in a temporary folder.
+
+    python benchmarks/bench_verdicts.py                      # bireal18_placement, 20 candidates
+    python benchmarks/bench_verdicts.py --space labbnn --candidates 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
+from labnas.search.objective import spec_key  # noqa: E402
+from labnas.search.study import create_or_load_study, open_storage  # noqa: E402
+from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
+
+
+def candidate_params(space, count: int, seed: int) -> list[dict]:
+    """``count`` distinct random candidates as Optuna parameters (what ``sample_layers`` would suggest)."""
+    rng, seen, params = random.Random(f"verdicts-{seed}"), set(), []
+    while len(params) < count:
+        layers = space.random_layers(rng)
+        key = spec_key(layers)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = {}
+        for i in space.layers:
+            p[f"L{i:02d}_binarizer"] = layers[i].binarizer
+            if layers[i].binarizer == "lab" and len(space.lab_kernels) > 1:
+                p[f"L{i:02d}_lab_kernel"] = layers[i].lab_kernel
+            if len(space.layer_kernels(i)) > 1:
+                p[f"L{i:02d}_kernel"] = layers[i].kernel
+        params.append(p)
+    return params
+
+
+def run(space, params: list[dict], budget_ms: float, workers: int, label: str, root: Path, threads: int | None) -> pd.DataFrame:
+    """One fresh study over the enqueued candidates; its trials (spec, latency, verdict, reference timing)."""
+    config = SearchConfig(budget_ms=budget_ms, objectives="accuracy,latency", accuracy="published", threads=threads)
+    # a journal file: workers pop enqueued trials from it one at a time (two processes on one SQLite file can both
+    # take the same waiting trial)
+    (root / label).mkdir(parents=True)
+    storage_url = str(root / label / "journal.log")
+    study = create_or_load_study(label, open_storage(storage_url, root / label), space, config)
+    for p in params:
+        study.enqueue_trial(p)
+    result = run_search(space, config, label, root, storage_url=storage_url, n_trials=len(params), workers=workers, progress=False)
+    df = result.results.trials
+    df = df[df.state == "COMPLETE"].copy()
+    df["run"] = label
+    df["budget_ms"] = budget_ms
+    return df[["run", "trial", "spec", "latency_ms", "latency_raw_ms", "reference_ms", "feasible", "budget_ms"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="bireal18_placement")
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="TVM threads (default: every core)")
+    p.add_argument("--out", default="results/benchmarks/bench_verdicts.csv")
+    args = p.parse_args(argv)
+    space = load_space(args.space)
+    params = candidate_params(space, args.candidates, args.seed)
+    print(f"{cpu_model()} ({' '.join(isa_summary())}); {args.space}, {len(params)} candidates", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        wide = run(space, params, 1e6, 1, "wide", root, args.threads)
+        budget = float(np.median(wide.latency_ms))
+        print(f"run 1: latencies {wide.latency_ms.min():.3f} .. {wide.latency_ms.max():.3f} ms; budget for the verdict runs "
+              f"{budget:.3f} ms (their median)", file=sys.stderr)
+        two = run(space, params, 1e6, 2, "two-workers", root, args.threads)
+        a = run(space, params, budget, 1, "verdict-a", root, args.threads)
+        b = run(space, params, budget, 1, "verdict-b", root, args.threads)
+    rows = pd.concat([wide, two, a, b], ignore_index=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out, index=False)
+
+    both = wide.merge(two, on="spec", suffixes=("_one", "_two"))
+    lat_dev = 100 * (both.latency_ms_two / both.latency_ms_one - 1)
+    ref_dev = 100 * (both.reference_ms_two / both.reference_ms_one - 1)
+    verdicts = a.merge(b, on="spec", suffixes=("_a", "_b"))
+    same = (verdicts.feasible_a.astype(bool) == verdicts.feasible_b.astype(bool))
+    near = (np.abs(verdicts.latency_ms_a / budget - 1) <= 0.10)
+    print(f"two workers vs one: {len(both)} candidates, latency within 5 %: {np.mean(np.abs(lat_dev) <= 5):.0%} "
+          f"(median {np.median(lat_dev):+.1f} %, largest {lat_dev.abs().max():.1f} %); reference timings within 5 %: "
+          f"{np.mean(np.abs(ref_dev) <= 5):.0%} (median {np.median(ref_dev):+.1f} %)")
+    print(f"verdicts at {budget:.3f} ms, run A vs run B: {same.sum()} of {len(verdicts)} the same ({same.mean():.0%}); "
+          f"{int(near.sum())} candidates within 10 % of the budget; feasible {int(verdicts.feasible_a.sum())} (A) / "
+          f"{int(verdicts.feasible_b.sum())} (B)")
+    for row in verdicts[~same].itertuples():
+        print(f"  flipped: {row.latency_ms_a:.3f} ms (A, {'feasible' if row.feasible_a else 'over'}) vs {row.latency_ms_b:.3f} ms (B)")
+    print(f"rows: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
