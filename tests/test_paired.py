@@ -62,6 +62,53 @@ def test_a_machine_that_stays_busy_is_refused_with_the_numbers():
     assert slept == [1.0, 4.0]
 
 
+class FakeLoad:
+    """CPU snapshots of a machine where other processes keep ``others[i]`` cores busy during attempt i (1 s each)."""
+
+    def __init__(self, others):
+        self.others, self.calls, self.machine, self.own, self.wall = list(others), 0, 0.0, 0.0, 0.0
+
+    def __call__(self):
+        from labnas.timing.load import CpuSnapshot
+
+        if self.calls % 2:  # the snapshot after an attempt's rounds: a second passed, 2 TVM threads busy, plus others
+            attempt = self.calls // 2
+            self.wall += 1.0
+            self.own += 2.0
+            self.machine += 2.0 + self.others[min(attempt, len(self.others) - 1)]
+        self.calls += 1
+        return CpuSnapshot(self.machine, self.own, self.wall)
+
+
+def test_a_timing_that_other_processes_oversubscribed_is_retimed_then_refused():
+    """The reference can stall at the same barriers as the candidate and hide oversubscription; the CPU time other
+    processes used during the rounds does not."""
+    steady = SyntheticMachine([1.0])
+    # two TVM threads on two cores, another process spinning one core throughout: refused with the reason
+    with pytest.raises(TimingDisturbed, match=r"other processes kept 1.00 of 2 cores busy while 2 TVM thread\(s\) timed"):
+        time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=lambda s: None, threads=2,
+                    cpu_probe=FakeLoad([1.0]), cores=2)
+    # the competitor leaves after the first attempt: re-timed and accepted
+    slept = []
+    result = time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=slept.append, threads=2,
+                         cpu_probe=FakeLoad([1.0, 0.05]), cores=2)
+    assert result.attempts == 2 and slept == [1.0] and result.corrected_ms == pytest.approx(2.0)
+    # one TVM thread leaves a core free: the same competitor does not oversubscribe it
+    result = time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=lambda s: None, threads=1,
+                         cpu_probe=FakeLoad([1.0]), cores=2)
+    assert result.attempts == 1
+
+
+def test_the_load_probe_reads_this_machine():
+    from labnas.timing.load import cpu_snapshot, others_busy_cores, oversubscription
+
+    before = cpu_snapshot()
+    assert before is not None and before.machine_busy_s >= before.own_busy_s > 0
+    assert others_busy_cores(before, before) is None  # too short a window to judge
+    assert oversubscription(None, 2, 2) is None and oversubscription(0.3, 2, 2) is None
+    assert "oversubscribed" in oversubscription(0.5, 2, 2) and oversubscription(1.2, 1, 2) is None
+
+
 def test_disturbance_reasons():
     assert disturbance([1.0, 1.02, 0.98, 1.01, 1.0], 1.0) is None
     assert "1.6x its calibrated" in disturbance([1.6] * 5, 1.0)

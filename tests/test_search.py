@@ -78,11 +78,12 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
     assert "latency_retimed_ms" not in first  # far from the budget: one timing
     # a budget at the candidate's own latency, with a margin no host drift leaves
     near = SearchConfig(budget_ms=first["latency_ms"], timing_number=1, timing_repeat=2, threads=1, retime_margin=0.9,
-                        accuracy="published")
+                        accuracy="published", retime_pauses_s=(0.0, 0.1))
     run = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
     study, out = run.study, run.path
     attrs = study.trials[0].user_attrs
     assert attrs["latency_ms"] == min(attrs["latency_first_ms"], attrs["latency_retimed_ms"])
+    assert attrs["latency_timings"] == 3  # the first timing and one re-timing per pause
     row = pd.read_csv(out / "trials.csv").iloc[0]
     assert row.latency_retimed_ms == pytest.approx(attrs["latency_retimed_ms"], abs=1e-4)
 

@@ -37,7 +37,9 @@ class TrialRecord:
     latency_p10_ms: float | None = _col("10th percentile of the timing series (paired: of the per-round corrected values), ms")
     latency_p90_ms: float | None = _col("90th percentile of the timing series (paired: of the per-round corrected values), ms")
     latency_first_ms: float | None = _col("near the budget: the first timing's median, ms, before the re-timing")
-    latency_retimed_ms: float | None = _col("near the budget: the re-timing's median, ms (latency_ms is the lower of the two)")
+    latency_retimed_ms: float | None = _col("near the budget: the lowest of the re-timings (taken after pauses), ms; latency_ms is "
+                                            "the lower of this and latency_first_ms")
+    latency_timings: int | None = _col("near the budget: how many timings the verdict rests on", csv=False)
     ops: float | None = _col("OPs = BOPs/64 + FLOPs at the deployment shape")
     bops: int | None = _col("binary MACs at the deployment shape")
     flops: int | None = _col("float MACs at the deployment shape (stem, shortcuts, LAB, classifier)")

@@ -23,9 +23,10 @@ __all__ = ["LOCK_PATH", "exclusive_timing", "shared_training"]
 LOCK_PATH = Path(os.environ.get("LABNAS_HOST_LOCK", Path(tempfile.gettempdir()) / "labnas-host.lock"))
 
 
-#: This process's hold on the lock file: one open file, its mode and the nesting depth. A compile holds the lock
-#: shared and may time a kernel strategy inside it (exclusive): the hold is converted in place, since a second
-#: open file of the same process would wait for the first one forever.
+#: This process's hold on the lock file: one open file, its mode and the nesting depth. A search trial holds the
+#: lock shared and times inside it (exclusive): the hold is converted in place, since a second open file of the
+#: same process would wait for the first one forever. Linux converts a flock by dropping the old lock before
+#: waiting for the new one, so two processes converting at once take turns instead of deadlocking.
 _held: dict = {"fh": None, "mode": None, "depth": 0}
 
 

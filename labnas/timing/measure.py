@@ -181,6 +181,7 @@ def measure(
 def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: CalibratedReference):
     """The model timed in rounds shared with ``reference`` (:func:`labnas.timing.paired.time_paired`):
     ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``."""
+    from .load import cpu_snapshot
     from .paired import time_paired
 
     calibrated_ms = reference.ms
@@ -189,7 +190,7 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     # slicing both then see the same share of the core; a much shorter window lands in or between slices.
     ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
     paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.timer.time_once(ref_number),
-                         calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS))
+                         calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS), threads=runner.threads, cpu_probe=cpu_snapshot)
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
               "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio}

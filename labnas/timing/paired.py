@@ -12,8 +12,9 @@ quiet machine corrected and raw agree; on a busy one the raw median moves and th
 Correction repairs a machine that is uniformly slower. It cannot repair oversubscription: when another
 process takes a core that TVM's thread pool uses, every barrier stalls, the slowdown is per kernel launch
 rather than per unit of work, and the ratio moves too. So a measurement whose reference ran much slower than
-its calibration, or whose reference rounds spread widely, is **disturbed**: it is timed again after a
-back-off, and if it stays disturbed it is refused (:class:`TimingDisturbed`), never recorded as a latency.
+its calibration, whose reference rounds spread widely, or during which other processes kept busy more cores
+than the timing left free (:mod:`labnas.timing.load`), is **disturbed**: it is timed again after a back-off,
+and if it stays disturbed it is refused (:class:`TimingDisturbed`), never recorded as a latency.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import LabnasError
+from .load import CpuSnapshot, others_busy_cores, oversubscription
 
 __all__ = ["PairedResult", "TimingDisturbed", "time_paired", "disturbance", "DISTURBED_FACTOR", "DISTURBED_SPREAD"]
 
@@ -87,17 +89,25 @@ def time_paired(
     retries: int = 2,
     backoff_s: tuple[float, ...] = BACKOFF_S,
     sleep: Callable[[float], None] = time.sleep,
+    threads: int | None = None,
+    cpu_probe: Callable[[], CpuSnapshot | None] | None = None,
+    cores: int | None = None,
 ) -> PairedResult:
     """Time ``candidate`` and ``reference`` (each a call returning one timing in ms) in ``rounds`` shared rounds.
 
-    A disturbed measurement (:func:`disturbance`) is re-timed after ``backoff_s[i]`` seconds, up to ``retries``
-    times; still disturbed, it raises :class:`TimingDisturbed`.
+    A disturbed measurement (:func:`disturbance`; with ``threads`` and a ``cpu_probe`` such as
+    :func:`labnas.timing.load.cpu_snapshot`, also :func:`labnas.timing.load.oversubscription` over the rounds'
+    window on ``cores`` cores) is re-timed after ``backoff_s[i]`` seconds, up to ``retries`` times; still
+    disturbed, it raises :class:`TimingDisturbed`.
     """
     if calibrated_ms <= 0:
         raise ValueError(f"calibrated reference time must be > 0 ms, got {calibrated_ms}")
     for attempt in range(retries + 1):
+        before = cpu_probe() if (cpu_probe and threads) else None
         cand, ref = _rounds(candidate, reference, rounds)
-        reason = disturbance(ref, calibrated_ms)
+        after = cpu_probe() if before is not None else None
+        reason = disturbance(ref, calibrated_ms) or (
+            oversubscription(others_busy_cores(before, after), threads, cores) if before is not None else None)
         if reason is None:
             ratio = float(np.median(np.asarray(cand) / np.asarray(ref)))
             return PairedResult(ratio * calibrated_ms, float(np.median(cand)), float(np.median(ref)), calibrated_ms, ratio,

@@ -1,0 +1,87 @@
+"""How much CPU other processes take while this one times: the oversubscription check of paired timing.
+
+Drift correction repairs a machine that is uniformly slower; it cannot repair oversubscription, when another
+process runs on a core that TVM's thread pool uses and every barrier stalls (:mod:`labnas.timing.paired`).
+The reference workload stalls at the same barriers, so its slowdown does not always betray it. What does:
+the CPU time the rest of the machine used during the timing window. From ``/proc/stat`` (every CPU's busy
+time, including time the hypervisor stole) minus this process's own (``/proc/self/stat``, all its threads)
+over the wall time of the window: the number of cores others kept busy. When that exceeds the cores the
+timing left free (``usable cores - TVM threads``) by :data:`OVERSUBSCRIBED_MARGIN`, the measurement was
+oversubscribed.
+
+Linux only; elsewhere (or when ``/proc`` cannot be read) the probe reports nothing and the reference's own
+slowdown and spread remain the only checks. Tick resolution is 10 ms (USER_HZ 100), so windows shorter than
+:data:`MIN_WINDOW_S` are not judged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+__all__ = ["CpuSnapshot", "cpu_snapshot", "others_busy_cores", "oversubscription", "usable_cores", "OVERSUBSCRIBED_MARGIN"]
+
+#: Cores others may keep busy beyond the free ones before a timing counts as oversubscribed (system daemons,
+#: the Python interpreter's own bookkeeping in other processes, tick rounding).
+OVERSUBSCRIBED_MARGIN = 0.35
+#: Shorter windows hold too few 10 ms ticks to judge.
+MIN_WINDOW_S = 0.15
+
+_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Busy CPU seconds of the whole machine and of this process, at a wall-clock time (all in seconds)."""
+
+    machine_busy_s: float
+    own_busy_s: float
+    wall_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot | None:
+    """The machine's and this process's busy CPU time now, or None where ``/proc`` is not readable."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(v) for v in fh.readline().split()[1:]]
+        with open("/proc/self/stat") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)
+    own_ticks = float(own[11]) + float(own[12])  # utime, stime (fields 14 and 15 of the full line)
+    return CpuSnapshot(busy * _TICK_S, own_ticks * _TICK_S, time.perf_counter())
+
+
+def others_busy_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
+    """Cores other processes (and the hypervisor) kept busy between two snapshots; None when not measurable."""
+    if before is None or after is None:
+        return None
+    wall = after.wall_s - before.wall_s
+    if wall < MIN_WINDOW_S:
+        return None
+    others = (after.machine_busy_s - before.machine_busy_s) - (after.own_busy_s - before.own_busy_s)
+    return max(0.0, others / wall)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def oversubscription(others_cores: float | None, threads: int, cores: int | None = None) -> str | None:
+    """Why a timing with ``threads`` TVM threads was oversubscribed while others kept ``others_cores`` busy, or
+    None when it was not (or could not be told)."""
+    if others_cores is None:
+        return None
+    cores = cores or usable_cores()
+    free = max(0, cores - threads)
+    if others_cores > free + OVERSUBSCRIBED_MARGIN:
+        return (f"other processes kept {others_cores:.2f} of {cores} cores busy while {threads} TVM thread(s) timed "
+                f"({free} left free): oversubscribed")
+    return None
