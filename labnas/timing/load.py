@@ -3,9 +3,10 @@
 Drift correction repairs a machine that is uniformly slower; it cannot repair oversubscription, when another
 process runs on a core that TVM's thread pool uses and every barrier stalls (:mod:`labnas.timing.paired`).
 The reference workload stalls at the same barriers, so its slowdown does not always betray it. What does:
-the CPU time the rest of the machine used during the timing window. From ``/proc/stat`` (every CPU's busy
-time, including time the hypervisor stole) minus this process's own (``/proc/self/stat``, all its threads)
-over the wall time of the window: the number of cores others kept busy. When that exceeds the cores the
+the CPU time the rest of the machine used, on the CPUs this process may run on, during the timing window. From
+``/proc/stat`` (the busy time of each CPU in this process's affinity, including time the hypervisor stole) minus
+this process's own (``/proc/self/stat``, all its threads) over the wall time of the window: the number of those
+cores others kept busy. When that exceeds the cores the
 timing left free (``usable cores - TVM threads``) by :data:`OVERSUBSCRIBED_MARGIN`, the measurement was
 oversubscribed.
 
@@ -33,7 +34,7 @@ _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """Busy CPU seconds of the whole machine and of this process, at a wall-clock time (all in seconds)."""
+    """Busy CPU seconds of the CPUs this process may run on and of this process, at a wall-clock time (seconds)."""
 
     machine_busy_s: float
     own_busy_s: float
@@ -41,18 +42,35 @@ class CpuSnapshot:
 
 
 def cpu_snapshot() -> CpuSnapshot | None:
-    """The machine's and this process's busy CPU time now, or None where ``/proc`` is not readable."""
+    """The busy CPU time of this process's CPUs and of this process now, or None where ``/proc`` is not readable."""
+    mine = _affinity()
     try:
+        busy = 0.0
         with open("/proc/stat") as fh:
-            fields = [float(v) for v in fh.readline().split()[1:]]
+            for line in fh:
+                name, _, rest = line.partition(" ")
+                if name == "cpu":  # the machine's total: the per-CPU lines follow
+                    continue
+                if not name.startswith("cpu"):
+                    break
+                if mine is not None and int(name[3:]) not in mine:
+                    continue  # a CPU this process may not run on: its load does not compete with ours
+                fields = [float(v) for v in rest.split()]
+                # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait
+                busy += sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)
         with open("/proc/self/stat") as fh:
             own = fh.read().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
-    # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)
     own_ticks = float(own[11]) + float(own[12])  # utime, stime (fields 14 and 15 of the full line)
     return CpuSnapshot(busy * _TICK_S, own_ticks * _TICK_S, time.perf_counter())
+
+
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def others_busy_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
