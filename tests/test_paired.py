@@ -60,24 +60,25 @@ def test_a_machine_that_stays_busy_is_refused_with_the_numbers():
     with pytest.raises(TimingDisturbed, match=r"ran at 5.000 ms, 5.0x its calibrated 1.000 ms in all 3 attempts"):
         time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=4, sleep=slept.append)
     assert slept == [1.0, 4.0]
+    # each attempt stopped after 2 of its 4 rounds: the reference was already 5x its calibration (> 3x)
+    assert machine.calls == 3 * 2 * 2
 
 
 class FakeLoad:
-    """CPU snapshots of a machine where other processes keep ``others[i]`` cores busy during attempt i (1 s each)."""
+    """CPU snapshots of a machine on a fake clock: one second passes between two calls, during which other
+    processes keep ``others[i]`` cores busy (the last value holds on)."""
 
     def __init__(self, others):
-        self.others, self.calls, self.machine, self.own, self.wall = list(others), 0, 0.0, 0.0, 0.0
+        self.others, self.intervals, self.machine, self.wall = list(others), 0, 0.0, 0.0
 
     def __call__(self):
         from labnas.timing.load import CpuSnapshot
 
-        if self.calls % 2:  # the snapshot after an attempt's rounds: a second passed, 2 TVM threads busy, plus others
-            attempt = self.calls // 2
-            self.wall += 1.0
-            self.own += 2.0
-            self.machine += 2.0 + self.others[min(attempt, len(self.others) - 1)]
-        self.calls += 1
-        return CpuSnapshot(self.machine, self.own, self.wall)
+        snapshot = CpuSnapshot(self.machine, 0.0, self.wall)
+        self.machine += self.others[min(self.intervals, len(self.others) - 1)]
+        self.wall += 1.0
+        self.intervals += 1
+        return snapshot
 
 
 def test_a_timing_that_other_processes_oversubscribed_is_retimed_then_refused():
@@ -87,16 +88,23 @@ def test_a_timing_that_other_processes_oversubscribed_is_retimed_then_refused():
     # two TVM threads on two cores, another process spinning one core throughout: refused with the reason
     with pytest.raises(TimingDisturbed, match=r"other processes kept 1.00 of 2 cores busy while 2 TVM thread\(s\) timed"):
         time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=lambda s: None, threads=2,
-                    cpu_probe=FakeLoad([1.0]), cores=2)
+                    cpu_probe=FakeLoad([1.0]), cores=2, probe_window_s=0)
+    assert steady.calls == 0  # seen before any timing: nothing was timed under the competitor
     # the competitor leaves after the first attempt: re-timed and accepted
     slept = []
     result = time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=slept.append, threads=2,
-                         cpu_probe=FakeLoad([1.0, 0.05]), cores=2)
+                         cpu_probe=FakeLoad([1.0, 0.05]), cores=2, probe_window_s=0)
     assert result.attempts == 2 and slept == [1.0] and result.corrected_ms == pytest.approx(2.0)
     # one TVM thread leaves a core free: the same competitor does not oversubscribe it
     result = time_paired(steady.timer(2.0), steady.timer(1.0), 1.0, rounds=3, sleep=lambda s: None, threads=1,
-                         cpu_probe=FakeLoad([1.0]), cores=2)
+                         cpu_probe=FakeLoad([1.0]), cores=2, probe_window_s=0)
     assert result.attempts == 1
+    # a competitor that arrives once the timing has started is seen over the rounds' window
+    arrives = SyntheticMachine([1.0])
+    with pytest.raises(TimingDisturbed, match="oversubscribed"):
+        time_paired(arrives.timer(2.0), arrives.timer(1.0), 1.0, rounds=3, sleep=lambda s: None, threads=2,
+                    cpu_probe=FakeLoad([0.0, 0.0, 1.0, 0.0] * 3), cores=2, probe_window_s=0)
+    assert arrives.calls == 3 * 6  # each of the 3 attempts timed its rounds (the 3rd interval of its 4 probes)
 
 
 def test_the_load_probe_reads_this_machine():

@@ -69,7 +69,13 @@ def disturbance(reference_runs_ms, calibrated_ms: float) -> str | None:
     return None
 
 
-def _rounds(candidate: Callable[[], float], reference: Callable[[], float], rounds: int) -> tuple[list[float], list[float]]:
+#: An attempt whose first rounds already show the reference this far above its calibration is cut short: it will
+#: be disturbed whatever the rest shows, and under oversubscription a round can take a hundred times its quiet time.
+HOPELESS_FACTOR = 3.0
+
+
+def _rounds(candidate: Callable[[], float], reference: Callable[[], float], rounds: int,
+            calibrated_ms: float | None = None) -> tuple[list[float], list[float]]:
     cand, ref = [], []
     for r in range(rounds):  # the order alternates: neither is always the one timed after the other
         if r % 2:
@@ -78,7 +84,17 @@ def _rounds(candidate: Callable[[], float], reference: Callable[[], float], roun
         else:
             cand.append(candidate())
             ref.append(reference())
+        if calibrated_ms and r >= 1 and min(ref) > HOPELESS_FACTOR * calibrated_ms:
+            break
     return cand, ref
+
+
+def _load_before(cpu_probe, threads: int, cores: int | None, window_s: float) -> str | None:
+    """Oversubscription seen while this process idles for ``window_s`` seconds, before any timing."""
+    before = cpu_probe()
+    if window_s > 0:
+        time.sleep(window_s)
+    return oversubscription(others_busy_cores(before, cpu_probe()), threads, cores)
 
 
 def time_paired(
@@ -92,22 +108,28 @@ def time_paired(
     threads: int | None = None,
     cpu_probe: Callable[[], CpuSnapshot | None] | None = None,
     cores: int | None = None,
+    probe_window_s: float = 0.2,
 ) -> PairedResult:
     """Time ``candidate`` and ``reference`` (each a call returning one timing in ms) in ``rounds`` shared rounds.
 
     A disturbed measurement (:func:`disturbance`; with ``threads`` and a ``cpu_probe`` such as
     :func:`labnas.timing.load.cpu_snapshot`, also :func:`labnas.timing.load.oversubscription` over the rounds'
     window on ``cores`` cores) is re-timed after ``backoff_s[i]`` seconds, up to ``retries`` times; still
-    disturbed, it raises :class:`TimingDisturbed`.
+    disturbed, it raises :class:`TimingDisturbed`. With a probe, each attempt first watches the load for
+    ``probe_window_s`` seconds while idle and backs off at once if the cores are already oversubscribed: timed
+    under a spinning competitor, TVM's pool stalls at every barrier and one round can take minutes.
     """
     if calibrated_ms <= 0:
         raise ValueError(f"calibrated reference time must be > 0 ms, got {calibrated_ms}")
+    probing = bool(cpu_probe and threads)
     for attempt in range(retries + 1):
-        before = cpu_probe() if (cpu_probe and threads) else None
-        cand, ref = _rounds(candidate, reference, rounds)
-        after = cpu_probe() if before is not None else None
-        reason = disturbance(ref, calibrated_ms) or (
-            oversubscription(others_busy_cores(before, after), threads, cores) if before is not None else None)
+        reason = _load_before(cpu_probe, threads, cores, probe_window_s) if probing else None
+        if reason is None:  # not visibly oversubscribed before it starts: time, and watch the load meanwhile
+            before = cpu_probe() if probing else None
+            cand, ref = _rounds(candidate, reference, rounds, calibrated_ms)
+            after = cpu_probe() if probing else None
+            reason = disturbance(ref, calibrated_ms) or (
+                oversubscription(others_busy_cores(before, after), threads, cores) if probing else None)
         if reason is None:
             ratio = float(np.median(np.asarray(cand) / np.asarray(ref)))
             return PairedResult(ratio * calibrated_ms, float(np.median(cand)), float(np.median(ref)), calibrated_ms, ratio,
