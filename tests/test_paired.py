@@ -115,6 +115,7 @@ def test_the_load_probe_reads_this_machine():
     assert others_busy_cores(before, before) is None  # too short a window to judge
     assert oversubscription(None, 2, 2) is None and oversubscription(0.3, 2, 2) is None
     assert "oversubscribed" in oversubscription(0.5, 2, 2) and oversubscription(1.2, 1, 2) is None
+    assert oversubscription(1.0, 1, 1) is None  # one thread sharing its core: slowed uniformly, corrected
 
 
 def test_disturbance_reasons():

@@ -94,9 +94,10 @@ def usable_cores() -> int:
 
 def oversubscription(others_cores: float | None, threads: int, cores: int | None = None) -> str | None:
     """Why a timing with ``threads`` TVM threads was oversubscribed while others kept ``others_cores`` busy, or
-    None when it was not (or could not be told)."""
-    if others_cores is None:
-        return None
+    None when it was not (or could not be told). A single thread is never oversubscribed in this sense: sharing
+    its core slows it uniformly, the case drift correction is for."""
+    if others_cores is None or threads < 2:  # one thread has no barrier to stall at: time slicing slows it
+        return None                          # uniformly, which the paired correction repairs
     cores = cores or usable_cores()
     free = max(0, cores - threads)
     if others_cores > free + OVERSUBSCRIBED_MARGIN:
