@@ -121,13 +121,14 @@ def test_every_verb_once_on_tiny_inputs_without_a_traceback(tmp_path):
     steps = [
         ["list"],
         ["ops", "bireal18", "--input", "3x16x16"],
-        ["profile", "bireal18", "--input", "3x16x16", "--repeat", "2", "--number", "1", "--out", str(tmp_path / "prof")],
+        ["profile", "bireal18", "--input", "3x16x16", "--repeat", "2", "--number", "1", "--threads", "1", "--out", str(tmp_path / "prof")],
         ["search", "--budget-ms", "1000", "--space", TINY, "--trials", "2", "--results", str(tmp_path / "res"), "--no-progress", "--threads", "1"],
         ["report", str(study), "--no-measure"],
         ["plot", str(study), "--out", str(tmp_path / "plot.png")],
         ["train", str(study), "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"],
         ["export", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "export")],
-        ["profile", "--spec", str(tmp_path / "run" / "model.pt"), "--repeat", "2", "--number", "1", "--out", str(tmp_path / "prof")],
+        ["profile", "--spec", str(tmp_path / "run" / "model.pt"), "--repeat", "2", "--number", "1", "--threads", "1",
+         "--out", str(tmp_path / "prof")],
     ]
     for step in steps:
         r = subprocess.run([sys.executable, "-m", "labnas.cli", *step], env=env, capture_output=True, text=True, timeout=900)

@@ -59,7 +59,7 @@ def test_spec_sources_every_form(tmp_path):
         ((study, 9), "has no trial 9; its trials are 0..2"),
         ((study, 1), "over its latency budget"),
         ((study, 2), "is FAIL: training: diverged"),
-        ((plain, 0), "--trial 0 needs a study results folder"),
+        ((plain, 0), "^trial 0 needs a study results folder"),  # the parameter's name; the CLI says --trial
         ((tmp_path / "nope.json",), "does not exist"),
         ((tmp_path,), "not a study results folder"),
     ):
