@@ -1,13 +1,14 @@
 """Do budget verdicts and latencies hold from one search run to the next, and with two workers?
 
 The same random candidates of a space (fixed seed) are run through the search itself (``run_search``: compile,
-paired timing, the near-budget re-timing, the host lock) four times, each a fresh study with the candidates
+paired timing, the near-budget re-timing, the host lock) five times, each a fresh study with the candidates
 enqueued:
 
 1. ``wide``: one worker, a budget no candidate reaches, to learn every candidate's latency;
 2. ``two-workers``: the same with ``--workers 2``; latencies and the trials' reference timings are compared
    with run 1 (two workers on one host must not time while the other compiles or trains);
-3. ``verdict-a`` and 4. ``verdict-b``: one worker each, with the budget at the median latency of run 1, so
+3. ``one-worker-again``: run 1 repeated, for the host's own drift between runs (the scale of comparison 2);
+4. ``verdict-a`` and 5. ``verdict-b``: one worker each, with the budget at the median latency of run 1, so
    about half the candidates sit on each side of it and many near it; the feasible / infeasible verdicts of the
    two runs are compared candidate by candidate.
 
@@ -95,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run 1: latencies {wide.latency_ms.min():.3f} .. {wide.latency_ms.max():.3f} ms; budget for the verdict runs "
               f"{budget:.3f} ms (their median)", file=sys.stderr)
         two = run(space, params, 1e6, 2, "two-workers", root, args.threads)
+        again = run(space, params, 1e6, 1, "one-worker-again", root, args.threads)
         a = run(space, params, budget, 1, "verdict-a", root, args.threads)
         b = run(space, params, budget, 1, "verdict-b", root, args.threads)
-    rows = pd.concat([wide, two, a, b], ignore_index=True)
+    rows = pd.concat([wide, two, again, a, b], ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out, index=False)
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     both = wide.merge(two, on="spec", suffixes=("_one", "_two"))
     lat_dev = 100 * (both.latency_ms_two / both.latency_ms_one - 1)
     ref_dev = 100 * (both.reference_ms_two / both.reference_ms_one - 1)
+    # the host's own drift between runs, for scale: the one-worker run repeated after the two-worker run
+    ones = wide.merge(again, on="spec", suffixes=("_one", "_again"))
+    drift = 100 * (ones.latency_ms_again / ones.latency_ms_one - 1)
+    print(f"one worker, run again: latency within 5 %: {np.mean(np.abs(drift) <= 5):.0%} (median {np.median(drift):+.1f} %, "
+          f"largest {drift.abs().max():.1f} %): the drift any comparison between runs carries")
     verdicts = a.merge(b, on="spec", suffixes=("_a", "_b"))
     same = (verdicts.feasible_a.astype(bool) == verdicts.feasible_b.astype(bool))
     near = (np.abs(verdicts.latency_ms_a / budget - 1) <= 0.10)
