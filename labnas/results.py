@@ -30,7 +30,8 @@ class SearchSummary:
     """What a finished (or interrupted) search amounts to, in the words the CLI prints.
 
     ``complete`` counts every complete trial (repeats of an earlier spec included), ``feasible`` those within
-    the budget; latencies in ms; ``reference_ms`` is the (min, max) of the reference workload in the trials' paired rounds.
+    the budget; latencies in ms; ``reference_ms`` is the (min, max) of the reference workload in the trials'
+    paired rounds.
     """
 
     trials: int

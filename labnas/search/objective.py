@@ -165,8 +165,9 @@ def table_in_study_scale(table, study: optuna.Study):
 
 
 class Objective:
-    """Callable objective for ``study.optimize``; holds the accuracy estimator, the resolved target and
-    the calibrated reference workload of paired timing (identical specs are found in the study itself, so workers share that knowledge)."""
+    """Callable objective for ``study.optimize``; holds the accuracy estimator, the resolved target and the
+    calibrated reference workload of paired timing (identical specs are found in the study itself, so workers
+    share that knowledge)."""
 
     def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None,
                  study: optuna.Study | None = None):
