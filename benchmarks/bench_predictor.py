@@ -33,7 +33,8 @@ from labnas.latency.table import calibration_layers  # noqa: E402
 from labnas.models import create_model  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
 from labnas.space import load_space  # noqa: E402
-from labnas.timing import measure, reference_for  # noqa: E402
+from labnas.timing import reference_for  # noqa: E402
+from labnas.timing.measure import measure_in_passes  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
 
@@ -85,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         # timed in --passes passes over all candidates, minutes apart, the lowest kept (as the table does): a
         # disturbance the paired correction misses lasts seconds and rarely spans passes. Two passes' figures of one
         # candidate against each other are the measurement's own repeatability, a floor under any predictor's error.
-        timings = [[measure(compiled, threads=args.threads, reference=reference, seed=p) for *_, compiled in candidates]
-                   for p in range(args.passes)]
+        timings = measure_in_passes([compiled for *_, compiled in candidates], args.passes, threads=args.threads,
+                                    reference=reference)
         for i, (key, spec, predicted, _) in enumerate(candidates):
-            results = [timings[p][i] for p in range(args.passes)]
+            results = timings[i]
             result = min(results, key=lambda r: r.median_ms)
             first, second = results[0].median_ms, results[min(1, args.passes - 1)].median_ms
             rows.append({"space": name, "candidate": i + 1, "n_lab": spec.n_lab, "spec_key": key,

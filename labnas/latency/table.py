@@ -284,7 +284,8 @@ def build_table(
     measured again first). Everything is compiled first, then timed in ``timings`` passes and the lowest figure
     kept. ``progress(what, done, total)`` is called after each compile and each timing.
     """
-    from ..timing import measure, reference_for
+    from ..timing import reference_for
+    from ..timing.measure import measure_in_passes
     from ..tvm import compile_model
 
     unique, calibration = space_units(space, fit_networks)
@@ -300,17 +301,14 @@ def build_table(
         compiled.append(compile_model(module, shape, target))
         if progress:
             progress(f"compile {what}", done, total)
-    # Every module is timed once per pass, the passes minutes apart, and the lowest figure kept: a disturbance the
-    # paired correction misses (seen lasting seconds on a shared host) only slows a run down, and it rarely lasts
-    # through several passes; back-to-back repeats would share it.
-    best: list = [None] * len(compiled)
-    for p in range(passes):
-        for i, module in enumerate(compiled):
-            result = measure(module, remote=remote, number=number, repeat=repeat, threads=threads, reference=reference, seed=p)
-            if best[i] is None or result.median_ms < best[i].median_ms:
-                best[i] = result
-            if progress:
-                progress(f"timing pass {p + 1}/{passes}: {modules[i][0]}", len(modules) * (1 + p) + i + 1, total)
+
+    def timed(p: int, i: int) -> None:
+        if progress:
+            progress(f"timing pass {p + 1}/{passes}: {modules[i][0]}", len(modules) * (1 + p) + i + 1, total)
+
+    # the lowest of the passes (see measure_in_passes: disturbances only slow a run down)
+    best = [min(results, key=lambda result: result.median_ms) for results in measure_in_passes(
+        compiled, passes, timed, remote=remote, number=number, repeat=repeat, threads=threads, reference=reference)]
     rows, entries = [], {}
     for unit, result in zip(unique.values(), best):
         entries[unit.key] = round(result.median_ms, 6)  # what the CSV stores, so a loaded table predicts the same

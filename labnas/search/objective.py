@@ -124,14 +124,13 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
                            reference=None) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
     config's timing settings: (LatencyResult, compile seconds, the compiled network). ``lock()`` is held
-    while timing (the network, and any kernel strategy its compile measures); with the machine-wide
-    :func:`exclusive_timing` the compile holds it shared. Trials and the LUT search's front use it."""
+    while timing (the network, and any kernel strategy its compile measures); the caller holds the host lock
+    shared around the whole unit of work (a trial, a re-timing of the front), compile included. Trials and the
+    LUT search's front use it."""
     from ..tvm import compile_model
 
     start = time.perf_counter()
-    # compiling loads a core for seconds: on this machine it holds the lock shared, so no worker times meanwhile
-    with (shared_training() if lock is exclusive_timing else contextlib.nullcontext()):
-        compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
+    compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
     compile_s = time.perf_counter() - start
     return time_compiled(compiled, config, lock, reference), compile_s, compiled
 

@@ -255,12 +255,11 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     predicted (``latency_ms``) and the measured latency stay in the study and in trials.csv. An
     unreachable board leaves the predictions alone and says so.
     """
+    import contextlib
     import sys
 
     from ..models import ArchSpec, create_model
-    import contextlib
-
-    from ..timing import RemoteError, TimingDisturbed, exclusive_timing, reference_for
+    from ..timing import RemoteError, TimingDisturbed, exclusive_timing, reference_for, shared_training
     from .objective import measure_deploy_latency
     from .results import pareto_front, trials_frame
 
@@ -278,9 +277,11 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
         if reference is None:  # paired and corrected in the study's scale, as the trials and the table are
             reference = reference_for(target, config.threads, config.remote, stored=study.user_attrs.get("reference_calibration"))
         model = create_model(ArchSpec.from_json(row.spec)).eval()
+        local = config.remote is None  # as a trial: the host lock shared while compiling, exclusive while timing
         try:
-            result, _, _ = measure_deploy_latency(model, space, target, config, exclusive_timing if reference else contextlib.nullcontext,
-                                               reference)
+            with (shared_training() if local else contextlib.nullcontext()):
+                result, _, _ = measure_deploy_latency(model, space, target, config,
+                                                      exclusive_timing if local else contextlib.nullcontext, reference)
         except (RemoteError, TimingDisturbed) as err:
             print(f"the Pareto set keeps its predicted latencies: {err}", file=sys.stderr)
             break

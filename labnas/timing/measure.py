@@ -21,7 +21,7 @@ from .reference import CalibratedReference
 from .remote import START_BOARD_HINT, RemoteError, RemoteSpec
 from .runner import VmRunner
 
-__all__ = ["LatencyResult", "measure", "verify", "kernel_profile"]
+__all__ = ["LatencyResult", "measure", "measure_in_passes", "verify", "kernel_profile"]
 
 
 @dataclass
@@ -176,6 +176,23 @@ def measure(
     kernels = kernel_profile(runner, [xi]) if (profile_kernels and remote is None) else []
     return LatencyResult(median, p10, p90, runs, runner.threads, compiled.target.name, runner.device, emulated, err, kernels,
                          attempts, **extra)
+
+
+def measure_in_passes(compiled: list[CompiledModel], passes: int, progress=None, **measure_kwargs) -> list[list[LatencyResult]]:
+    """Time every compiled model once per pass, pass after pass: ``results[i]`` holds model i's ``passes`` results.
+
+    A disturbance the paired correction misses lasts seconds on a shared host; back-to-back repeats of one model
+    share it, passes over many models (minutes apart) rarely do, and a disturbance only slows a run down, so
+    callers keep the lowest figure. ``measure_kwargs`` go to :func:`measure` (``seed`` is the pass number);
+    ``progress(pass_index, model_index)`` is called after each timing.
+    """
+    results: list[list[LatencyResult]] = [[] for _ in compiled]
+    for p in range(max(1, passes)):
+        for i, model in enumerate(compiled):
+            results[i].append(measure(model, seed=p, **measure_kwargs))
+            if progress:
+                progress(p, i)
+    return results
 
 
 def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: CalibratedReference):
