@@ -6,6 +6,7 @@ A run that diverges (a non-finite loss) or ends no better than guessing is not a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -15,13 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._errors import LabnasError
 from .data import Dataset
 from .models import ArchSpec, create_model
 
 __all__ = [
+    "AdamRecipe",
     "TrainConfig",
     "TrainResult",
     "TrainingFailed",
+    "RecipeError",
     "SCHEDULES",
     "train_proxy",
     "train_model",
@@ -36,6 +40,11 @@ __all__ = [
 SCHEDULES = ("linear", "cosine", "constant")
 
 
+
+class RecipeError(LabnasError, ValueError):
+    """A training recipe that cannot run (unknown schedule, no epochs, ...); the message names the setting."""
+
+
 class TrainingFailed(RuntimeError):
     """A training run whose result is not an accuracy: ``reason`` is ``"diverged"`` or ``"chance"``."""
 
@@ -44,23 +53,23 @@ class TrainingFailed(RuntimeError):
         self.reason = reason
 
 
-@dataclass
-class TrainConfig:
-    """How a proxy run trains: Adam, ``warmup_epochs`` of linear warm-up, then ``schedule`` to 0.
+@dataclass(frozen=True)
+class AdamRecipe:
+    """The optimiser recipe every training in labnas shares: Adam at peak ``lr``, ``warmup_epochs`` of linear
+    warm-up, then ``schedule`` down to 0 at the end of ``epochs``.
+
+    The proxy runs of a search (:class:`TrainConfig`, built from a space's ``[proxy]`` table), ``labnas train``
+    (``labnas.deploy.TrainSettings``) and the accuracy settings themselves (``labnas.accuracy.ProxySettings``)
+    extend it, so the recipe's fields, their meaning and their checks live here once.
 
     Attributes:
         epochs: passes over the (sub)set of training images.
-        batch_size: images per step.
+        batch_size: images per step (>= 2: BatchNorm needs two samples to train).
         lr: peak Adam learning rate.
         schedule: ``"linear"`` (the LAB code's PolynomialDecay p=1), ``"cosine"`` (QuickNet's) or
             ``"constant"``, applied after warm-up.
         warmup_epochs: epochs of linear warm-up from 0 to ``lr`` (may be fractional).
         grad_clip: clip the global gradient norm to this value (0: no clipping).
-        subset: train on at most this many images (None: all), drawn with ``seed``.
-        seed: seeds torch (initial weights) and numpy (subset and batch order).
-        device: ``"cpu"`` or ``"cuda"``.
-        precise_bn_images: after training, BatchNorm statistics are re-estimated on this many training
-            images with the final weights (0: keep the running averages). See :func:`recalibrate_batchnorm`.
     """
 
     epochs: int = 3
@@ -69,14 +78,50 @@ class TrainConfig:
     schedule: str = "linear"
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0
+
+    def recipe_problem(self) -> str | None:
+        """What is wrong with the recipe, as a message naming settings ``{opt:NAME}`` (see ``labnas._errors``);
+        None when nothing is. Each subclass raises it as its own error type."""
+        if self.schedule not in SCHEDULES:
+            return f"unknown {{opt:schedule}} {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            return (f"{{opt:epochs}} must be >= 1, {{opt:batch_size}} >= 2 and {{opt:lr}} > 0 "
+                    f"(got {self.epochs}, {self.batch_size}, {self.lr})")
+        if not 0 <= self.warmup_epochs < self.epochs or self.grad_clip < 0:
+            return (f"{{opt:warmup_epochs}} must be in [0, epochs) and {{opt:grad_clip}} >= 0 "
+                    f"(got {self.warmup_epochs}, {self.grad_clip})")
+        return None
+
+    def recipe_fields(self) -> dict:
+        """The recipe alone (the fields of this class), e.g. to pass it on or compare two runs."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(AdamRecipe)}
+
+    def optimizer(self, model: torch.nn.Module, steps_per_epoch: int):
+        """Adam and its per-step schedule for ``model`` (see :func:`adam_with_schedule`)."""
+        return adam_with_schedule(model, self.lr, self.schedule, self.warmup_epochs, steps_per_epoch, self.epochs)
+
+
+@dataclass(frozen=True)
+class TrainConfig(AdamRecipe):
+    """One proxy run: the :class:`AdamRecipe` plus what makes it one run.
+
+    Attributes:
+        subset: train on at most this many images (None: all), drawn with ``seed``.
+        seed: seeds torch (initial weights) and numpy (subset and batch order).
+        device: ``"cpu"`` or ``"cuda"``.
+        precise_bn_images: after training, BatchNorm statistics are re-estimated on this many training
+            images with the final weights (0: keep the running averages). See :func:`recalibrate_batchnorm`.
+    """
+
     subset: int | None = None
     seed: int = 0
     device: str = "cpu"
     precise_bn_images: int = 2048
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        problem = self.recipe_problem()
+        if problem:
+            raise RecipeError(problem)
 
 
 @dataclass
@@ -191,7 +236,7 @@ def train_model(
         keep = rng.choice(len(x), config.subset, replace=False)
         x, y = x[keep], y[keep]
     steps_per_epoch = max(1, -(-len(x) // config.batch_size))
-    opt, sched = adam_with_schedule(model, config.lr, config.schedule, config.warmup_epochs, steps_per_epoch, config.epochs)
+    opt, sched = config.optimizer(model, steps_per_epoch)
     loss_value = float("nan")
     for epoch in range(config.epochs):
         model.train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..train import SCHEDULES
+from ..train import AdamRecipe, TrainConfig
 from .estimator import EstimatorError
 
 __all__ = ["ProxySettings", "ESTIMATOR_NAMES"]
@@ -14,8 +14,10 @@ ESTIMATOR_NAMES = ("trained", "supernet", "published")
 
 
 @dataclass(frozen=True)
-class ProxySettings:
-    """How a space's accuracy column is estimated.
+class ProxySettings(AdamRecipe):
+    """How a space's accuracy column is estimated: the estimator, its data and network, and the
+    :class:`labnas.train.AdamRecipe` its runs train with (``epochs``, ``batch_size``, ``lr``, ``schedule``,
+    ``warmup_epochs``, ``grad_clip``; the proxy's defaults are 4 epochs of batch 32).
 
     Attributes:
         estimator: ``trained`` (each candidate trained on the dataset), ``supernet`` (one weight-sharing
@@ -25,7 +27,6 @@ class ProxySettings:
         resolution: images resampled to this square size (0: the dataset's own).
         width_mult: channel multiplier of the proxy network (the deployment network keeps its own).
         epochs: training epochs of a candidate (``trained``) or of the supernet (``supernet``).
-        batch_size, lr, schedule, warmup_epochs, grad_clip: the Adam recipe (see ``labnas.train.TrainConfig``).
         subset: training images used (0: all).
         seeds: independent runs averaged per candidate (``trained``) or supernets averaged (``supernet``).
         recalib_images: training images pushed through a sub-network to re-estimate BatchNorm statistics
@@ -34,16 +35,12 @@ class ProxySettings:
             candidate's last epoch (``trained``; 0: keep the running averages).
     """
 
+    epochs: int = 4
+    batch_size: int = 32
     estimator: str = "trained"
     dataset: str = "digits"
     resolution: int = 0
     width_mult: float = 0.25
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 2.5e-3
-    schedule: str = "linear"
-    warmup_epochs: float = 0.0
-    grad_clip: float = 0.0
     subset: int = 0
     seeds: int = 1
     recalib_images: int = 1024
@@ -52,15 +49,15 @@ class ProxySettings:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATOR_NAMES:
             raise EstimatorError(f"unknown accuracy estimator {self.estimator!r}; choose one of {', '.join(ESTIMATOR_NAMES)}")
-        if self.schedule not in SCHEDULES:
-            raise EstimatorError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        for name in ("epochs", "batch_size", "seeds"):
-            if getattr(self, name) < 1:
-                raise EstimatorError(f"proxy {name} must be >= 1, got {getattr(self, name)}")
+        problem = self.recipe_problem()
+        if problem:
+            raise EstimatorError(f"proxy: {problem}")
+        if self.seeds < 1:
+            raise EstimatorError(f"proxy seeds must be >= 1, got {self.seeds}")
         if not 0 < self.width_mult <= 4:
             raise EstimatorError(f"proxy width_mult must be in (0, 4], got {self.width_mult}")
-        if self.resolution < 0 or self.subset < 0 or self.lr <= 0:
-            raise EstimatorError("proxy resolution and subset must be >= 0 and lr > 0")
+        if self.resolution < 0 or self.subset < 0:
+            raise EstimatorError("proxy resolution and subset must be >= 0")
 
     @classmethod
     def from_table(cls, table: dict, where: str = "[proxy]") -> "ProxySettings":
@@ -82,11 +79,8 @@ class ProxySettings:
 
     def train_config(self, seed: int, device: str = "cpu", precise_bn: bool = True):
         """The ``labnas.train.TrainConfig`` of one run of this recipe (``precise_bn=False``: keep running BN averages)."""
-        from ..train import TrainConfig
-
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
-                           warmup_epochs=self.warmup_epochs, grad_clip=self.grad_clip, subset=self.subset or None,
-                           seed=seed, device=device, precise_bn_images=self.precise_bn_images if precise_bn else 0)
+        return TrainConfig(**self.recipe_fields(), subset=self.subset or None, seed=seed, device=device,
+                           precise_bn_images=self.precise_bn_images if precise_bn else 0)
 
     def replace(self, **changes) -> "ProxySettings":
         return dataclasses.replace(self, **changes)

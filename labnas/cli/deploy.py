@@ -17,11 +17,12 @@ def add_deploy_parsers(sub) -> None:
     p.add_argument("--trial", type=int, help="with a study folder: the trial to train (default: its best feasible trial)")
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, cifar10 or imagefolder (default digits)")
     p.add_argument("--data-dir", help="the dataset's folder (fashion-mnist, cifar10, imagefolder)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
-    p.add_argument("--lr", type=float, default=2.5e-3, help="peak Adam learning rate (default 2.5e-3, the LAB recipe)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"], help="learning-rate decay (default linear)")
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up epochs (default 0)")
+    p.add_argument("--epochs", type=int, help="epochs (default 10)")
+    p.add_argument("--lr", type=float, help="peak Adam learning rate (default 2.5e-3, the LAB recipe)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 64)")
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="learning-rate decay (default linear)")
+    p.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (default 0)")
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default 0: no clipping)")
     p.add_argument("--resolution", type=int, default=0, help="resample images to this size (default: the dataset's; imagefolder 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -56,15 +57,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     console = Console()
     try:
-        settings = TrainSettings(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-                                 lr=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-                                 resolution=args.resolution, seed=args.seed, device=args.device, workers=args.workers)
+        recipe = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "schedule", "warmup_epochs", "grad_clip")}
+        settings = TrainSettings(dataset=args.dataset, data_dir=args.data_dir, resolution=args.resolution, seed=args.seed,
+                                 device=args.device, workers=args.workers,
+                                 **{name: value for name, value in recipe.items() if value is not None})
         source = load_spec_source(args.source, args.trial)
     except (TrainError, SpecSourceError) as err:
         raise UserError(for_cli(err)) from None
     out = Path(args.out or f"results/train/{_name(source)}")
     console.print(f"training {source.spec.family} ({source.spec.n_lab} LAB layers) from {source.origin}"
-                  f"{f' trial {source.trial}' if source.trial is not None else ''} on {args.dataset}, {args.epochs} epochs -> {out}/")
+                  f"{f' trial {source.trial}' if source.trial is not None else ''} on {args.dataset}, {settings.epochs} epochs -> {out}/")
     origin = {"source": source.origin, "trial": source.trial}
     if args.no_progress:
         def progress(epoch, epochs, loss):
@@ -73,7 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-        task = bar.add_task("epochs", total=args.epochs, loss="-")
+        task = bar.add_task("epochs", total=settings.epochs, loss="-")
 
         def progress(epoch, epochs, loss):
             bar.update(task, completed=epoch, loss=f"{loss:.4f}")

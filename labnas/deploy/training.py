@@ -22,7 +22,7 @@ import torch
 from .._errors import LabnasError
 from ..data import DATASETS, load_dataset
 from ..models import ArchSpec, create_model
-from ..train import SCHEDULES, TrainingFailed, adam_with_schedule, recalibrate_batchnorm, train_step
+from ..train import AdamRecipe, TrainingFailed, recalibrate_batchnorm, train_step
 
 __all__ = ["TrainSettings", "TrainError", "train_spec", "training_spec", "CHECKPOINT", "FINAL"]
 
@@ -35,26 +35,22 @@ class TrainError(LabnasError, ValueError):
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """How ``labnas train`` trains (the LAB code's recipe by default: Adam 2.5e-3, linear decay to 0).
+class TrainSettings(AdamRecipe):
+    """How ``labnas train`` trains: the :class:`labnas.train.AdamRecipe` (the LAB code's recipe by default:
+    Adam 2.5e-3, linear decay to 0; 10 epochs of batch 64) and the data it reads.
 
     Attributes:
         dataset: a name from ``labnas.data.DATASETS``; ``imagefolder`` is streamed from disk.
         data_dir: the dataset's directory (fashion-mnist, cifar10, imagefolder).
-        epochs, batch_size, lr, schedule, warmup_epochs: the optimiser recipe.
         resolution: resample images to this size (0: the dataset's own; imagefolder default 32).
         seed: initial weights and batch order.
         device: ``cpu`` or ``cuda``.
         workers: DataLoader worker processes for ``imagefolder``.
     """
 
+    epochs: int = 10
     dataset: str = "digits"
     data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2.5e-3
-    schedule: str = "linear"
-    warmup_epochs: float = 0.0
     resolution: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -63,10 +59,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise TrainError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.schedule not in SCHEDULES:
-            raise TrainError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise TrainError("{opt:epochs} must be >= 1, {opt:batch_size} >= 2 and {opt:lr} > 0")
+        problem = self.recipe_problem()
+        if problem:
+            raise TrainError(problem)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise TrainError("{opt:device} cuda asked for, but torch sees no CUDA device; use {opt:device} cpu")
 
@@ -179,8 +174,7 @@ def train_spec(
     tspec = training_spec(spec, channels, classes, size)
     torch.manual_seed(settings.seed)
     model = create_model(tspec).to(settings.device)
-    opt, sched = adam_with_schedule(model, settings.lr, settings.schedule, settings.warmup_epochs, len(train_batches),
-                                    settings.epochs)
+    opt, sched = settings.optimizer(model, len(train_batches))
     start_epoch, seconds = 0, 0.0
     if last.exists() and not resume:
         raise TrainError(f"{out} already holds a run ({CHECKPOINT}); continue it with {{opt:resume}} or pick another {{opt:out}}")
@@ -202,7 +196,8 @@ def train_spec(
         losses = []
         for xb, yb in train_batches.epoch(epoch):
             try:
-                losses.append(train_step(model, opt, sched, xb.to(settings.device), yb.to(settings.device), epoch + 1))
+                losses.append(train_step(model, opt, sched, xb.to(settings.device), yb.to(settings.device), epoch + 1,
+                                          settings.grad_clip))
             except TrainingFailed as err:
                 raise TrainError(f"{err}; lower {{opt:lr}}") from None
         loss_value = float(np.mean(losses))
