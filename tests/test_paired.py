@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from labnas.timing.calibration import calibrate, calibration_key, load_or_calibrate
+from labnas.timing.calibration import board_calibration_key, calibrate, calibration_key, load_or_calibrate
 from labnas.timing.paired import DISTURBED_FACTOR, TimingDisturbed, disturbance, time_paired
 
 
@@ -135,10 +135,14 @@ def test_calibration_takes_the_least_disturbed_median_and_is_cached_per_key(tmp_
         calls.append(1)
         return 0.42
 
-    value, how = load_or_calibrate(timed, "host", 2)
+    two, one = calibration_key("host", 2), calibration_key("host", 1)
+    value, how = load_or_calibrate(timed, two)
     assert (value, how) == (pytest.approx(0.42), "measured") and len(calls) == 25
-    assert load_or_calibrate(timed, "host", 2) == (pytest.approx(0.42), "cached") and len(calls) == 25
-    assert load_or_calibrate(timed, "host", 1)[1] == "measured"  # another thread count is another calibration
-    assert load_or_calibrate(timed, "host", 2, recalibrate=True)[1] == "measured"
+    assert load_or_calibrate(timed, two) == (pytest.approx(0.42), "cached") and len(calls) == 25
+    assert load_or_calibrate(timed, one)[1] == "measured"  # another thread count is another calibration
+    assert load_or_calibrate(timed, two, recalibrate=True)[1] == "measured"
+    board = board_calibration_key("rpc 10.0.0.7:9090", "arm", None)
+    assert load_or_calibrate(timed, board)[1] == "measured"  # a board is calibrated apart from this machine
     table = json.loads((tmp_path / "reference_calibration.json").read_text())
-    assert set(table) == {calibration_key("host", 2), calibration_key("host", 1)}
+    assert set(table) == {two, one, board}
+    assert board.startswith("board rpc 10.0.0.7:9090 | arm | board threads")

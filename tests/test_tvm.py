@@ -213,6 +213,29 @@ def test_rpc_over_loopback(processes):
 
 
 @pytest.mark.slow
+def test_paired_timing_on_a_board_runs_the_reference_in_the_candidates_session(processes, tmp_path, monkeypatch):
+    """Over RPC the reference is calibrated on the board (its own cache key) and uploaded into the session that
+    times the candidate; an RPC server serves one session at a time, so a second session would hang."""
+    from labnas.timing import reference_for
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    port = _start_tvm(processes, "rpc_server")
+    _wait_port(port)
+    board = RemoteSpec(rpc=("127.0.0.1", port), timeout_s=120)
+    reference = reference_for(HOST, threads=1, remote=board)
+    assert reference.how == "measured" and reference.key.startswith(f"board rpc 127.0.0.1:{port} | host | 1 threads")
+    assert reference.timer.runner is None  # no session kept open between measurements
+    model = create_model(default_spec("bireal18", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
+    compiled = compile_model(model, (1, 3, 16, 16), HOST)
+    r = measure(compiled, remote=board, number=2, repeat=5, threads=1, reference=reference)
+    assert r.device.get("remote") and r.paired and r.reference_calibrated_ms == reference.ms
+    assert r.median_ms == pytest.approx(r.paired_ratio * reference.ms, rel=1e-6)
+    assert reference.timer.runner is None
+    again = reference_for(HOST, threads=1, remote=board)
+    assert again.how == "cached" and again.ms == reference.ms
+
+
+@pytest.mark.slow
 def test_tracker_with_two_servers(processes):
     tport = _start_tvm(processes, "rpc_tracker")
     _wait_port(tport)

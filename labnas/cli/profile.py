@@ -84,10 +84,11 @@ def run_profile(args: argparse.Namespace) -> int:
         console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
     from ..timing import reference_for
 
-    reference = reference_for(target, args.threads, remote, args.recalibrate)  # paired timing, drift-corrected
-    if reference is not None:
-        console.print(f"reference workload: {reference.ms:.3f} ms calibrated ({reference.how}; --recalibrate measures it again)")
     try:
+        # Paired timing, drift-corrected, here or on the board; an emulator's timings mean nothing to correct.
+        reference = None if args.emulated else reference_for(target, args.threads, remote, args.recalibrate)
+        if reference is not None:
+            console.print(f"reference workload: {reference.ms:.3f} ms calibrated ({reference.how}; --recalibrate measures it again)")
         result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True,
                          emulated=args.emulated, reference=reference)
     except (RemoteError, LoweringError, TimingDisturbed) as err:

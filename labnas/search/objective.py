@@ -174,7 +174,7 @@ class Objective:
         self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
         self.target = config.target
-        self._reference = None  # labnas.timing.CalibratedReference, made on first use (local targets only)
+        self._reference = None  # labnas.timing.CalibratedReference, made on first use
         self.table = None
         if config.latency == "lut":
             from ..latency import load_table
@@ -184,17 +184,15 @@ class Objective:
                 self.table = table_in_study_scale(self.table, study)
 
     def reference(self, study: optuna.Study):
-        """The calibrated reference workload (:class:`labnas.timing.CalibratedReference`) for paired timing, or
-        ``None`` on a board. The calibration is the study's own (``reference_calibration``) once it has one, so a
-        resumed search keeps its scale; else this machine's cached one (``--recalibrate``: measured again), which
-        is then stored in the study."""
+        """The calibrated reference workload (:class:`labnas.timing.CalibratedReference`) for paired timing, on this
+        machine or on the board the search times on. The calibration is the study's own (``reference_calibration``)
+        once it has one, so a resumed search keeps its scale; else the cached one for this machine or board
+        (``--recalibrate``: measured again), which is then stored in the study."""
         from ..timing import reference_for
 
-        if not self._times_here:
-            return None
         if self._reference is None:
-            with exclusive_timing():
-                self._reference = reference_for(self.target, self.config.threads,
+            with self._lock():
+                self._reference = reference_for(self.target, self.config.threads, self.config.remote,
                                                 recalibrate=self.config.recalibrate,
                                                 stored=study.user_attrs.get("reference_calibration"))
                 if self._reference.how != "stored":

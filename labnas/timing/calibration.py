@@ -13,18 +13,31 @@ import numpy as np
 
 from .._cache import cache_dir, read_json, write_json_atomic
 
-__all__ = ["calibrate", "calibration_key", "load_or_calibrate", "CALIBRATION_PATH"]
+__all__ = ["calibrate", "calibration_key", "board_calibration_key", "load_or_calibrate", "CALIBRATION_PATH"]
 
 CALIBRATION_PATH = "reference_calibration.json"
 
 
 def calibration_key(target_name: str, threads: int) -> str:
+    """The key of this machine's calibration: CPU model, ISA, target, TVM threads, versions."""
+    from ..tvm.cpu import cpu_model, isa_summary
+
+    return f"{cpu_model()} | {' '.join(isa_summary())} | {target_name} | {threads} threads | {_versions()}"
+
+
+def board_calibration_key(board: str, target_name: str, threads: int | None) -> str:
+    """The key of a board's calibration: where it is reached (``RemoteSpec.describe()``: an RPC address, or a
+    tracker and the board's key), the target it is compiled for (CPU and ISA), its threads (``None``: the
+    board's own setting), versions."""
+    return f"board {board} | {target_name} | {threads or 'board'} threads | {_versions()}"
+
+
+def _versions() -> str:
     import tvm
 
     from .. import __version__
-    from ..tvm.cpu import cpu_model, isa_summary
 
-    return f"{cpu_model()} | {' '.join(isa_summary())} | {target_name} | {threads} threads | tvm {tvm.__version__} | labnas {__version__}"
+    return f"tvm {tvm.__version__} | labnas {__version__}"
 
 
 def calibrate(time_once, series: int = 5, rounds: int = 5) -> float:
@@ -33,15 +46,14 @@ def calibrate(time_once, series: int = 5, rounds: int = 5) -> float:
     return float(min(np.median([time_once() for _ in range(rounds)]) for _ in range(series)))
 
 
-def load_or_calibrate(time_once, target_name: str, threads: int, recalibrate: bool = False) -> tuple[float, str]:
-    """``(calibrated ms, "cached" | "measured")`` for this machine, target and thread count."""
+def load_or_calibrate(time_once, key: str, recalibrate: bool = False) -> tuple[float, str]:
+    """``(calibrated ms, "cached" | "measured")`` under ``key`` (:func:`calibration_key`, :func:`board_calibration_key`)."""
     path = cache_dir() / CALIBRATION_PATH
-    key = calibration_key(target_name, threads)
     table = read_json(path)
     if not recalibrate and key in table:
         return float(table[key]), "cached"
-    value = calibrate(time_once)
+    value = round(calibrate(time_once), 5)  # rounded as stored: a cached figure equals the fresh one
     table = read_json(path)  # another process may have written meanwhile
-    table[key] = round(value, 5)
+    table[key] = value
     write_json_atomic(path, table)  # an unwritable cache costs a calibration next time, nothing else
     return value, "measured"

@@ -149,7 +149,9 @@ def measure(
         reference: the calibrated reference workload on this machine (:func:`labnas.timing.reference_for`): the
             model is timed in ``repeat`` rounds shared with it and ``median_ms`` is drift-corrected
             (:func:`labnas.timing.paired.time_paired`; a machine too busy to time on raises ``TimingDisturbed``).
-            Ignored over RPC.
+            For a board, a reference made for that board (``reference_for(target, remote=...)``): it is uploaded
+            into the candidate's session and timed in the same rounds there (the board's load is not read: the
+            session has it to itself, and only the reference's own slowdown flags a disturbance).
     """
     if remote is None:
         if compiled.target.is_remote_only:
@@ -162,8 +164,13 @@ def measure(
         runner = VmRunner.remote(compiled, remote, threads)
     xi, err = _checked_input(runner, compiled, seed)
     extra = {}
-    if reference is not None and remote is None:
-        median, p10, p90, runs, attempts, extra = _paired_series(runner, xi, number, repeat, reference)
+    if reference is not None:
+        reference.timer.attach(runner)  # on a board: uploaded into this session
+        try:
+            median, p10, p90, runs, attempts, extra = _paired_series(runner, xi, number, repeat, reference,
+                                                                     local=remote is None)
+        finally:
+            reference.timer.release()
     else:
         series = []
         for _ in range(1 + UNSTABLE_RETRIES):
@@ -195,9 +202,10 @@ def measure_in_passes(compiled: list[CompiledModel], passes: int, progress=None,
     return results
 
 
-def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: CalibratedReference):
+def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: CalibratedReference, local: bool = True):
     """The model timed in rounds shared with ``reference`` (:func:`labnas.timing.paired.time_paired`):
-    ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``."""
+    ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``.
+    ``local``: this machine's load is read for oversubscription (not on a board)."""
     from .load import cpu_snapshot
     from .paired import time_paired
 
@@ -207,7 +215,8 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     # slicing both then see the same share of the core; a much shorter window lands in or between slices.
     ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
     paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.timer.time_once(ref_number),
-                         calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS), threads=runner.threads, cpu_probe=cpu_snapshot)
+                         calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS), threads=runner.threads,
+                         cpu_probe=cpu_snapshot if local else None)
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
               "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio}

@@ -17,23 +17,48 @@ from torch import nn
 from ..nn import BinaryConv2d
 from ..tvm.lowering import compile_model
 from ..tvm.targets import TargetPreset
+from .remote import RemoteSpec
 from .runner import VmRunner
 
 __all__ = ["CalibratedReference", "ReferenceTimer", "reference_for"]
 
 
 class ReferenceTimer:
-    """Compiles the reference once for a local target; :meth:`time_ms` returns its median latency."""
+    """The reference workload compiled once for a target; :meth:`time_once` / :meth:`time_ms` time it where it runs.
 
-    def __init__(self, target: TargetPreset, threads: int | None = None, seed: int = 0):
+    On this machine it is loaded once and stays loaded. For a board (``remote``) it is uploaded into each RPC
+    session that times a candidate (:meth:`attach`, then :meth:`release`): a board's RPC server serves one
+    session at a time, so the reference must share the candidate's, and no session may stay open between
+    measurements.
+    """
+
+    def __init__(self, target: TargetPreset, threads: int | None = None, seed: int = 0, remote: RemoteSpec | None = None):
         model = nn.Sequential(
             nn.Conv2d(64, 64, 3, padding=1, bias=False),  # a float conv (stem / shortcut kind of work)
             BinaryConv2d(64, 64, 3, binarizer="ste_sign", pad_value=1),  # a bitpacked binary conv
         ).eval()
         shape = (1, 64, 28, 28)
         self.compiled = compile_model(model, shape, target)
-        self.runner = VmRunner.local(self.compiled.executable, threads)
-        self.x = self.runner.tensor(np.random.default_rng(seed).standard_normal(shape).astype("float32"))
+        self.remote, self.threads = remote, threads
+        self._x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
+        self.runner: VmRunner | None = None
+        if remote is None:
+            self._use(VmRunner.local(self.compiled.executable, threads))
+
+    def attach(self, runner: VmRunner) -> None:
+        """Time next to the candidate on ``runner``: for a board, the reference is uploaded into ``runner``'s RPC
+        session (the one the candidate is timed in); on this machine it keeps its own runner, loaded at init."""
+        if self.remote is not None:
+            self._use(VmRunner.remote(self.compiled, self.remote, self.threads, session=runner.session,
+                                      filename="labnas_reference.so"))
+
+    def _use(self, runner: VmRunner) -> None:
+        self.runner, self.x = runner, runner.tensor(self._x)
+
+    def release(self) -> None:
+        """Let go of a board's session (local: nothing to do)."""
+        if self.remote is not None:
+            self.runner = self.x = None
 
     def time_ms(self, number: int = 10, repeat: int = 5) -> float:
         """Median of ``repeat`` timings of ``number`` runs each (ms per run)."""
@@ -43,11 +68,33 @@ class ReferenceTimer:
         """One timing: the mean of ``number`` runs (ms per run), for paired rounds."""
         return 1e3 * self.runner.time_runs([self.x], number, 1)[0]
 
+    def key(self, target_name: str) -> str:
+        """The calibration key of this reference: CPU (or board), ISA, target, threads, versions."""
+        from .calibration import board_calibration_key, calibration_key
+
+        if self.remote is None:
+            return calibration_key(target_name, self.runner.threads)
+        return board_calibration_key(self.remote.describe(), target_name, self.threads)
+
     def calibrated_ms(self, target_name: str, recalibrate: bool = False) -> tuple[float, str]:
-        """This machine's calibration for ``target_name`` at the runner's threads (see :mod:`labnas.timing.calibration`)."""
+        """The calibration for ``target_name`` at the runner's threads (see :mod:`labnas.timing.calibration`); for a
+        board, measured in a session of its own when it is not cached."""
         from .calibration import load_or_calibrate
 
-        return load_or_calibrate(self.time_once, target_name, self.runner.threads, recalibrate)
+        if self.remote is None:
+            return load_or_calibrate(self.time_once, self.key(target_name), recalibrate)
+        opened = []
+
+        def time_once_on_board() -> float:
+            if not opened:
+                self._use(VmRunner.remote(self.compiled, self.remote, self.threads, filename="labnas_reference.so"))
+                opened.append(True)
+            return self.time_once()
+
+        try:
+            return load_or_calibrate(time_once_on_board, self.key(target_name), recalibrate)
+        finally:
+            self.release()
 
 
 @dataclass(frozen=True)
@@ -66,22 +113,21 @@ class CalibratedReference:
         return {"key": self.key, "ms": round(self.ms, 5)}
 
 
-def reference_for(target: TargetPreset, threads: int | None = None, remote=None, recalibrate: bool = False,
-                  stored: dict | None = None) -> CalibratedReference | None:
-    """The calibrated reference for paired timing on this machine, or ``None`` where timing is not local (a board
-    over RPC times the plain median: the session has the board to itself).
+def reference_for(target: TargetPreset, threads: int | None = None, remote: RemoteSpec | None = None,
+                  recalibrate: bool = False, stored: dict | None = None) -> CalibratedReference | None:
+    """The calibrated reference for paired timing where the target runs: this machine, or the board at ``remote``
+    (the reference is then uploaded into each session that times a candidate). ``None`` only for a target this
+    machine cannot run when no board is given (there is nothing to time on).
 
     ``stored`` is a calibration recorded earlier (``{"key", "ms"}``, see :meth:`CalibratedReference.record`): it
-    is used when it was made for the same CPU, ISA, target, thread count and versions, so that a resumed search
-    or a table keeps the scale it began with; otherwise this machine's cached calibration is used, measured
-    first if there is none or ``recalibrate`` is set.
+    is used when it was made for the same CPU (or board), ISA, target, thread count and versions, so that a resumed
+    search or a table keeps the scale it began with; otherwise the cached calibration is used, measured first if
+    there is none or ``recalibrate`` is set.
     """
-    if remote is not None or target.is_remote_only:
+    if remote is None and target.is_remote_only:
         return None
-    from .calibration import calibration_key
-
-    timer = ReferenceTimer(target, threads)
-    key = calibration_key(target.name, timer.runner.threads)
+    timer = ReferenceTimer(target, threads, remote=remote)
+    key = timer.key(target.name)
     if stored and stored.get("key") == key and not recalibrate:
         return CalibratedReference(timer, float(stored["ms"]), key, "stored")
     ms, how = timer.calibrated_ms(target.name, recalibrate)

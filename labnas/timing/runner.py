@@ -65,17 +65,22 @@ class VmRunner:
         return cls(relax.VirtualMachine(executable, dev), dev, threads, local_device_info())
 
     @classmethod
-    def remote(cls, compiled, remote: RemoteSpec, threads: int | None = None) -> "VmRunner":
+    def remote(cls, compiled, remote: RemoteSpec, threads: int | None = None, session=None,
+               filename: str = "labnas_model.so") -> "VmRunner":
         """``compiled`` (a :class:`~labnas.tvm.CompiledModel`) exported, uploaded to the board at ``remote``
-        and loaded there; :class:`RemoteError` when the board cannot be reached or cannot load it."""
+        as ``filename`` and loaded there; :class:`RemoteError` when the board cannot be reached or cannot load it.
+
+        ``session``: an open RPC session to load into instead of a new one (the paired reference shares the
+        candidate's session: an RPC server serves one session at a time). The runner keeps its session open
+        (``runner.session``) until it is dropped."""
         from tvm import relax
 
-        session = connect(remote)
+        session = session or connect(remote)
         with tempfile.TemporaryDirectory() as tmp:
-            path = compiled.export(os.path.join(tmp, "labnas_model.so"))
+            path = compiled.export(os.path.join(tmp, filename))
             try:
                 session.upload(path)
-                lib = session.load_module("labnas_model.so")
+                lib = session.load_module(filename)
             except Exception as err:  # noqa: BLE001 - tvm raises TVMError / RuntimeError / OSError
                 raise RemoteError(f"the board at {remote.describe()} could not load the model: {str(err).splitlines()[0][:160]}") from None
         dev = session.cpu()
