@@ -30,8 +30,8 @@ class SearchSummary:
     """What a finished (or interrupted) search amounts to, in the words the CLI prints.
 
     ``complete`` counts every complete trial (repeats of an earlier spec included), ``feasible`` those within
-    the budget; latencies in ms; ``reference_ms`` is the (min, max) of the reference workload in the trials'
-    paired rounds.
+    the budget; latencies in ms; ``latency_median_ms`` the median over complete trials; ``reference_ms`` is the
+    (min, max) of the reference workload in the trials' paired rounds.
     """
 
     trials: int
@@ -43,10 +43,25 @@ class SearchSummary:
     latency_range_ms: tuple[float, float] | None
     latency_predicted: bool
     reference_ms: tuple[float, float] | None
+    latency_median_ms: float | None = None
 
     @property
     def reference_spread_pct(self) -> float | None:
         return None if self.reference_ms is None else 100 * (self.reference_ms[1] / self.reference_ms[0] - 1)
+
+    def budget_note(self, budget_ms: float, min_trials: int = 3) -> str | None:
+        """A one-line warning when the budget split nothing: every complete candidate (at least ``min_trials``)
+        ran within it, so the front is the accuracy ranking alone and the search traded no latency. It names the
+        measured range and, as a budget that would split these candidates, their median. ``None`` otherwise.
+        (No candidate within the budget has its own message: the front is empty.)"""
+        if self.complete < min_trials or self.latency_range_ms is None or self.latency_median_ms is None:
+            return None
+        low, high = self.latency_range_ms
+        if high > budget_ms:
+            return None
+        return (f"the budget did not bind: all {self.complete} complete candidates ran in {low:.2f} .. {high:.2f} ms, "
+                f"under {budget_ms:g} ms, so the front ranks accuracy alone; to trade accuracy for latency on this "
+                f"target, try --budget-ms {self.latency_median_ms:.3g} (their median)")
 
 
 @dataclass
@@ -100,6 +115,7 @@ class StudyResults:
             latency_range_ms=(float(lat.min()), float(lat.max())) if len(lat) else None,
             latency_predicted=bool("latency_source" in done and (done.latency_source == "lut").any()),
             reference_ms=(float(ref.min()), float(ref.max())) if len(ref) > 1 else None,
+            latency_median_ms=float(lat.median()) if len(lat) else None,
         )
 
 

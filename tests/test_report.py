@@ -143,6 +143,16 @@ def test_report_writes_markdown_with_figures(tmp_path):
     assert "## Pareto front" in text and "](pareto_latency.png)" in text and "## OPs of the best architecture" in text
     for name in ("pareto_latency.png", "pareto_ops.png", "choice_map.png"):
         assert (tmp_path / "a" / name).read_bytes().startswith(b"\x89PNG")
+    assert "did not bind" not in text  # latencies 12-28 ms against 20 ms: the budget splits them
+
+
+def test_report_says_when_the_budget_did_not_bind(tmp_path):
+    from labnas.report import write_report
+
+    df = make_results(tmp_path / "a", budget=100.0)
+    text = write_report(tmp_path / "a", measure_latency=False).read_text()
+    median = df[df.state == "COMPLETE"].latency_ms.median()
+    assert "The budget did not bind: all 10 complete candidates" in text and f"--budget-ms {median:.3g}" in text
 
 
 @pytest.mark.parametrize("target", ["host", "arm"])

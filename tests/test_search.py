@@ -62,7 +62,26 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert (summary.trials, summary.complete, summary.feasible, summary.failed, summary.pruned) == (3, 3, 3, 0, 0)
     assert summary.latency_range_ms == pytest.approx((df.latency_ms.min(), df.latency_ms.max()))
     assert summary.reference_ms == pytest.approx((df.reference_ms.min(), df.reference_ms.max()))
+    assert summary.latency_median_ms == pytest.approx(df.latency_ms.median())
+    # every candidate within 1000 ms: the summary says the budget did not bind and offers the median
+    note = summary.budget_note(1000.0)
+    assert note and "did not bind" in note and f"--budget-ms {df.latency_ms.median():.3g}" in note
+    assert summary.budget_note(float(df.latency_ms.max()) * 0.99) is None  # one over the budget: it binds
     assert run.results.best["trial"] == best["trial"]
+
+
+def test_the_budget_note_needs_enough_complete_trials():
+    from labnas.results import SearchSummary
+
+    def summary(complete):
+        return SearchSummary(trials=complete, complete=complete, feasible=complete, failed=0, pruned=0, failures=(),
+                             latency_range_ms=(2.0, 4.0), latency_predicted=False, reference_ms=None,
+                             latency_median_ms=3.0)
+
+    assert summary(2).budget_note(20.0) is None
+    assert "all 3 complete candidates ran in 2.00 .. 4.00 ms, under 20 ms" in summary(3).budget_note(20.0)
+    assert "--budget-ms 3 (their median)" in summary(3).budget_note(20.0)
+    assert summary(3).budget_note(3.5) is None
 
 
 def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorded(tmp_path):

@@ -113,12 +113,14 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         "published": "predicted ImageNet top-1 from published results, not trained; it ranks the LAB authors' stage "
                      "ablation with leave-one-out Kendall tau 0.90 (docs/accuracy.md)",
         "trained": "a short training on a small proxy dataset; measured against ImageNet on the stage ablation it "
-                   "ranks LAB placements at best partly (Kendall tau -0.64 .. +0.67 over the settings tried, "
+                   "ranks LAB placements at best partly (Kendall tau -0.64 .. +0.70 over the settings tried, "
                    "docs/accuracy.md): compare candidates of this study only, and train on your own data for a real answer",
         "supernet": "scores of a weight-sharing supernet on a small proxy dataset; it does not rank LAB placements "
                     "as ImageNet does (docs/accuracy.md)",
     }.get(estimator, "")
     settings = ", ".join(f"{k} {v}" for k, v in res.settings.items() if k not in ("accuracy_description", "study"))
+    budget = res.settings.get("budget_ms")
+    note = res.summary().budget_note(float(budget)) if budget is not None else None
     lines = [
         f"# labnas report: {res.name}",
         "",
@@ -127,7 +129,8 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         f"Settings: {settings}.",
         f"{len(res.trials)} trials: {len(res.feasible)} distinct specs within budget, {len(res.infeasible)} over budget (not estimated), "
         f"{int(res.trials.duplicate_of.notna().sum())} repeats of an earlier spec, "
-        f"{int((res.trials.state == 'FAIL').sum())} failed.",
+        f"{int((res.trials.state == 'FAIL').sum())} failed."
+        + (f" **Note**: {note[:1].upper() + note[1:]}." if note else ""),
         "",
         "## Best architecture",
         "",
