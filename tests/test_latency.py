@@ -150,6 +150,7 @@ def test_lut_search_predicts_then_measures_the_front(tiny_table, tmp_path):
     assert set(study.user_attrs["remeasured_ms"]) == {str(t) for t in front.trial}
     # the study took the table's calibration, so the front's end-to-end timings are corrected in the table's scale
     assert study.user_attrs["reference_calibration"] == table.meta["reference_calibration"]
+    assert table.meta["reference_calibration"]["workload"] == "conv pair 64x28x28"  # tables keep the small reference
 
 
 def test_cli_bad_lut_inputs_are_one_line(tmp_path):

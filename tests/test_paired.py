@@ -146,3 +146,25 @@ def test_calibration_takes_the_least_disturbed_median_and_is_cached_per_key(tmp_
     table = json.loads((tmp_path / "reference_calibration.json").read_text())
     assert set(table) == {two, one, board}
     assert board.startswith("board rpc 10.0.0.7:9090 | arm | board threads")
+
+
+def test_a_search_keeps_the_reference_workload_its_study_names():
+    """New studies time against the space's all-sign network; a stored calibration keeps its own workload (one
+    stored without a name is the conv pair), and one naming another space's network is refused."""
+    from labnas.search import load_space
+    from labnas.search.objective import reference_workload
+    from labnas.timing import CONV_PAIR
+
+    space = load_space("bireal18_placement")
+    fresh = reference_workload(space, None)
+    assert fresh.name == "baseline bireal18 all-sign 3x224x224 width 1 1000 classes imagenet stem"
+    assert fresh.shape == (1, 3, 224, 224)
+    model = fresh.build()
+    from labnas.nn.binarizers import LAB
+
+    assert not any(isinstance(m, LAB) for m in model.modules())
+    assert reference_workload(space, {"key": "k", "ms": 1.0}) is CONV_PAIR
+    assert reference_workload(space, {"key": "k", "ms": 1.0, "workload": fresh.name}).name == fresh.name
+    other = reference_workload(load_space("labbnn"), None)
+    with pytest.raises(ValueError, match="not this space's"):
+        reference_workload(space, {"key": "k", "ms": 1.0, "workload": other.name})

@@ -44,6 +44,9 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert (df.reference_ms > 0).all()  # the drift probe is timed with every measured trial
     # paired timing: latency_ms = median per-round ratio x the reference's calibration (stored in the study)
     calibration = study.user_attrs["reference_calibration"]
+    # a measured search times against the space's own all-sign network, named in its calibration and key
+    assert calibration["workload"].startswith(f"baseline {space.family} all-sign ")
+    assert calibration["key"].endswith(f" | reference {calibration['workload']}")
     assert df.reference_calibrated_ms.to_numpy() == pytest.approx([calibration["ms"]] * len(df), abs=1e-4)
     assert df.latency_ms.to_numpy() == pytest.approx((df.latency_ratio * df.reference_calibrated_ms).to_numpy(), rel=1e-3, abs=1e-4)  # CSV: 4 decimals
     assert (df.latency_raw_ms > 0).all()

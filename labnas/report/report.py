@@ -40,11 +40,14 @@ def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, se
     study's calibration (``calibration``, as the search stored it) when it applies here, and say how, next to the
     search's figure."""
     from ..models import ArchSpec, create_model
-    from ..timing import TimingDisturbed, measure, reference_for
+    from ..timing import TimingDisturbed, measure, reference_for, workload_named
     from ..tvm import compile_model
 
-    compiled = compile_model(create_model(ArchSpec.from_dict(spec)).eval(), (1, *input_shape), target)
-    reference = reference_for(target, threads, stored=calibration)
+    arch = ArchSpec.from_dict(spec)
+    compiled = compile_model(create_model(arch).eval(), (1, *input_shape), target)
+    # the study's own reference workload (the space's all-sign network, or the conv pair of older studies)
+    workload = workload_named((calibration or {}).get("workload"), arch, tuple(input_shape))
+    reference = reference_for(target, threads, stored=calibration, workload=workload)
     try:
         result = measure(compiled, number=3, repeat=5, threads=threads, profile_kernels=True, reference=reference)
     except TimingDisturbed as err:
@@ -57,7 +60,7 @@ def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, se
     ratio = result.median_ms / searched_ms if searched_ms == searched_ms and searched_ms > 0 else float("nan")
     if result.paired:
         scale = "the search's own" if reference.how == "stored" else f"this machine's ({reference.how}; the search's is for another CPU or thread count)"
-        how = (f"paired with the reference workload in {len(result.runs_ms)} shared rounds of 3 runs: drift-corrected "
+        how = (f"paired with the reference workload ({reference.timer.workload.name}) in {len(result.runs_ms)} shared rounds of 3 runs: drift-corrected "
                f"{result.median_ms:.2f} ms = ratio {result.paired_ratio:.3f} x the reference's calibrated {result.reference_calibrated_ms:.3f} ms "
                f"({scale} calibration); raw median {result.raw_median_ms:.2f} ms with the reference at {result.reference_ms:.3f} ms "
                f"in the same rounds (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f} corrected)")

@@ -120,6 +120,19 @@ def spec_key(layers: list[LayerSpec]) -> str:
     )
 
 
+def reference_workload(space: SearchSpace, stored: dict | None):
+    """The reference workload a search of ``space`` times its candidates with: the one its stored calibration
+    names (a resumed study keeps its workload and scale; a study that adopted a latency table's calibration takes
+    the table's), else the space's all-sign network (:func:`labnas.timing.baseline_workload`), the like-for-like
+    reference that follows the host's slowdowns best."""
+    from ..timing import baseline_workload, workload_named
+
+    baseline = space.deploy_spec(space.default_layers())
+    if stored:
+        return workload_named(stored.get("workload"), baseline, space.deploy_input)
+    return baseline_workload(baseline, space.deploy_input)
+
+
 def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConfig, lock=contextlib.nullcontext,
                            reference=None) -> tuple:
     """Compile ``model`` at the space's deploy shape for ``target`` (a TargetPreset) and time it with the
@@ -191,10 +204,11 @@ class Objective:
         from ..timing import reference_for
 
         if self._reference is None:
+            stored = study.user_attrs.get("reference_calibration")
             with self._lock():
                 self._reference = reference_for(self.target, self.config.threads, self.config.remote,
-                                                recalibrate=self.config.recalibrate,
-                                                stored=study.user_attrs.get("reference_calibration"))
+                                                recalibrate=self.config.recalibrate, stored=stored,
+                                                workload=reference_workload(self.space, stored))
                 if self._reference.how != "stored":
                     study.set_user_attr("reference_calibration", self._reference.record())
         return self._reference

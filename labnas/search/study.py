@@ -260,7 +260,7 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
 
     from ..models import ArchSpec, create_model
     from ..timing import RemoteError, TimingDisturbed, exclusive_timing, reference_for, shared_training
-    from .objective import measure_deploy_latency
+    from .objective import measure_deploy_latency, reference_workload
     from .results import pareto_front, trials_frame
 
     df = trials_frame(study)
@@ -275,7 +275,9 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
         if str(row.trial) in done:
             continue
         if reference is None:  # paired and corrected in the study's scale, as the trials and the table are
-            reference = reference_for(target, config.threads, config.remote, stored=study.user_attrs.get("reference_calibration"))
+            stored = study.user_attrs.get("reference_calibration")
+            reference = reference_for(target, config.threads, config.remote, stored=stored,
+                                      workload=reference_workload(space, stored))
         model = create_model(ArchSpec.from_json(row.spec)).eval()
         local = config.remote is None  # as a trial: the host lock shared while compiling, exclusive while timing
         try:

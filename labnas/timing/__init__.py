@@ -8,7 +8,8 @@ from .compare import paired_ratio, round_robin
 from .host_lock import exclusive_timing, shared_training
 from .measure import LatencyResult, kernel_profile, measure, verify
 from .paired import TimingDisturbed
-from .reference import CalibratedReference, ReferenceTimer, reference_for
+from .reference import (CONV_PAIR, CalibratedReference, ReferenceTimer, ReferenceWorkload, baseline_workload,
+                        reference_for, workload_named)
 from .remote import START_BOARD_HINT, RemoteError, RemoteSpec, connect
 from .runner import VmRunner, local_device_info, set_threads
 
@@ -28,6 +29,10 @@ __all__ = [
     "measure",
     "paired_ratio",
     "reference_for",
+    "ReferenceWorkload",
+    "CONV_PAIR",
+    "baseline_workload",
+    "workload_named",
     "round_robin",
     "set_threads",
     "shared_training",
