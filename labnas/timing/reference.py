@@ -35,8 +35,8 @@ class ReferenceWorkload:
     network's companion (``labnas profile``, latency tables). :func:`baseline_workload`, the searched space's own
     all-sign network: the search's companion, because a like-for-like reference is slowed down by what slows the
     candidates (cache and memory-bandwidth contention as well as time slicing). Measured on the shared 2-core
-    EPYC (docs/timing.md): per-measurement ratio spread 3.7-4.0 % CV against the baseline, 17 % against the conv
-    pair, raw medians 23 %.
+    EPYC (``benchmarks/bench_reference.py``, docs/timing.md): per-measurement ratio spread 3.9-4.2 % CV against
+    the baseline, 14-15 % against the conv pair, raw medians 20 %.
     """
 
     name: str
