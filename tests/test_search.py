@@ -92,6 +92,9 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
 
     assert near_budget(19.0, 20.0, 0.1) and near_budget(21.9, 20.0, 0.1) and not near_budget(17.9, 20.0, 0.1)
     assert not near_budget(20.0, 20.0, 0.0)
+    # the window reaches further above the budget than below it: disturbances slow runs down
+    assert near_budget(25.9, 20.0, 0.1, 0.3) and not near_budget(26.1, 20.0, 0.1, 0.3) and not near_budget(17.9, 20.0, 0.1, 0.3)
+    assert SearchConfig(budget_ms=20.0).retime_margin_above > SearchConfig(budget_ms=20.0).retime_margin
     space = load_space(TINY)
     far = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, accuracy="published")
     run = run_search(space, far, "far", tmp_path, n_trials=1, progress=False)
@@ -100,7 +103,7 @@ def test_a_candidate_near_the_budget_is_timed_again_and_both_timings_are_recorde
     assert "latency_retimed_ms" not in first  # far from the budget: one timing
     # a budget at the candidate's own latency, with a margin no host drift leaves
     near = SearchConfig(budget_ms=first["latency_ms"], timing_number=1, timing_repeat=2, threads=1, retime_margin=0.9,
-                        accuracy="published", retime_pauses_s=(0.0, 0.1))
+                        retime_margin_above=0.9, accuracy="published", retime_pauses_s=(0.0, 0.1))
     run = run_search(space, near, "near", tmp_path, n_trials=1, progress=False)
     study, out = run.study, run.path
     attrs = study.trials[0].user_attrs
