@@ -4,7 +4,8 @@ Scores the 16 configurations of the LAB authors' stage ablation (Bi-Real-18, LAB
 pairing in every binary layer of the marked stages, sign elsewhere; ImageNet top-1 53.2 .. 59.1 %) with an
 estimator built by ``labnas.accuracy.build_estimator`` (the search's own code path), several seeds, and
 reports Kendall tau / Spearman rho against the ImageNet column (bootstrap 90 % interval over
-configurations), the 1111-vs-0000 gain next to the seed noise, and CPU seconds per candidate.
+configurations), the 1111-vs-0000 gain next to the seed noise (the mean absolute difference between two seeds of
+one configuration, averaged over configurations), and CPU seconds per candidate.
 
 Every (setting, configuration, seed) result is appended to ``results/benchmarks/proxy_fidelity_runs.csv`` as
 it finishes; a re-run skips finished rows, so a study spread over several sittings loses nothing. The
@@ -165,7 +166,8 @@ def summarise(reference: dict[str, float], out: Path | None = None) -> list[dict
             "failed_runs": failed, "kendall_tau": round(fid.tau, 3), "tau_lo90": round(fid.tau_lo, 3),
             "tau_hi90": round(fid.tau_hi, 3), "spearman_rho": round(fid.rho, 3),
             "gain_1111_0000_pts": round(fid.gain, 2), "seed_noise_pts": round(fid.noise, 2),
-            "gain_over_noise": round(fid.gain_over_noise, 2), "cpu_s_per_candidate": round(float(np.mean(cpu)), 1),
+            "gain_over_noise": round(fid.gain_over_noise, 2), "noise_of_mean_pts": round(fid.noise_of_mean, 2),
+            "cpu_s_per_candidate": round(float(np.mean(cpu)), 1),
             "settings": mine[-1]["settings"],
         })
     out = out or SUMMARY
@@ -179,8 +181,8 @@ def summarise(reference: dict[str, float], out: Path | None = None) -> list[dict
 
 def markdown(table: list[dict]) -> str:
     """The summary rows as a Markdown table: setting, what it trains, tau [90 % interval], rho, gain, noise, cost."""
-    lines = ["| setting | estimator: data, width, epochs, lr | configs x seeds | Kendall tau [90 % CI] | Spearman | gain 1111-0000 (pts) | seed noise (pts) | CPU s / candidate |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | estimator: data, width, epochs, lr | configs x seeds | Kendall tau [90 % CI] | Spearman | gain 1111-0000 (pts) | seed noise (pts) | gain / noise | CPU s / candidate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         s = json.loads(r["settings"])
         what = "fitted to published ImageNet results (leave-one-out)" if r["estimator"] == "published" else (
@@ -188,8 +190,9 @@ def markdown(table: list[dict]) -> str:
             f"x{s['width_mult']:g}, {s['epochs']} ep, {s['lr']:g} {s.get('schedule', 'linear')}"
             f"{', ' + str(s['subset']) + ' imgs' if s.get('subset') else ''}")
         noise = "-" if r["seed_noise_pts"] != r["seed_noise_pts"] else f"{r['seed_noise_pts']:.2f}"
+        ratio = "-" if r["gain_over_noise"] != r["gain_over_noise"] else f"{r['gain_over_noise']:.1f}x"
         lines.append(f"| {r['setting']} | {what} | {r['configs']} x {r['seeds']} | {r['kendall_tau']:+.2f} [{r['tau_lo90']:+.2f}, {r['tau_hi90']:+.2f}] "
-                     f"| {r['spearman_rho']:+.2f} | {r['gain_1111_0000_pts']:+.2f} | {noise} | {r['cpu_s_per_candidate']:.0f} |")
+                     f"| {r['spearman_rho']:+.2f} | {r['gain_1111_0000_pts']:+.2f} | {noise} | {ratio} | {r['cpu_s_per_candidate']:.0f} |")
     return "\n".join(lines)
 
 
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for row in table:
         print(f"{row['setting']:28s} tau {row['kendall_tau']:+.2f} [{row['tau_lo90']:+.2f}, {row['tau_hi90']:+.2f}] "
-              f"rho {row['spearman_rho']:+.2f}  gain {row['gain_1111_0000_pts']:+.2f} pts  noise {row['seed_noise_pts']:.2f}  "
+              f"rho {row['spearman_rho']:+.2f}  gain {row['gain_1111_0000_pts']:+.2f} pts  noise {row['seed_noise_pts']:.2f} ({row['gain_over_noise']:.1f}x)  "
               f"{row['cpu_s_per_candidate']:.0f} CPU s/candidate")
     return 0
 

@@ -20,6 +20,7 @@ from labnas.accuracy import (
     spearman_rho,
     stage_layers,
 )
+from labnas.accuracy.fidelity import mean_pairwise_difference
 from labnas.accuracy.published import PublishedImageNet, leave_one_out
 from labnas.accuracy.supernet import LayerChoices, Supernet, SupernetEstimator, load_supernet, save_supernet
 from labnas.data import load_dataset
@@ -60,6 +61,17 @@ def test_rank_fidelity_gain_and_noise_from_seeds():
     assert fid.noise == pytest.approx((2.0 + 0.0 + 4.0) / 3)
 
 
+def test_seed_noise_is_the_mean_gap_between_two_seeds_not_the_range():
+    # three seeds: pairs differ by 2, 6 and 4 -> 4 (the range, 6, would grow with every seed added)
+    assert mean_pairwise_difference([10.0, 12.0, 16.0]) == pytest.approx(4.0)
+    ref = {"a": 1.0, "b": 2.0, "c": 3.0}
+    fid = rank_fidelity({"a": [10.0, 12.0, 16.0], "b": [20.0, 20.0, 23.0], "c": [30.0, 31.0, 32.0]}, ref)
+    assert fid.noise == pytest.approx((4.0 + 2.0 + 4.0 / 3) / 3)
+    assert fid.gain == pytest.approx(31.0 - 38.0 / 3)
+    assert fid.gain_over_noise == pytest.approx(fid.gain / fid.noise)
+    assert fid.noise_of_mean == pytest.approx(fid.noise / 3 ** 0.5)
+
+
 def test_stage_layers_mark_whole_stages():
     layers = stage_layers("0101")
     assert [l.binarizer for l in layers] == ["sign"] * 4 + ["lab"] * 4 + ["sign"] * 4 + ["lab"] * 4
@@ -87,6 +99,28 @@ def test_fidelity_harness_appends_rows_resumes_and_summarises(tmp_path, monkeypa
     # leave-one-out predictions order these four as ImageNet does
     assert table[0]["kendall_tau"] == pytest.approx(1.0)
     assert (tmp_path / "summary.csv").exists()
+
+
+def test_the_trained_placement_space_uses_the_setting_the_study_validated():
+    """search_spaces/bireal18_placement_trained.toml claims the ranking of the study's cosine setting averaged over
+    6 seeds: its [proxy] must be that setting, and the committed study must back the claim (recomputed from the
+    raw rows, the same way the benchmark's summary is)."""
+    import csv
+
+    from labnas.space import load_space
+
+    h = _harness()
+    space, default = load_space("bireal18_placement_trained"), load_space("bireal18_placement")
+    assert space.proxy == ProxySettings(**h.SETTINGS["fmnist14-w12-full-e2-cos"], seeds=6)
+    assert (space.family, space.deploy_input, space.binarizers) == (default.family, default.deploy_input, default.binarizers)
+    scores: dict[str, list[float]] = {}
+    with (ROOT / "results" / "benchmarks" / "proxy_fidelity_runs.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["setting"] == "fmnist14-w12-full-e2-cos" and row["status"] == "ok":
+                scores.setdefault(row["config"], []).append(100 * float(row["accuracy"]))
+    fid = rank_fidelity(scores, STAGE_ABLATION_TOP1)
+    assert fid.n == 16 and fid.seeds >= 6
+    assert fid.tau >= 0.7 and fid.gain > 0 and fid.gain_over_noise >= 3
 
 
 def test_published_estimator_leave_one_out_and_coverage():

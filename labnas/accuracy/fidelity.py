@@ -26,6 +26,7 @@ __all__ = [
     "spearman_rho",
     "bootstrap_interval",
     "RankFidelity",
+    "mean_pairwise_difference",
     "rank_fidelity",
     "load_reference_csv",
 ]
@@ -116,7 +117,10 @@ class RankFidelity:
         rho: Spearman rho.
         gain: score(best reference config) - score(worst reference config), in the estimator's unit
             (for the stage ablation: 1111 minus 0000, accuracy points).
-        noise: mean over configurations of the seeds' spread (max - min), same unit; nan with one seed.
+        noise: seed noise, how far apart two trainings of one configuration land: the mean over configurations
+            of the mean absolute difference between any two of its seeds (with two seeds, ``|seed0 - seed1|``),
+            same unit; nan with one seed. Unlike the range (max - min), it does not grow with the number of
+            seeds, so settings run with different seed counts compare fairly.
         seeds: seeds per configuration (the smallest count).
     """
 
@@ -131,7 +135,23 @@ class RankFidelity:
 
     @property
     def gain_over_noise(self) -> float:
+        """The gain in units of the seed noise of one training."""
         return self.gain / self.noise if self.noise and self.noise == self.noise else float("nan")
+
+    @property
+    def noise_of_mean(self) -> float:
+        """The expected gap between two averages of ``seeds`` trainings each: ``noise / sqrt(seeds)`` (independent
+        seeds); what separates two configurations when the estimator is that average."""
+        return self.noise / math.sqrt(self.seeds) if self.seeds > 1 else float("nan")
+
+
+def mean_pairwise_difference(values) -> float:
+    """Mean of ``|a - b|`` over all pairs of ``values`` (Gini's mean difference): the expected gap between two
+    independent draws, estimated without bias from any number of them (2 or more)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float("nan")
+    return float(np.abs(v[:, None] - v[None, :]).sum() / (v.size * (v.size - 1)))
 
 
 def rank_fidelity(scores: dict[str, list[float]], reference: dict[str, float]) -> RankFidelity:
@@ -147,7 +167,7 @@ def rank_fidelity(scores: dict[str, list[float]], reference: dict[str, float]) -
     tau = kendall_tau(mean, ref)
     lo, hi = bootstrap_interval(mean, ref)
     best, worst = names[int(np.argmax(ref))], names[int(np.argmin(ref))]
-    spreads = [max(scores[k]) - min(scores[k]) for k in names if len(scores[k]) > 1]
+    spreads = [mean_pairwise_difference(scores[k]) for k in names if len(scores[k]) > 1]
     return RankFidelity(
         n=len(names),
         tau=tau,
