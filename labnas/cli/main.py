@@ -57,18 +57,23 @@ def _cli_list(args: argparse.Namespace) -> int:
 
     console = Console()
     spaces = Table(title="search spaces (--space)")
-    for col in ("name", "family", "deploy", "accuracy", "description"):
-        spaces.add_column(col, no_wrap=col != "description")
+    for col in ("name", "family", "deploy", "accuracy"):  # the name is what users type: never cut
+        spaces.add_column(col, no_wrap=col != "accuracy", overflow="fold")
+    descriptions = []
     for name, path in space_paths().items():
         try:
             s = load_space(str(path))
         except SpaceError as err:
-            spaces.add_row(name, "", "", "", f"unusable: {err}")
+            spaces.add_row(name, "", "", "unusable")
+            descriptions.append(f"{name}: unusable: {err}")
             continue
         estimator = s.proxy.estimator if s.proxy.estimator == "published" else f"{s.proxy.estimator} ({s.proxy.dataset})"
         spaces.add_row(name + (" (default)" if name == DEFAULT_SPACE else ""), s.family, "x".join(map(str, s.deploy_input)),
-                       estimator, s.description)
+                       estimator)
+        descriptions.append(f"{name}: {s.description}")
     console.print(spaces)
+    for line in descriptions:
+        console.print(f"  {line}", markup=False)
     console.print("targets (--target): " + ", ".join(f"{t.name} ({t.description})" if t.description else t.name for t in TARGETS.values()))
     console.print("binarizers (--binarizer, space files): sign (the family's own), " + ", ".join(sorted(BINARIZERS)))
     console.print("families: " + ", ".join(FAMILIES))
