@@ -31,7 +31,8 @@ class SearchSummary:
 
     ``complete`` counts every complete trial (repeats of an earlier spec included), ``feasible`` those within
     the budget; latencies in ms; ``latency_median_ms`` the median over complete trials; ``reference_ms`` is the
-    (min, max) of the reference workload in the trials' paired rounds.
+    (min, max) of the reference workload in the trials' paired rounds, ``reference_median_ms`` their median and
+    ``reference_calibrated_ms`` the calibration the study's latencies are scaled by.
     """
 
     trials: int
@@ -44,10 +45,26 @@ class SearchSummary:
     latency_predicted: bool
     reference_ms: tuple[float, float] | None
     latency_median_ms: float | None = None
+    reference_median_ms: float | None = None
+    reference_calibrated_ms: float | None = None
 
     @property
     def reference_spread_pct(self) -> float | None:
         return None if self.reference_ms is None else 100 * (self.reference_ms[1] / self.reference_ms[0] - 1)
+
+    def calibration_note(self, faster: float = 0.85) -> str | None:
+        """A one-line warning when the reference ran clearly faster in the trials than its calibration (median
+        below ``faster`` x calibrated): the calibration was taken while the machine was slower, so this study's
+        drift-corrected latencies read high by that factor. ``None`` otherwise (or without paired timings)."""
+        if not self.reference_median_ms or not self.reference_calibrated_ms:
+            return None
+        ratio = self.reference_median_ms / self.reference_calibrated_ms
+        if ratio >= faster:
+            return None
+        return (f"the reference workload ran at {self.reference_median_ms:.3f} ms in the trials, {ratio:.2f}x its calibrated "
+                f"{self.reference_calibrated_ms:.3f} ms: the calibration was taken while this machine was slower, so this "
+                f"study's latencies read about {1 / ratio:.2f}x high; a new study with --recalibrate times on the right "
+                f"scale (the cached calibration has been lowered for the next one)")
 
     def budget_note(self, budget_ms: float, min_trials: int = 3) -> str | None:
         """A one-line warning when the budget split nothing: every complete candidate (at least ``min_trials``)
@@ -105,6 +122,7 @@ class StudyResults:
         done = df[df.state == "COMPLETE"]
         lat = done.latency_ms.dropna()
         ref = done.reference_ms.dropna() if "reference_ms" in done else pd.Series(dtype=float)
+        calibrated = done.reference_calibrated_ms.dropna() if "reference_calibrated_ms" in done else pd.Series(dtype=float)
         return SearchSummary(
             trials=len(df),
             complete=len(done),
@@ -116,6 +134,8 @@ class StudyResults:
             latency_predicted=bool("latency_source" in done and (done.latency_source == "lut").any()),
             reference_ms=(float(ref.min()), float(ref.max())) if len(ref) > 1 else None,
             latency_median_ms=float(lat.median()) if len(lat) else None,
+            reference_median_ms=float(ref.median()) if len(ref) else None,
+            reference_calibrated_ms=float(calibrated.median()) if len(calibrated) else None,
         )
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from labnas.timing.calibration import board_calibration_key, calibrate, calibration_key, load_or_calibrate
+from labnas.timing.calibration import board_calibration_key, calibrate, calibration_key, load_or_calibrate, lower_cached
 from labnas.timing.paired import DISTURBED_FACTOR, TimingDisturbed, disturbance, time_paired
 
 
@@ -146,6 +146,34 @@ def test_calibration_takes_the_least_disturbed_median_and_is_cached_per_key(tmp_
     table = json.loads((tmp_path / "reference_calibration.json").read_text())
     assert set(table) == {two, one, board}
     assert board.startswith("board rpc 10.0.0.7:9090 | arm | board threads")
+
+
+def test_a_calibration_taken_on_a_slower_machine_is_lowered_in_the_cache_not_in_the_study(tmp_path, monkeypatch):
+    """A neighbour outside a VM can slow a core for minutes: a calibration taken then is too slow. A clearly faster
+    reference in later paired rounds lowers the cached value (the next study's scale); noise does not; a study's
+    own summary says its scale reads high."""
+    from labnas.results import SearchSummary
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    key = calibration_key("host", 2)
+    assert load_or_calibrate(lambda: 2.08, key) == (pytest.approx(2.08), "measured")  # calibrated in an episode
+    assert not lower_cached(key, 2.0)  # within 5 %: noise
+    assert lower_cached(key, 1.27)
+    assert load_or_calibrate(lambda: 9.9, key) == (pytest.approx(1.27), "cached")
+    assert not lower_cached(key, 1.5)  # never raised
+    assert not lower_cached(calibration_key("host", 1), 0.5)  # nothing cached: calibrating is not its job
+    assert json.loads((tmp_path / "reference_calibration.json").read_text()) == {key: 1.27}
+
+    def summary(reference_median: float) -> SearchSummary:
+        return SearchSummary(trials=4, complete=4, feasible=4, failed=0, pruned=0, failures=(), latency_range_ms=(3.0, 4.0),
+                             latency_predicted=False, reference_ms=(1.2, 1.4), reference_median_ms=reference_median,
+                             reference_calibrated_ms=2.08)
+
+    note = summary(1.27).calibration_note()
+    assert "0.61x its calibrated 2.080 ms" in note and "about 1.64x high" in note and "--recalibrate" in note
+    assert summary(1.9).calibration_note() is None  # ordinary drift
+    assert SearchSummary(trials=0, complete=0, feasible=0, failed=0, pruned=0, failures=(), latency_range_ms=None,
+                         latency_predicted=False, reference_ms=None).calibration_note() is None
 
 
 def test_a_search_keeps_the_reference_workload_its_study_names():

@@ -157,9 +157,9 @@ def _summary(console, res, budget_ms: float) -> None:
                 "see the README on timing a busy machine[/]") if drift > 10 else ""
         console.print(f"reference workload in the trials' paired rounds: {summary.reference_ms[0]:.3f} .. {summary.reference_ms[1]:.3f} ms "
                       f"(spread {drift:.0f} %){warn}")
-    note = summary.budget_note(budget_ms)
-    if note:
-        console.print(f"[yellow]{note}[/]")
+    for note in (summary.calibration_note(), summary.budget_note(budget_ms)):
+        if note:
+            console.print(f"[yellow]{note}[/]")
     if front.empty:
         console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
     else:

@@ -125,7 +125,8 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
     }.get(estimator, "")
     settings = ", ".join(f"{k} {v}" for k, v in res.settings.items() if k not in ("accuracy_description", "study"))
     budget = res.settings.get("budget_ms")
-    note = res.summary().budget_note(float(budget)) if budget is not None else None
+    summary = res.summary()
+    notes = [n for n in (summary.calibration_note(), summary.budget_note(float(budget)) if budget is not None else None) if n]
     lines = [
         f"# labnas report: {res.name}",
         "",
@@ -135,7 +136,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         f"{len(res.trials)} trials: {len(res.feasible)} distinct specs within budget, {len(res.infeasible)} over budget (not estimated), "
         f"{int(res.trials.duplicate_of.notna().sum())} repeats of an earlier spec, "
         f"{int((res.trials.state == 'FAIL').sum())} failed."
-        + (f" **Note**: {note[:1].upper() + note[1:]}." if note else ""),
+        + "".join(f" **Note**: {note[:1].upper() + note[1:]}." for note in notes),
         "",
         "## Best architecture",
         "",

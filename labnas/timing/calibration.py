@@ -5,6 +5,12 @@ Calibrated once and cached in ``~/.cache/labnas/reference_calibration.json`` (``
 folder) under the CPU model, ISA, target, TVM threads, TVM and labnas versions; a search also stores the value
 it used in its study, so a resumed search keeps its scale. ``recalibrate=True`` (``--recalibrate``) measures
 again, for example after the first calibration ran on a busy machine.
+
+A calibration taken while the machine was slower than usual (on a virtual machine, a neighbour outside it can
+halve a core's speed for minutes, unseen in ``/proc/stat``) would scale every later figure too high. So the
+cache keeps the lowest quiet time seen: when a paired measurement's reference runs clearly faster than the
+cached calibration (:data:`FASTER_MARGIN`), the cache entry is lowered (:func:`lower_cached`). A study keeps the
+value it stored, so its own figures stay comparable; its summary says when its calibration was too slow.
 """
 
 from __future__ import annotations
@@ -13,9 +19,13 @@ import numpy as np
 
 from .._cache import cache_dir, read_json, write_json_atomic
 
-__all__ = ["calibrate", "calibration_key", "board_calibration_key", "load_or_calibrate", "CALIBRATION_PATH"]
+__all__ = ["calibrate", "calibration_key", "board_calibration_key", "load_or_calibrate", "lower_cached",
+           "CALIBRATION_PATH", "FASTER_MARGIN"]
 
 CALIBRATION_PATH = "reference_calibration.json"
+
+#: A reference median this fraction below the cached calibration lowers the cache entry (within it: noise).
+FASTER_MARGIN = 0.05
 
 
 def calibration_key(target_name: str, threads: int) -> str:
@@ -57,3 +67,17 @@ def load_or_calibrate(time_once, key: str, recalibrate: bool = False) -> tuple[f
     table[key] = value
     write_json_atomic(path, table)  # an unwritable cache costs a calibration next time, nothing else
     return value, "measured"
+
+
+def lower_cached(key: str, observed_ms: float, margin: float = FASTER_MARGIN) -> bool:
+    """Lower the cached calibration under ``key`` to ``observed_ms`` (a reference median seen in paired rounds)
+    when it is more than ``margin`` below it: the machine was slower when it was calibrated. Returns whether it
+    was lowered. A key with no cached calibration is left alone (calibrating is :func:`load_or_calibrate`'s job)."""
+    path = cache_dir() / CALIBRATION_PATH
+    table = read_json(path)
+    cached = table.get(key)
+    if cached is None or not observed_ms > 0 or observed_ms >= (1 - margin) * float(cached):
+        return False
+    table[key] = round(float(observed_ms), 5)
+    write_json_atomic(path, table)
+    return True

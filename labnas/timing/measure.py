@@ -217,6 +217,7 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.timer.time_once(ref_number),
                          calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS), threads=runner.threads,
                          cpu_probe=cpu_snapshot if local else None)
+    reference.observe(paired.reference_ms)  # a calibration taken on a slower machine is lowered in the cache
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
               "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio}

@@ -168,6 +168,14 @@ class CalibratedReference:
         """What a study or a latency table stores, so that it keeps its scale when used again."""
         return {"key": self.key, "ms": round(self.ms, 5), "workload": self.timer.workload.name}
 
+    def observe(self, reference_ms: float) -> bool:
+        """Note the reference's median in a measurement's paired rounds: a clearly faster one than the cached
+        calibration lowers the cache (:func:`labnas.timing.calibration.lower_cached`), so the next study starts
+        on the right scale; this reference keeps its ``ms``. Returns whether the cache was lowered."""
+        from .calibration import lower_cached
+
+        return lower_cached(self.key, reference_ms)
+
 
 def reference_for(target: TargetPreset, threads: int | None = None, remote: RemoteSpec | None = None,
                   recalibrate: bool = False, stored: dict | None = None,
