@@ -15,6 +15,7 @@ summary (one row per setting) goes to ``results/benchmarks/proxy_fidelity.csv``.
     python benchmarks/proxy_fidelity.py --setting fmnist14-w25-e3 --seeds 0 1
     python benchmarks/proxy_fidelity.py --study              # every setting of the study, in order
     python benchmarks/proxy_fidelity.py --summary            # recompute the summary from the rows only
+    python benchmarks/proxy_fidelity.py --seed-curve fmnist14-w12-full-e2-cos   # tau against seeds averaged
     python benchmarks/proxy_fidelity.py --reference my.csv   # score against your own table (config,accuracy)
 
 Run it with one torch thread and ``nice`` when other work shares the machine (it sets one thread itself).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import sys
@@ -179,6 +181,24 @@ def summarise(reference: dict[str, float], out: Path | None = None) -> list[dict
     return table
 
 
+def seed_curve(name: str, reference: dict[str, float]) -> list[dict]:
+    """How the ranking of a setting grows with the number of trainings averaged: for each k, Kendall tau of the mean
+    of k seeds, over every k-subset of the seeds that scored all configurations (mean, lowest, highest)."""
+    scores: dict[int, dict[str, float]] = {}
+    for r in read_runs():
+        if r["setting"] == name and r["status"] == "ok":
+            scores.setdefault(int(r["seed"]), {})[r["config"]] = 100 * float(r["accuracy"])
+    seeds = sorted(seed for seed, by_config in scores.items() if all(c in by_config for c in reference))
+    configs = list(reference)  # only seeds that scored every configuration (a study cut short leaves a partial seed)
+    curve = []
+    for k in range(1, len(seeds) + 1):
+        taus = [rank_fidelity({c: [scores[seed][c] for seed in subset] for c in configs}, reference).tau
+                for subset in itertools.combinations(seeds, k)]
+        curve.append({"seeds_averaged": k, "subsets": len(taus), "tau_mean": float(np.mean(taus)),
+                      "tau_min": float(np.min(taus)), "tau_max": float(np.max(taus))})
+    return curve
+
+
 def markdown(table: list[dict]) -> str:
     """The summary rows as a Markdown table: setting, what it trains, tau [90 % interval], rho, gain, noise, cost."""
     lines = ["| setting | estimator: data, width, epochs, lr | configs x seeds | Kendall tau [90 % CI] | Spearman | gain 1111-0000 (pts) | seed noise (pts) | gain / noise | CPU s / candidate |",
@@ -206,9 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary", action="store_true", help="only recompute the summary from the recorded rows")
     p.add_argument("--cache-dir", help="supernet cache directory")
     p.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table (for docs/accuracy.md)")
+    p.add_argument("--seed-curve", metavar="SETTING", choices=sorted(SETTINGS),
+                   help="print Kendall tau against the number of trainings averaged, from SETTING's recorded rows")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     reference = load_reference_csv(args.reference) if args.reference else STAGE_ABLATION_TOP1
+    if args.seed_curve:
+        print(f"| trainings averaged ({args.seed_curve}) | Kendall tau, mean over subsets of the seeds | lowest .. highest |")
+        print("|---|---|---|")
+        for row in seed_curve(args.seed_curve, reference):
+            print(f"| {row['seeds_averaged']} ({row['subsets']} subsets) | {row['tau_mean']:+.2f} | {row['tau_min']:+.2f} .. {row['tau_max']:+.2f} |")
+        return 0
     if not args.summary:
         names = list(SETTINGS) if args.study else [args.setting]
         for name in names:

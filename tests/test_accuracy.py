@@ -101,6 +101,22 @@ def test_fidelity_harness_appends_rows_resumes_and_summarises(tmp_path, monkeypa
     assert (tmp_path / "summary.csv").exists()
 
 
+def test_seed_curve_averages_every_subset_of_complete_seeds(tmp_path, monkeypatch):
+    h = _harness()
+    monkeypatch.setattr(h, "RUNS", tmp_path / "runs.csv")
+    scores = {0: {"a": 10.0, "b": 20.0, "c": 30.0},  # ranks as the reference: tau 1
+              1: {"a": 12.0, "b": 11.0, "c": 35.0},  # one discordant pair of three: tau 1/3
+              2: {"a": 99.0}}  # a seed cut short: left out
+    for seed, by_config in scores.items():
+        for config, acc in by_config.items():
+            h.append_run({"setting": "s", "estimator": "trained", "config": config, "seed": seed, "accuracy": acc / 100,
+                          "status": "ok", "fidelity": 2, "cpu_s": 1, "settings": "{}", "finished": ""}, h.RUNS)
+    one, two = h.seed_curve("s", {"a": 1.0, "b": 2.0, "c": 3.0})
+    assert (one["subsets"], one["tau_min"], one["tau_max"]) == (2, pytest.approx(1 / 3), pytest.approx(1.0))
+    assert one["tau_mean"] == pytest.approx(2 / 3)
+    assert (two["subsets"], two["tau_mean"]) == (1, pytest.approx(1.0))  # the mean of both ranks a < b < c
+
+
 def test_the_trained_placement_space_uses_the_setting_the_study_validated():
     """search_spaces/bireal18_placement_trained.toml claims the ranking of the study's cosine setting averaged over
     6 seeds: its [proxy] must be that setting, and the committed study must back the claim (recomputed from the
