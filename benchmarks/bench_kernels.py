@@ -63,11 +63,11 @@ def contenders(name: str, spec: tuple, threads: int, tmp: str) -> tuple[dict, di
     calls["torch_fp32"], ref = torch_runner(fp32, x, threads)
     calls["onnxruntime_fp32"], out = onnxruntime_runner(fp32, x, threads, os.path.join(tmp, "layer.onnx"))
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
-    compiled = compile_model(fp32, x.shape, TARGETS["host"])
+    compiled = compile_model(fp32, x.shape, TARGETS["host"], threads=threads)
     calls["labnas_fp32"], out = tvm_runner(compiled, x, threads)
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
     if kind == "binary":
-        compiled = compile_model(binary_conv(cin, cout, k, stride), x.shape, TARGETS["host"])
+        compiled = compile_model(binary_conv(cin, cout, k, stride), x.shape, TARGETS["host"], threads=threads)
         calls["labnas_binary"], out = tvm_runner(compiled, x, threads)
         assert np.array_equal(out, compiled.reference(x)), f"{name}: binary kernel is not bit-exact"
         (decision,) = compiled.strategies

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU {facts['cpu']} ({facts['isa']}); host kernels: {facts['host_kernels']}", flush=True)
     for name, (family, binarizer) in BNNS.items():
         start = time.perf_counter()
-        compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"])
+        compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"], threads=args.threads)
         calls[name], _ = tvm_runner(compiled, x, args.threads)
         verify(compiled)  # against PyTorch, as every measurement is (up to 3 inputs: see labnas.timing.measure)
         kernels[name] = _kernel_facts(compiled, x, args.threads)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             seen.add(key)
             spec = space.deploy_spec(layers)
             model = create_model(spec).eval()
-            candidates.append((key, spec, table.predict_units(block_units(model, shape)), compile_model(model, shape, target)))
+            candidates.append((key, spec, table.predict_units(block_units(model, shape)), compile_model(model, shape, target, threads=args.threads)))
             print(f"{name}: compiled {len(seen)}/{args.per_space}", file=sys.stderr, flush=True)
         # timed in --passes passes over all candidates, minutes apart, the lowest kept (as the table does): a
         # disturbance the paired correction misses lasts seconds and rarely spans passes. Two passes' figures of one

@@ -44,7 +44,7 @@ ROUNDS = 7
 
 def timer_of(model, shape, target, threads):
     """A function ``number -> ms per run`` for ``model`` compiled for ``target`` and run here."""
-    runner = VmRunner.local(compile_model(model.eval(), shape, target).executable, threads)
+    runner = VmRunner.local(compile_model(model.eval(), shape, target, threads=threads).executable, threads)
     x = runner.tensor(np.random.default_rng(0).standard_normal(shape).astype("float32"))
     return lambda number: 1e3 * runner.time_runs([x], number, 1)[0]
 

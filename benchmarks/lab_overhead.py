@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     calls = {}
     for name, spec in configurations(args.family).items():
         start = time.perf_counter()
-        compiled = compile_model(create_model(spec).eval(), shape, TARGETS["host"])
+        compiled = compile_model(create_model(spec).eval(), shape, TARGETS["host"], threads=args.threads)
         verify(compiled)  # against PyTorch (see labnas.timing.measure)
         calls[name], _ = tvm_runner(compiled, x, args.threads)
         print(f"compiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

@@ -126,6 +126,33 @@ def test_candidates_are_timed_under_the_callers_lock(tmp_path):
     assert len(held) == 4
 
 
+def test_candidates_are_timed_with_the_threads_the_network_runs_with(tmp_path, monkeypatch):
+    """TVM's default pool on a 2-CPU VM is one worker: strategies measured there ranked kernels for one thread
+    while networks ran on two. The chooser times with its ``threads`` (default: every CPU), puts the count in
+    its cache key, and leaves the process's own setting as it was."""
+    import contextlib
+    import os
+
+    seen = []
+
+    @contextlib.contextmanager
+    def lock():
+        seen.append(os.environ.get("TVM_NUM_THREADS"))
+        yield
+
+    monkeypatch.setenv("TVM_NUM_THREADS", "3")
+    cache = tmp_path / "s.json"
+    one = PopcountChooser(HOST, cache_path=cache, timing_lock=lock, threads=1)
+    one.carry_save(SHAPE)
+    assert seen == ["1"] and os.environ["TVM_NUM_THREADS"] == "3"
+    assert "| threads 1 |" in one._cpu_key
+    two = PopcountChooser(HOST, cache_path=cache, timing_lock=lock, threads=2)
+    two.carry_save(SHAPE)  # another thread count: measured again, not read from the one-thread entry
+    assert seen == ["1", "2"] and two.decisions[0].source == "measured" and len(json.loads(cache.read_text())) == 2
+    monkeypatch.delenv("TVM_NUM_THREADS")
+    assert PopcountChooser(HOST, cache_path=cache).run_threads == (os.cpu_count() or 1)
+
+
 def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
     long = XnorShape((1, 9, 16, 9), (3, 3, 16, 32), 1)  # 144 words > 100
     assert CARRY_SAVE not in candidates(long, tree=False)
@@ -186,14 +213,24 @@ LAB_SHAPE = LabShape(channels=72, height=16, width=16, kernel=3, sources=2, padd
 
 
 def test_lab_candidates_and_their_names():
+    near = ["near 16x1x8", "near 16x1x16", "near 16x2x8", "near 16x2x16"]
     assert lab_candidates(LAB_SHAPE, 8) == [
-        "fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2", "two 16x1", "two 16x2"]
-    assert lab_candidates(dataclasses.replace(LAB_SHAPE, can_fuse=False), 8) == ["two 8x4", "two 16x1", "two 16x2"]
+        "fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2", "two 16x1", "two 16x2", *near]
+    assert lab_candidates(dataclasses.replace(LAB_SHAPE, can_fuse=False), 8) == ["two 8x4", "two 16x1", "two 16x2", *near]
     assert lab_candidates(dataclasses.replace(LAB_SHAPE, height=28, width=28), 8)[0] == "two 28x1"  # the AVX2 rule
+    # near tiles: 8-float chunks of a 28-wide row (the last one partial), whole 7-wide rows and 7x7 maps
+    assert [t for t in lab_candidates(dataclasses.replace(LAB_SHAPE, height=28, width=28), 8) if t.startswith("near")] == [
+        "near 28x1x8", "near 28x2x8"]
+    assert [t for t in lab_candidates(dataclasses.replace(LAB_SHAPE, height=7, width=7), 8) if t.startswith("near")] == [
+        "near 7x1x7", "near 7x7x7"]
+    # official pairing over an odd channel count: a pair's two input maps are no compact region, no near tile
+    assert not any(t.startswith("near") for t in lab_candidates(dataclasses.replace(LAB_SHAPE, channels=71), 8))
     assert parse_lab_strategy("fused 14x14x2x1") == (True, (14, 14, 2, 1))
     assert parse_lab_strategy("two 28x2") == (False, (28, 2)) and parse_lab_strategy("fused") == (True, None)
-    with pytest.raises(ValueError, match="unknown LAB strategy"):
-        parse_lab_strategy("fused 2xa")
+    assert parse_lab_strategy("near 56x1x8") == (False, (56, 1, 8))
+    for wrong in ("fused 2xa", "near", "near 56x1", "two 28x2x1", "wide 4x4"):
+        with pytest.raises(ValueError, match="unknown LAB strategy"):
+            parse_lab_strategy(wrong)
 
 
 def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cached(tmp_path):
@@ -212,7 +249,7 @@ def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cache
     assert board.choose_lab(LAB_SHAPE) == (True, None) and board.decisions[0].source == "default"  # the AVX2-tuned rule
 
 
-@pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1"])
+@pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1", "near 16x2x8", "near 16x1x16"])
 def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy, monkeypatch):
     import labnas.tvm.strategy as strategy_module
 
@@ -225,7 +262,7 @@ def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy, monkeypat
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     compiled = compile_model(model, x.shape, HOST)
     text = compiled.executable.as_text()
-    assert ("labnas_lab_pack_t" in text) == strategy.startswith("fused") and ("labnas_lab_t" in text) == strategy.startswith("two")
+    assert ("labnas_lab_pack_t" in text) == strategy.startswith("fused") and ("labnas_lab_t" in text) == (not strategy.startswith("fused"))
     np.testing.assert_allclose(compiled.run_local(x), compiled.reference(x), rtol=1e-4, atol=1e-4)
 
 

@@ -69,7 +69,7 @@ def run_profile(args: argparse.Namespace) -> int:
     console.print(f"compiling {spec.family} for {target.name} ({target.description or target.config}) at {'x'.join(map(str, args.input))} ...")
     start = time.perf_counter()
     try:
-        compiled = compile_model(model.eval(), shape, target)
+        compiled = compile_model(model.eval(), shape, target, threads=args.threads)
     except LoweringError as err:
         raise UserError(for_cli(err)) from None
     compile_s = time.perf_counter() - start

@@ -298,7 +298,7 @@ def build_table(
     reference = reference_for(target, threads, remote, recalibrate)
     compiled = []
     for done, (what, module, shape) in enumerate(modules, 1):
-        compiled.append(compile_model(module, shape, target))
+        compiled.append(compile_model(module, shape, target, threads=threads))
         if progress:
             progress(f"compile {what}", done, total)
 

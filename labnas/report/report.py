@@ -44,7 +44,7 @@ def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, se
     from ..tvm import compile_model
 
     arch = ArchSpec.from_dict(spec)
-    compiled = compile_model(create_model(arch).eval(), (1, *input_shape), target)
+    compiled = compile_model(create_model(arch).eval(), (1, *input_shape), target, threads=threads)
     # the study's own reference workload (the space's all-sign network, or the conv pair of older studies)
     workload = workload_named((calibration or {}).get("workload"), arch, tuple(input_shape))
     reference = reference_for(target, threads, stored=calibration, workload=workload)

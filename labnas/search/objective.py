@@ -146,7 +146,7 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
     from ..tvm import compile_model
 
     start = time.perf_counter()
-    compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock)
+    compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock, threads=config.threads)
     compile_s = time.perf_counter() - start
     return time_compiled(compiled, config, lock, reference), compile_s, compiled
 

@@ -93,7 +93,7 @@ class ReferenceTimer:
                  workload: "ReferenceWorkload | None" = None):
         self.workload = workload or CONV_PAIR
         model, shape = self.workload.build(), self.workload.shape
-        self.compiled = compile_model(model, shape, target)
+        self.compiled = compile_model(model, shape, target, threads=threads)
         self.remote, self.threads = remote, threads
         self._x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
         self.runner: VmRunner | None = None

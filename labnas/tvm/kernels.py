@@ -107,6 +107,23 @@ def lab_decision_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor) -> te
     return _lab_decision(x, weight, bias, int(x.shape[1]))
 
 
+def lab_input_layout(channels: int, sources: int):
+    """How the zero-padded LAB input ``lab_input[N, G, J, H + 2p, W + 2p]`` holds the ``channels`` input maps:
+    ``(G, channel_of(g, j), slot_of(c, s))``, ``slot_of`` giving the ``(g, j)`` that decision channel ``c``'s
+    source ``s`` reads.
+
+    Official pairing with an even ``C``: decision channels ``2j`` and ``2j + 1`` both read input channels ``j``
+    (s = 0) and ``C/2 + j`` (s = 1) (:func:`~labnas.tvm.packed.lab_source`), stored as ``[s, j]``, so the two
+    maps a pair of decision channels reads are one compact region: a schedule can pad them right where
+    the pair is computed (``near`` tiles, :func:`_schedule_lab`), in L1, instead of in a pass over the
+    whole map first. Otherwise (``per_channel``, or an odd ``C``): one group, ``j`` = the input channel.
+    """
+    if sources == 2 and channels % 2 == 0:
+        half = channels // 2
+        return 2, (lambda g, j: j + g * half), (lambda c, s: (s, c // 2))
+    return 1, (lambda g, j: j), (lambda c, s: (0, lab_source(c, s, channels, sources)))
+
+
 def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: int) -> te.Tensor:
     """The decision map over ``channels`` output channels; those past the input's ``C`` (the fused
     kernel's last, partial word) repeat channel ``C - 1`` and are masked out by the packing."""
@@ -115,18 +132,19 @@ def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: in
     p = k // 2
     zero = tirx.const(0.0, x.dtype)
     real = (lambda cc: tirx.min(cc, c - 1)) if channels > c else (lambda cc: cc)
+    groups, channel_of, slot_of = lab_input_layout(c, sources)
 
-    def padded(nn, cc, yy, xx):
+    def padded(nn, g, jj, yy, xx):
         inside = tirx.all(yy >= p, yy < h + p, xx >= p, xx < w + p)
-        return tirx.if_then_else(inside, x[nn, cc, yy - p, xx - p], zero)
+        return tirx.if_then_else(inside, x[nn, channel_of(g, jj), yy - p, xx - p], zero)
 
-    xpad = te.compute((n, c, h + 2 * p, w + 2 * p), padded, name="lab_input")
+    xpad = te.compute((n, groups, -(-c // groups), h + 2 * p, w + 2 * p), padded, name="lab_input")
     s, ky, kx = te.reduce_axis((0, sources), "s"), te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
 
     raw = te.compute(
         (n, channels, h, w),
         lambda nn, cc, y, xx: te.sum(
-            weight[s, real(cc), ky, kx] * xpad[nn, lab_source(real(cc), s, c, sources), y + ky, xx + kx], axis=[s, ky, kx]
+            weight[s, real(cc), ky, kx] * xpad[(nn, *slot_of(real(cc), s), y + ky, xx + kx)], axis=[s, ky, kx]
         ),
         name="lab_decision",
     )
@@ -246,29 +264,51 @@ def lab_tile(width: int, vector: int) -> tuple[int, int]:
 
 
 def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None:
-    """LAB's decision map: a tile of 4 rows x ``vector`` pixels x 2 channels (which read the same two
-    input channels in the official pairing), taps unrolled around it, so LLVM loads each input vector
-    once for every row and channel of the tile that uses it; the zero-padded input is a parallel
-    pass before."""
+    """LAB's decision map: a tile of ``rows`` x ``pixels`` x 2 channels (which read the same two input
+    channels in the official pairing), taps unrolled around it, so LLVM loads each input vector once for
+    every row and channel of the tile that uses it.
+
+    ``tile = (pixels, rows)`` (or the rule's, :func:`lab_tile`): the zero-padded input is a parallel pass
+    over the whole map first, and the tiles run parallel over (channel pairs x rows).
+    ``tile = (pixels, rows, chunk)``, a **near** tile: parallel over channel pairs only, each pair padding
+    the two input maps it reads right before it sweeps them (:func:`lab_input_layout` makes them one compact
+    region), so they are read back from L1; the row is vectorised in chunks of ``chunk`` floats. On the
+    AVX-512 EPYC with 2 threads this halved the 64 @ 56 and 128 @ 28 maps (the whole-map pass did not
+    scale past one thread); docs/kernels.md.
+    """
     lab = sch.get_sblock("lab_decision")
     n, c, y, x, *taps = sch.get_loops(lab)
     ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
     c_out, c_in = sch.split(c, [None, 2 if ext(c) % 2 == 0 else 1])
-    pixels, rows = tile or lab_tile(ext(x), vector)
+    pixels, rows, *near = tile or lab_tile(ext(x), vector)
     y_out, y_in = sch.split(y, [None, next(r for r in (rows, 2, 1) if ext(y) % r == 0)])
     x_out, x_in = sch.split(x, [None, pixels])
     sch.reorder(n, c_out, y_out, x_out, *taps, c_in, y_in, x_in)
+    chunks = ()
+    if near and pixels > near[0]:
+        chunk, x_in = sch.split(x_in, [None, near[0]])
+        chunks = (chunk,)
     sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
-    for loop in (*taps, c_in, y_in):
+    for loop in (*taps, c_in, y_in, *chunks):
         sch.unroll(loop)
-    sch.parallel(sch.fuse(n, c_out, y_out))
+    outer = sch.fuse(n, c_out) if near else sch.fuse(n, c_out, y_out)
+    sch.parallel(outer)
     sch.decompose_reduction(lab, taps[0])
     bias = sch.get_sblock("lab_bias")
     sch.reverse_compute_at(bias, x_out)  # added to the tile while it is in registers / L1
     sch.vectorize(sch.get_loops(bias)[-1])
     pad = sch.get_sblock("lab_input")
-    n, c, y, x = sch.get_loops(pad)
-    sch.parallel(sch.fuse(n, c))
+    if near:
+        sch.compute_at(pad, outer)  # the pair's two padded maps, just before they are swept
+        sch.vectorize(sch.get_loops(pad)[-1])
+    else:
+        _schedule_lab_input(sch, pad)
+
+
+def _schedule_lab_input(sch, pad) -> None:
+    """The zero-padded LAB input as its own pass: parallel over (groups x maps), vectorised along rows."""
+    n, g, j, y, x = sch.get_loops(pad)
+    sch.parallel(sch.fuse(n, g, j))
     sch.vectorize(x)
 
 
@@ -328,10 +368,7 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
     for loop in outer:
         sch.unroll(loop)
     sch.decompose_reduction(bits, b_out)
-    pad = sch.get_sblock("lab_input")
-    n, c, y, x = sch.get_loops(pad)
-    sch.parallel(sch.fuse(n, c))
-    sch.vectorize(x)
+    _schedule_lab_input(sch, sch.get_sblock("lab_input"))
     n, y, *_ = sch.get_loops(sch.get_sblock("packed"))
     sch.parallel(sch.fuse(n, y))
 

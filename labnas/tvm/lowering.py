@@ -188,11 +188,13 @@ class CompiledModel:
         return self.frozen(torch.from_numpy(x)).numpy()
 
 
-def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset, timing_lock=None) -> CompiledModel:
+def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset, timing_lock=None,
+                  threads: int | None = None) -> CompiledModel:
     """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224)).
 
     ``timing_lock``: a context-manager factory held while kernel strategies are timed (first compiles of new
-    shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock."""
+    shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock. ``threads``: the TVM worker count the
+    network will run with here (``None``: every CPU), which kernel strategies are measured for."""
     import tvm
 
     from .registry import schedule_registered
@@ -200,7 +202,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
 
     from .strategy import PopcountChooser
 
-    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext)
+    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext, threads=threads)
     mod, frozen = import_model(
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )

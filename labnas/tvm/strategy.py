@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,6 +173,11 @@ class PopcountChooser:
     decisions: list[Decision] = field(default_factory=list)
     #: held while candidates are timed (a search passes its host lock, so no worker trains meanwhile)
     timing_lock: Callable = contextlib.nullcontext
+    #: TVM worker threads the compiled network will run with (``None``: every CPU, as
+    #: :meth:`labnas.timing.VmRunner.local` runs by default). Candidates are timed with that many, and the
+    #: cache keeps choices per thread count: a kernel that scales to two threads and one that is bound by a
+    #: pass over memory rank differently on one thread than on two.
+    threads: int | None = None
     _lab_memo: dict = field(default_factory=dict, repr=False)
 
     def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
@@ -268,7 +274,8 @@ class PopcountChooser:
         entry = self._read_cache().get(self._cpu_key, {}).get(key)
         if entry:
             return entry["strategy"], "cached", entry.get("speedup")
-        strategy, speedup = measure()
+        with _tvm_threads(self.run_threads):
+            strategy, speedup = measure()
         cache = self._read_cache()  # another process may have written meanwhile
         cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
         self._write_cache(cache)
@@ -278,7 +285,13 @@ class PopcountChooser:
     def _cpu_key(self) -> str:
         from .cpu import cpu_model, isa_summary
 
-        return f"{cpu_model()} | {' '.join(isa_summary())} | {self.target.tvm_target()} | code {_code_hash()}"
+        return (f"{cpu_model()} | {' '.join(isa_summary())} | {self.target.tvm_target()} | threads {self.run_threads} "
+                f"| code {_code_hash()}")
+
+    @property
+    def run_threads(self) -> int:
+        """The thread count candidates are timed with (:attr:`threads`, else every CPU)."""
+        return int(self.threads or os.cpu_count() or 1)
 
     def _read_cache(self) -> dict:
         return read_json(self.cache_path)
@@ -317,6 +330,27 @@ class PopcountChooser:
 PIXEL_TILES = (2, 4, 7, 8)
 
 
+@contextlib.contextmanager
+def _tvm_threads(threads: int):
+    """TVM's CPU thread pool at ``threads`` workers meanwhile, then back at what the process had set
+    (``TVM_NUM_THREADS``, as :func:`labnas.timing.runner.set_threads` records it), else TVM's default (on a
+    2-CPU VM one worker, not two)."""
+    import tvm
+
+    before = os.environ.get("TVM_NUM_THREADS")
+    config = tvm.get_global_func("runtime.config_threadpool")
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # TVM caps the pool at this variable, read on every resize
+    config(0, threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = before
+        config(0, int(before) if before and before.isdigit() else 0)
+
+
 def candidates(shape: XnorShape, tree: bool) -> list[str]:
     """The strategies worth timing for ``shape``: the tree where it applies, the default tile, pixel tiles."""
     width = shape.output[3]
@@ -325,8 +359,10 @@ def candidates(shape: XnorShape, tree: bool) -> list[str]:
 
 def lab_candidates(shape: LabShape, vector: int) -> list[str]:
     """LAB strategies worth timing: the rule's choice first (with its tile spelled out), then fused tiles
-    (whole small maps x 2 channels, a row x 1 channel, 2 rows x 8 pixels) and LAB-kernel tiles (a whole
-    row x 1 or 2 rows), each only where it divides the map."""
+    (whole small maps x 2 channels, a row x 1 channel, 2 rows x 8 pixels), LAB-kernel tiles (a whole
+    row x 1 or 2 rows) and near tiles (a whole row x 1 or 2 rows, or a whole map of at most 64 pixels, in
+    chunks of 8 or 16 floats or the whole row; the input padded per channel pair, :func:`~labnas.tvm.kernels._schedule_lab`),
+    each only where it divides the map."""
     from .kernels import lab_pack_tile, lab_tile
 
     h, w = shape.height, shape.width
@@ -339,6 +375,10 @@ def lab_candidates(shape: LabShape, vector: int) -> list[str]:
         tiles += [f"fused {_spell(t)}" for t in ((h, w, 2, 1), (1, w, 1, 2), (2, 8, 1, 2))
                   if h % t[0] == 0 and w % t[1] == 0 and (h // t[0]) % t[3] == 0 and (t[0] * t[1] <= 256)]
     tiles += [f"two {_spell(t)}" for t in ((w, 1), (w, 2)) if h % t[1] == 0 and w <= 64]
+    if shape.sources == 1 or shape.channels % 2 == 0:  # the pair's input maps are one region to pad near
+        chunks = [c for c in (8, 16) if c < w and (w % c == 0 or c == 8)] + ([w] if w <= 16 else [])
+        tiles += [f"near {_spell((w, rows, chunk))}" for rows in dict.fromkeys((1, 2, h if h * w <= 64 else 1))
+                  for chunk in chunks if h % rows == 0 and w <= 64]
     return list(dict.fromkeys([first, *tiles]))
 
 
@@ -347,12 +387,15 @@ def _spell(tile: tuple[int, ...]) -> str:
 
 
 def parse_lab_strategy(strategy: str) -> tuple[bool, tuple[int, ...] | None]:
-    """``"fused 14x14x2x1"`` -> ``(True, (14, 14, 2, 1))``; ``"two 28x2"`` -> ``(False, (28, 2))``; a bare
-    ``"fused"`` / ``"two"`` (a target measured nowhere) -> the rule's tile, ``None``."""
+    """``"fused 14x14x2x1"`` -> ``(True, (14, 14, 2, 1))``; ``"two 28x2"`` -> ``(False, (28, 2))``;
+    ``"near 56x1x8"`` (the LAB kernel padding its input per channel pair, then the packing) -> ``(False,
+    (56, 1, 8))``; a bare ``"fused"`` / ``"two"`` (a target measured nowhere) -> the rule's tile, ``None``."""
     kind, _, tile = strategy.partition(" ")
-    if kind not in ("fused", "two") or (tile and not all(v.isdigit() for v in tile.split("x"))):
+    sizes = tuple(int(v) for v in tile.split("x")) if tile and all(v.isdigit() for v in tile.split("x")) else None
+    lengths = {"fused": (4,), "two": (2,), "near": (3,)}
+    if kind not in lengths or (tile and (sizes is None or len(sizes) not in lengths[kind])) or (kind == "near" and not tile):
         raise ValueError(f"unknown LAB strategy {strategy!r}")
-    return kind == "fused", tuple(int(v) for v in tile.split("x")) if tile else None
+    return kind == "fused", sizes
 
 
 def parse_strategy(strategy: str) -> tuple[bool, int | None]:
