@@ -214,8 +214,10 @@ LAB_SHAPE = LabShape(channels=72, height=16, width=16, kernel=3, sources=2, padd
 
 def test_lab_candidates_and_their_names():
     near = ["near 16x1x8", "near 16x1x16", "near 16x2x8", "near 16x2x16"]
-    assert lab_candidates(LAB_SHAPE, 8) == [
-        "fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2", "two 16x1", "two 16x2", *near]
+    fused = ["fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2"]
+    assert lab_candidates(LAB_SHAPE, 8) == [*fused, "two 16x1", "two 16x2", *(t.replace("fused", "fused-near") for t in fused), *near]
+    # fused-near only where a (word, row chunk)'s padded input maps fit in 256 KB: not for 56-wide maps in 2 chunks
+    assert not any(t.startswith("fused-near") for t in lab_candidates(dataclasses.replace(LAB_SHAPE, height=56, width=56), 8))
     assert lab_candidates(dataclasses.replace(LAB_SHAPE, can_fuse=False), 8) == ["two 8x4", "two 16x1", "two 16x2", *near]
     assert lab_candidates(dataclasses.replace(LAB_SHAPE, height=28, width=28), 8)[0] == "two 28x1"  # the AVX2 rule
     # near tiles: 8-float chunks of a 28-wide row (the last one partial), whole 7-wide rows and 7x7 maps
@@ -228,7 +230,8 @@ def test_lab_candidates_and_their_names():
     assert parse_lab_strategy("fused 14x14x2x1") == (True, (14, 14, 2, 1))
     assert parse_lab_strategy("two 28x2") == (False, (28, 2)) and parse_lab_strategy("fused") == (True, None)
     assert parse_lab_strategy("near 56x1x8") == (False, (56, 1, 8))
-    for wrong in ("fused 2xa", "near", "near 56x1", "two 28x2x1", "wide 4x4"):
+    assert parse_lab_strategy("fused-near 7x7x2x1") == (True, (7, 7, 2, 1, 1))
+    for wrong in ("fused 2xa", "near", "near 56x1", "two 28x2x1", "wide 4x4", "fused-near", "fused-near 7x7x2x1x1"):
         with pytest.raises(ValueError, match="unknown LAB strategy"):
             parse_lab_strategy(wrong)
 
@@ -249,7 +252,8 @@ def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cache
     assert board.choose_lab(LAB_SHAPE) == (True, None) and board.decisions[0].source == "default"  # the AVX2-tuned rule
 
 
-@pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1", "near 16x2x8", "near 16x1x16"])
+@pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1", "near 16x2x8", "near 16x1x16",
+                                      "fused-near 16x16x2x1"])
 def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy, monkeypatch):
     import labnas.tvm.strategy as strategy_module
 

@@ -338,12 +338,16 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
     """The fused LAB + packing kernel: parallel over (words x row chunks); inside, for each of a word's
     64 channels, the chunk's tiles of decisions (taps unrolled around the tile, as in :func:`_schedule_lab`),
     each compared and OR-ed into the chunk's words at once. Channels outside the tiles keep one
-    channel's input rows in L1 while the chunk is swept."""
+    channel's input rows in L1 while the chunk is swept.
+
+    ``tile = (rows, pixels, channels, chunks)``: the zero-padded input is a pass over the whole map first;
+    ``(rows, pixels, channels, chunks, 1)`` (``fused-near``): each (word, chunk) pads the input maps its 64
+    channels read (one compact region with :func:`lab_input_layout`) right before it sweeps them."""
     bits, decision, raw = sch.get_sblock("lab_bits"), sch.get_sblock("lab_bias"), sch.get_sblock("lab_decision")
     reduce_extents = [int(iv.dom.extent) for iv in sch.get(raw).iter_vars if iv.iter_type == 2]  # CommReduce: s, ky, kx
     n, y, words, x, b = sch.get_loops(bits)
     ext = lambda loop: int(sch.get(loop).extent)  # noqa: E731
-    rows, pixels, channels, chunks = tile or lab_pack_tile(ext(y), ext(x), vector, sources=reduce_extents[0])
+    rows, pixels, channels, chunks, *near = tile or lab_pack_tile(ext(y), ext(x), vector, sources=reduce_extents[0])
     y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
     x_out, x_in = sch.split(x, [None, pixels])
     b_out, b_in = sch.split(b, [None, channels])
@@ -368,7 +372,12 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
     for loop in outer:
         sch.unroll(loop)
     sch.decompose_reduction(bits, b_out)
-    _schedule_lab_input(sch, sch.get_sblock("lab_input"))
+    pad = sch.get_sblock("lab_input")
+    if near and near[0]:  # the word's input maps (rows of the chunk) padded where they are swept
+        sch.compute_at(pad, sch.get_loops(sch.get_sblock("lab_bits_init"))[0])  # the parallel (word, chunk) loop
+        sch.vectorize(sch.get_loops(pad)[-1])
+    else:
+        _schedule_lab_input(sch, pad)
     n, y, *_ = sch.get_loops(sch.get_sblock("packed"))
     sch.parallel(sch.fuse(n, y))
 

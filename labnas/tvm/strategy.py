@@ -376,6 +376,9 @@ def lab_candidates(shape: LabShape, vector: int) -> list[str]:
                   if h % t[0] == 0 and w % t[1] == 0 and (h // t[0]) % t[3] == 0 and (t[0] * t[1] <= 256)]
     tiles += [f"two {_spell(t)}" for t in ((w, 1), (w, 2)) if h % t[1] == 0 and w <= 64]
     if shape.sources == 1 or shape.channels % 2 == 0:  # the pair's input maps are one region to pad near
+        # fused, each (word, row chunk) padding the maps its 64 channels read: where that region fits in L2
+        tiles += [t.replace("fused ", "fused-near ") for t in (first, *tiles) if t.startswith("fused ")
+                  and 64 * (h // int(t.split()[1].split("x")[3]) + shape.kernel - 1) * (w + shape.kernel - 1) * 4 <= 256 * 1024]
         chunks = [c for c in (8, 16) if c < w and (w % c == 0 or c == 8)] + ([w] if w <= 16 else [])
         tiles += [f"near {_spell((w, rows, chunk))}" for rows in dict.fromkeys((1, 2, h if h * w <= 64 else 1))
                   for chunk in chunks if h % rows == 0 and w <= 64]
@@ -389,13 +392,14 @@ def _spell(tile: tuple[int, ...]) -> str:
 def parse_lab_strategy(strategy: str) -> tuple[bool, tuple[int, ...] | None]:
     """``"fused 14x14x2x1"`` -> ``(True, (14, 14, 2, 1))``; ``"two 28x2"`` -> ``(False, (28, 2))``;
     ``"near 56x1x8"`` (the LAB kernel padding its input per channel pair, then the packing) -> ``(False,
-    (56, 1, 8))``; a bare ``"fused"`` / ``"two"`` (a target measured nowhere) -> the rule's tile, ``None``."""
+    (56, 1, 8))``; ``"fused-near 7x7x2x1"`` (fused, each word padding its own input maps) -> ``(True,
+    (7, 7, 2, 1, 1))``; a bare ``"fused"`` / ``"two"`` (a target measured nowhere) -> the rule's tile, ``None``."""
     kind, _, tile = strategy.partition(" ")
     sizes = tuple(int(v) for v in tile.split("x")) if tile and all(v.isdigit() for v in tile.split("x")) else None
-    lengths = {"fused": (4,), "two": (2,), "near": (3,)}
-    if kind not in lengths or (tile and (sizes is None or len(sizes) not in lengths[kind])) or (kind == "near" and not tile):
+    lengths = {"fused": 4, "fused-near": 4, "two": 2, "near": 3}
+    if kind not in lengths or (tile and (sizes is None or len(sizes) != lengths[kind])) or (kind.endswith("near") and not tile):
         raise ValueError(f"unknown LAB strategy {strategy!r}")
-    return kind == "fused", sizes
+    return kind.startswith("fused"), (*sizes, 1) if kind == "fused-near" else sizes
 
 
 def parse_strategy(strategy: str) -> tuple[bool, int | None]:
