@@ -196,3 +196,24 @@ def test_a_search_keeps_the_reference_workload_its_study_names():
     other = reference_workload(load_space("labbnn"), None)
     with pytest.raises(ValueError, match="not this space's"):
         reference_workload(space, {"key": "k", "ms": 1.0, "workload": other.name})
+
+
+def test_the_core_round_trip_probe_measures_two_cpus_or_says_it_cannot(tmp_path, monkeypatch):
+    """The probe compiles and runs: a cache line's round trip between two CPUs is tens to thousands of ns on any
+    real machine; one CPU is refused (two spinning threads would only take turns); no compiler -> None."""
+    import os
+    import shutil
+
+    from labnas.timing import core_latency
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and (shutil.which("cc") or shutil.which("gcc")):  # .ci/run installs gcc
+        ns = core_latency.core_round_trip_ns(rounds=20_000)
+        assert ns is not None and 10 < ns < 20_000
+        assert any(p.name.startswith("core_latency_") and not p.suffix for p in tmp_path.iterdir())  # built once, cached
+    with pytest.raises(ValueError, match="two different CPUs"):
+        core_latency.core_round_trip_ns((cpus[0], cpus[0]))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path / "fresh"))
+    assert core_latency.core_round_trip_ns((0, 1)) is None

@@ -28,15 +28,19 @@ class OnnxRuntimeMissing(RuntimeError):
 
 def machine_facts(threads: int) -> dict[str, Any]:
     """What a benchmark row needs to be read later: CPU model and ISA, the host kernels' vector width and
-    popcount strategy, cores, threads, library versions."""
+    popcount strategy, cores, threads, library versions, and the round trip of a cache line between two of
+    the CPUs when the row was measured (``core_round_trip_ns``; on a VM it tells which placement of the
+    vCPUs a multi-threaded figure comes from, :mod:`labnas.timing.core_latency`)."""
     import tvm
 
     from ..tvm.cpu import cpu_model, isa_summary
     from ..tvm.targets import TARGETS
+    from .core_latency import core_round_trip_ns
 
     facts = {
         "cpu": cpu_model(), "isa": " ".join(isa_summary()), "host_kernels": TARGETS["host"].describe_isa(),
         "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__, "tvm": tvm.__version__,
+        "core_round_trip_ns": core_round_trip_ns() if threads > 1 else None,
     }
     try:
         import onnxruntime
