@@ -15,7 +15,10 @@ The strategies are measured with the thread count the networks run with, into a 
 are checked against PyTorch, then timed round-robin (:func:`labnas.timing.compare.round_robin`): the
 median of the per-round ratios cancels drifts of a shared host.
 
-    python benchmarks/lab_tiles.py             # writes results/benchmarks/lab_tiles.csv
+Each run adds its rows to the CSV (with its date and ``core_round_trip_ns``, the placement of the vCPUs it
+ran under): the comparison differs between placements, so runs are kept side by side.
+
+    python benchmarks/lab_tiles.py             # adds a run to results/benchmarks/lab_tiles.csv
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--number", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/benchmarks/lab_tiles.csv")
+    p.add_argument("--fresh", action="store_true", help="replace the file's earlier runs instead of adding to them")
     args = p.parse_args(argv)
 
     shape = (1, 3, args.input, args.input)
@@ -87,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             "family": args.family, "configuration": name, "median_ms": round(float(np.median(series)), 3),
             "min_ms": round(float(np.min(series)), 3), "max_ms": round(float(np.max(series)), 3),
             "vs_all_sign": round(paired_ratio(times, name, "all sign"), 3), "lab_strategies": strategies[name],
-            "rounds": args.rounds, **facts,
+            "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"), **facts,
         })
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not args.fresh:  # runs accumulate: the host's placements differ from run to run
+        df = pd.concat([pd.read_csv(out), df], ignore_index=True)
     df.to_csv(out, index=False)
-    print(df[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "lab_strategies"]].to_string(index=False))
+    df = df.tail(len(rows))
+    print(df[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "core_round_trip_ns", "lab_strategies"]]
+          .to_string(index=False))
     print(f"wrote {out}")
     return 0
 
