@@ -94,14 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             "vs_all_sign": round(paired_ratio(times, name, "all sign"), 3), "lab_strategies": strategies[name],
             "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"), **facts,
         })
-    df = pd.DataFrame(rows)
+    run = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not args.fresh:  # runs accumulate: the host's placements differ from run to run
-        df = pd.concat([pd.read_csv(out), df], ignore_index=True)
-    df.to_csv(out, index=False)
-    df = df.tail(len(rows))
-    print(df[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "core_round_trip_ns", "lab_strategies"]]
+    kept = pd.read_csv(out) if out.exists() and not args.fresh else None  # runs accumulate: placements differ
+    pd.concat([kept, run], ignore_index=True).to_csv(out, index=False)
+    print(run[["configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "core_round_trip_ns", "lab_strategies"]]
           .to_string(index=False))
     print(f"wrote {out}")
     return 0

@@ -94,8 +94,8 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
     that cannot be pinned). About 0.1-0.3 s."""
     if cpus is not None and cpus[0] == cpus[1]:
         raise ValueError(f"core_round_trip_ns needs two different CPUs, got {cpus}: two spinning threads on one CPU only take turns")
-    allowed = sorted(os.sched_getaffinity(0))
     if cpus is None:
+        allowed = sorted(os.sched_getaffinity(0))
         if len(allowed) < 2:
             return None
         cpus = (allowed[0], allowed[1])

@@ -15,17 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ..tvm.threadpool import set_threads
 from .remote import RemoteError, RemoteSpec, connect, remote_device_info
 
 __all__ = ["VmRunner", "set_threads", "local_device_info"]
-
-
-def set_threads(threads: int) -> None:
-    """Fix TVM's worker-thread count (and pin none), before the first parallel kernel runs."""
-    import tvm
-
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    tvm.get_global_func("runtime.config_threadpool")(0, threads)
 
 
 def local_device_info() -> dict[str, Any]:

@@ -373,7 +373,7 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
         sch.unroll(loop)
     sch.decompose_reduction(bits, b_out)
     pad = sch.get_sblock("lab_input")
-    if near and near[0]:  # the word's input maps (rows of the chunk) padded where they are swept
+    if near:  # the word's input maps (rows of the chunk) padded where they are swept
         sch.compute_at(pad, sch.get_loops(sch.get_sblock("lab_bits_init"))[0])  # the parallel (word, chunk) loop
         sch.vectorize(sch.get_loops(pad)[-1])
     else:

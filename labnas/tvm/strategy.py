@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .._cache import cache_dir, read_json, write_json_atomic
+from .threadpool import threads_meanwhile
 
 __all__ = [
     "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
@@ -274,7 +275,7 @@ class PopcountChooser:
         entry = self._read_cache().get(self._cpu_key, {}).get(key)
         if entry:
             return entry["strategy"], "cached", entry.get("speedup")
-        with _tvm_threads(self.run_threads):
+        with threads_meanwhile(self.run_threads):
             strategy, speedup = measure()
         cache = self._read_cache()  # another process may have written meanwhile
         cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
@@ -330,27 +331,6 @@ class PopcountChooser:
 PIXEL_TILES = (2, 4, 7, 8)
 
 
-@contextlib.contextmanager
-def _tvm_threads(threads: int):
-    """TVM's CPU thread pool at ``threads`` workers meanwhile, then back at what the process had set
-    (``TVM_NUM_THREADS``, as :func:`labnas.timing.runner.set_threads` records it), else TVM's default (on a
-    2-CPU VM one worker, not two)."""
-    import tvm
-
-    before = os.environ.get("TVM_NUM_THREADS")
-    config = tvm.get_global_func("runtime.config_threadpool")
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # TVM caps the pool at this variable, read on every resize
-    config(0, threads)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = before
-        config(0, int(before) if before and before.isdigit() else 0)
-
-
 def candidates(shape: XnorShape, tree: bool) -> list[str]:
     """The strategies worth timing for ``shape``: the tree where it applies, the default tile, pixel tiles."""
     width = shape.output[3]
@@ -370,18 +350,18 @@ def lab_candidates(shape: LabShape, vector: int) -> list[str]:
     pixels, rows = lab_tile(w, vector)
     two_rule = (pixels, next(r for r in (rows, 2, 1) if h % r == 0))
     first = f"fused {_spell(fused_rule)}" if fused_rule else f"two {_spell(two_rule)}"
-    tiles = []
-    if shape.can_fuse:
-        tiles += [f"fused {_spell(t)}" for t in ((h, w, 2, 1), (1, w, 1, 2), (2, 8, 1, 2))
-                  if h % t[0] == 0 and w % t[1] == 0 and (h // t[0]) % t[3] == 0 and (t[0] * t[1] <= 256)]
+    fused = [t for t in ((h, w, 2, 1), (1, w, 1, 2), (2, 8, 1, 2))
+             if shape.can_fuse and h % t[0] == 0 and w % t[1] == 0 and (h // t[0]) % t[3] == 0 and t[0] * t[1] <= 256]
+    tiles = [f"fused {_spell(t)}" for t in fused]
     tiles += [f"two {_spell(t)}" for t in ((w, 1), (w, 2)) if h % t[1] == 0 and w <= 64]
     if shape.sources == 1 or shape.channels % 2 == 0:  # the pair's input maps are one region to pad near
         # fused, each (word, row chunk) padding the maps its 64 channels read: where that region fits in L2
-        tiles += [t.replace("fused ", "fused-near ") for t in (first, *tiles) if t.startswith("fused ")
-                  and 64 * (h // int(t.split()[1].split("x")[3]) + shape.kernel - 1) * (w + shape.kernel - 1) * 4 <= 256 * 1024]
+        padded_bytes = lambda chunks: 64 * (h // chunks + shape.kernel - 1) * (w + shape.kernel - 1) * 4  # noqa: E731
+        tiles += [f"fused-near {_spell(t)}" for t in ([fused_rule] if fused_rule else []) + fused
+                  if padded_bytes(t[3]) <= 256 * 1024]
         chunks = [c for c in (8, 16) if c < w and (w % c == 0 or c == 8)] + ([w] if w <= 16 else [])
-        tiles += [f"near {_spell((w, rows, chunk))}" for rows in dict.fromkeys((1, 2, h if h * w <= 64 else 1))
-                  for chunk in chunks if h % rows == 0 and w <= 64]
+        tiles += [f"near {_spell((w, near_rows, chunk))}" for near_rows in dict.fromkeys((1, 2, h if h * w <= 64 else 1))
+                  for chunk in chunks if h % near_rows == 0 and w <= 64]
     return list(dict.fromkeys([first, *tiles]))
 
 
