@@ -6,6 +6,9 @@ stride-2 shortcuts, which labnas networks run in fp32. Every contender of a laye
 with the same thread count and is timed round-robin with the others (``--rounds`` rounds of ``--repeat``
 timings of ``--number`` calls; medians over rounds), next to the measured xnor-popcount ceiling of this
 CPU (:mod:`labnas.timing.popcount_limit`), so a drift of the machine's speed hits all of them alike.
+Each round starts with a probe of the CPUs' placement (:mod:`labnas.timing.core_latency`); a row records
+the median round trip over its rounds and how far they spread (max / min above ~1.8: the host moved the
+vCPUs during that layer, and its row mixes two machines).
 
     python benchmarks/bench_kernels.py            # writes results/benchmarks/bench_kernels.csv
 """
@@ -24,6 +27,7 @@ from torch import nn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from labnas.timing.core_latency import core_round_trip_ns  # noqa: E402
 from labnas.timing.compare import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
 from labnas.nn import BinaryConv2d  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
@@ -98,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             calls, layer_facts = contenders(name, spec, args.threads, tmp)
             if spec[0] == "binary":
                 calls["popcount_ceiling"] = ceiling.run  # timed in the same rounds as the layer
-            medians = {who: float(np.median(ms)) for who, ms in round_robin(calls, args.rounds, args.repeat, args.number, name).items()}
+            trips: list[float | None] = []
+            timed = round_robin(calls, args.rounds, args.repeat, args.number, name,
+                                before_round=lambda: trips.append(core_round_trip_ns(rounds=50_000)))
+            medians = {who: float(np.median(ms)) for who, ms in timed.items()}
             torch_ms = medians["torch_fp32"]
             row = {"layer": name, "kind": spec[0]}
             for who in ("labnas_binary", "labnas_fp32", "torch_fp32", "onnxruntime_fp32"):
@@ -115,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             row["labnas_fp32_vs_torch"] = round(medians["labnas_fp32"] / torch_ms, 2)
             row["onnxruntime_vs_torch"] = round(medians["onnxruntime_fp32"] / torch_ms, 2)
             row.update(facts)
+            seen = [t for t in trips if t is not None]  # the placement of the CPUs during this layer's rounds
+            row["core_round_trip_ns"] = round(float(np.median(seen)), 1) if seen else None
+            row["core_round_trip_max_over_min"] = round(max(seen) / min(seen), 2) if seen else None
             rows.append(row)
             print(pd.DataFrame([row]).iloc[:, :12].to_string(index=False), flush=True)
     df = pd.DataFrame(rows)

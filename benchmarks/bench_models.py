@@ -8,6 +8,12 @@ ResNet-18 in torch and in onnxruntime, and LAB's overhead over all-sign per fami
 per-round ratios (``lab_overhead_pct``; drift cancels within a round) and, for comparison, the ratio of
 the two medians (``lab_overhead_pct_of_medians``).
 
+Every round starts with a probe of the round trip of a cache line between the two CPUs
+(:mod:`labnas.timing.core_latency`). On a VM whose host moves the vCPUs between cores that share a cache and
+cores that do not, a run that saw both placements gets one set of rows per placement (``placement`` near /
+apart, their rounds only), since the two are different machines for multi-threaded code; a run that saw one
+placement has ``placement`` = one.
+
     python benchmarks/bench_models.py            # writes results/benchmarks/bench_models.csv
 """
 
@@ -33,6 +39,7 @@ from labnas.timing.compare import (  # noqa: E402
     torch_runner,
     tvm_runner,
 )
+from labnas.timing.core_latency import core_round_trip_ns, placement_labels  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.models.resnet_fp32 import resnet18_fp32  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
@@ -58,6 +65,22 @@ def _kernel_facts(compiled, x: np.ndarray, threads: int) -> dict:
     float_kernels = [(ms, kernel) for kernel, ms, _, binary in profile if not binary and not kernel.startswith("vm.")]
     ms, kernel = max(float_kernels)
     return {"popcount_strategies": strategy_counts(compiled.strategies), "largest_float_kernel": kernel, "largest_float_kernel_pct": round(100 * ms / total, 1)}
+
+
+def _rows(rounds: dict[str, list[float]], kernels: dict, size: int, facts: dict) -> list[dict]:
+    """One row per contender from rounds taken in one placement of the CPUs."""
+    med = {name: float(np.median(ms)) for name, ms in rounds.items()}
+    rows = []
+    for name, ms in med.items():
+        family, binarizer = BNNS.get(name, ("resnet18_fp32", "none"))
+        row = {"network": name, "median_ms": round(ms, 3), "min_ms": round(min(rounds[name]), 3), "max_ms": round(max(rounds[name]), 3),
+               "speedup_vs_torch_resnet18": round(med["resnet18 fp32 torch"] / ms, 2),
+               "speedup_vs_onnxruntime_resnet18": round(med["resnet18 fp32 onnxruntime"] / ms, 2)}
+        if binarizer == "lab":
+            row["lab_overhead_pct"] = round(100 * (paired_ratio(rounds, name, f"{family} all-sign") - 1), 1)
+            row["lab_overhead_pct_of_medians"] = round(100 * (ms / med[f"{family} all-sign"] - 1), 1)
+        rows.append({**row, **kernels.get(name, {}), "input": f"3x{size}x{size}", **facts})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,23 +109,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         calls["resnet18 fp32 onnxruntime"], out = onnxruntime_runner(resnet, x, args.threads, os.path.join(tmp, "resnet18.onnx"))
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
-        rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="models")
-    med = {name: float(np.median(ms)) for name, ms in rounds.items()}
+        round_trips: list[float | None] = []
+        rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="models",
+                             before_round=lambda: round_trips.append(core_round_trip_ns(rounds=50_000)))
+    labels = placement_labels(round_trips)
     rows = []
-    for name, ms in med.items():
-        family, binarizer = BNNS.get(name, ("resnet18_fp32", "none"))
-        row = {"network": name, "median_ms": round(ms, 3), "min_ms": round(min(rounds[name]), 3), "max_ms": round(max(rounds[name]), 3),
-               "speedup_vs_torch_resnet18": round(med["resnet18 fp32 torch"] / ms, 2),
-               "speedup_vs_onnxruntime_resnet18": round(med["resnet18 fp32 onnxruntime"] / ms, 2)}
-        if binarizer == "lab":
-            row["lab_overhead_pct"] = round(100 * (paired_ratio(rounds, name, f"{family} all-sign") - 1), 1)
-            row["lab_overhead_pct_of_medians"] = round(100 * (ms / med[f"{family} all-sign"] - 1), 1)
-        rows.append({**row, **kernels.get(name, {}), "input": f"3x{args.input}x{args.input}", "rounds": args.rounds, **facts})
+    for placement in sorted(set(labels)):
+        picked = [i for i, label in enumerate(labels) if label == placement]
+        if len(picked) < 3:
+            print(f"{len(picked)} round(s) with the CPUs {placement}: too few for a row", file=sys.stderr)
+            continue
+        subset = {name: [ms[i] for i in picked] for name, ms in rounds.items()}
+        trips = [round_trips[i] for i in picked if round_trips[i] is not None]
+        where = {"placement": placement, "core_round_trip_ns": round(float(np.median(trips)), 1) if trips else None,
+                 "rounds": len(picked)}
+        rows += [{**row, **where} for row in _rows(subset, kernels, args.input, facts)]
     df = pd.DataFrame(rows)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_path, index=False)
-    print(df[[c for c in df.columns if c not in facts and c not in ("input", "rounds")]].to_string(index=False))
+    shown = ["placement", "core_round_trip_ns", "rounds", "network", "median_ms", "speedup_vs_torch_resnet18",
+             "speedup_vs_onnxruntime_resnet18", "lab_overhead_pct", "largest_float_kernel_pct"]
+    print(df[[c for c in shown if c in df.columns]].to_string(index=False))
     return 0
 
 

@@ -236,6 +236,25 @@ def test_round_robin_rotates_the_order_each_round():
     assert all(len(v) == 4 for v in times.values())
 
 
+def test_round_robin_calls_its_round_hook_before_each_round_untimed():
+    from labnas.timing.compare import round_robin
+
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "ab"}
+    round_robin(calls, rounds=3, repeat=1, number=1, before_round=lambda: order.append("|"))
+    assert order[6:] == list("|ab" "|ba" "|ab")
+
+
+def test_placement_labels_split_a_run_at_the_jump_between_placements():
+    from labnas.timing.core_latency import placement_labels
+
+    # the EPYC VM: ~100 ns near, ~400 ns apart, with the probe's scatter inside each
+    assert placement_labels([98, 390, 141, None, 86, 416]) == ["near", "apart", "near", "unknown", "near", "apart"]
+    assert placement_labels([350, 420, 560, 390]) == ["one"] * 4  # one placement: 1.6x scatter is not a move
+    assert placement_labels([None, None]) == ["unknown", "unknown"]
+    assert placement_labels([50, 52]) == ["one", "one"]
+
+
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     from labnas.timing.compare import paired_ratio
 

@@ -63,13 +63,16 @@ def _timed(fn: Callable[[], Any], number: int, repeat: int) -> float:
 
 
 def round_robin(
-    contenders: dict[str, Callable[[], Any]], rounds: int = 5, repeat: int = 10, number: int = 5, progress: str = ""
+    contenders: dict[str, Callable[[], Any]], rounds: int = 5, repeat: int = 10, number: int = 5, progress: str = "",
+    before_round: Callable[[], Any] | None = None,
 ) -> dict[str, list[float]]:
     """Time every contender once per round, in turn; returns each one's per-round medians (ms).
 
     Each contender is called a few times first (one-time allocations, oneDNN primitive creation).
     Round ``r`` starts at contender ``r mod n`` (the order rotates), so no contender is always the one
     timed right after another runtime's worker threads went idle, or always the first of a round.
+    ``before_round``, if given, is called at the start of every round (e.g. to record the vCPUs' placement
+    with :func:`labnas.timing.core_latency.core_round_trip_ns`); it is not timed.
     """
     for fn in contenders.values():
         for _ in range(3):
@@ -77,6 +80,8 @@ def round_robin(
     names = list(contenders)
     out: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
+        if before_round is not None:
+            before_round()
         start = r % len(names)
         for name in names[start:] + names[:start]:
             out[name].append(_timed(contenders[name], number, repeat))

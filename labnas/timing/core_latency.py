@@ -20,11 +20,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._cache import cache_dir
+from .._cache import cache_dir, read_json, write_json_atomic
 
-__all__ = ["core_round_trip_ns", "PROBE_SOURCE"]
+__all__ = ["core_round_trip_ns", "placement_labels", "placement_now", "Placement", "PLACEMENT_GAP", "PROBE_SOURCE"]
 
 PROBE_SOURCE = r"""
 #define _GNU_SOURCE
@@ -113,3 +115,72 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
             return None
         times.append(float(run.stdout.strip()))
     return sorted(times)[1]
+
+
+#: Two round trips belong to different placements when the larger is more than this factor above the smaller
+#: *and* no measured round trip lies between them closer than this factor. On the EPYC VM the two placements
+#: measure 86-141 ns and 340-420 ns (one probe of 50,000 round trips scatters by up to 1.5x within a placement).
+PLACEMENT_GAP = 1.8
+
+
+def placement_labels(round_trips: Sequence[float | None], gap: float = PLACEMENT_GAP) -> list[str]:
+    """Which placement of the CPUs each of a run's probes saw: ``"near"`` or ``"apart"`` when the run's round
+    trips fall into two groups (sorted, split at the largest step between neighbours if that step exceeds
+    ``gap``x), ``"one"`` when they form one group, ``"unknown"`` for a probe that answered None.
+
+    Why groups within one run rather than fixed thresholds: what counts as near depends on the CPU (a
+    hyper-thread sibling is ~50 ns, another core of one L3 ~100 ns, another socket ~400 ns); only a jump
+    inside the same run says the host moved the CPUs. A run that saw one placement cannot say which it was.
+    """
+    known = sorted(rt for rt in round_trips if rt is not None)
+    if not known:
+        return ["unknown"] * len(round_trips)
+    steps = [(b / a, a) for a, b in zip(known, known[1:]) if a > 0]
+    factor, below = max(steps, default=(1.0, known[-1]))
+    if factor <= gap:
+        return ["one" if rt is not None else "unknown" for rt in round_trips]
+    return ["unknown" if rt is None else "near" if rt <= below else "apart" for rt in round_trips]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the CPUs a timing runs on sit right now: ``round_trip_ns`` measured, ``lowest_ns`` the lowest this
+    machine has shown for the same CPUs (kept in labnas' cache), ``apart`` when the first is more than
+    :data:`PLACEMENT_GAP` x the second (the host has put them on cores that share less than they can)."""
+
+    round_trip_ns: float
+    lowest_ns: float
+
+    @property
+    def apart(self) -> bool:
+        return self.round_trip_ns > PLACEMENT_GAP * self.lowest_ns
+
+
+def _placement_key() -> tuple[str, tuple[int, int] | None]:
+    from ..tvm.cpu import cpu_model
+
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+    return f"{cpu_model()} | cpus {cpus}", cpus
+
+
+def placement_now(measure: Callable[[], float | None] | None = None) -> Placement | None:
+    """Probe the placement of the first two CPUs this process may use (about 60 ms) and remember the lowest round
+    trip seen for them on this machine; None when it cannot be probed (one CPU, no C compiler).
+
+    ``measure`` replaces the probe (tests). Why the lowest seen is the yardstick: a calibration keeps the
+    fastest quiet time it has seen (:mod:`labnas.timing.calibration`), which on a VM is the near placement, so a
+    timing with the CPUs further apart than that is not comparable to it without saying so."""
+    key, cpus = _placement_key()
+    if cpus is None and measure is None:
+        return None
+    now = measure() if measure is not None else core_round_trip_ns(cpus, rounds=50_000)
+    if now is None:
+        return None
+    path = cache_dir() / "core_round_trip.json"
+    table = read_json(path)
+    lowest = min(float(table.get(key, now)), now)
+    if lowest != table.get(key):
+        table[key] = lowest
+        write_json_atomic(path, table)
+    return Placement(now, lowest)
