@@ -23,10 +23,12 @@ printed. The studies live in a temporary folder.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
 from labnas.search.study import create_or_load_study, open_storage  # noqa: E402
+from labnas.timing.core_latency import placement_labels  # noqa: E402
 from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
 
 
@@ -60,6 +63,18 @@ def candidate_params(space, count: int, seed: int) -> list[dict]:
     return params
 
 
+def expected_flips(latencies_ms: np.ndarray, budget_ms: float, sigma: float) -> float:
+    """Expected number of verdicts that differ between two runs when each latency is measured with a relative
+    noise ``sigma`` (log-normal, independent between runs) around ``latencies_ms``: the sum over candidates of
+    2 p (1 - p), p the chance one run puts the candidate over the budget. A candidate at the budget flips half
+    the time whatever the method; the budget at the median of bunched candidates is the hardest case."""
+    if sigma <= 0:
+        return 0.0
+    z = np.log(budget_ms / np.asarray(latencies_ms, dtype=float)) / sigma
+    p = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])  # P(a measurement lands above the budget)
+    return float(np.sum(2 * p * (1 - p)))
+
+
 def run(space, params: list[dict], budget_ms: float, workers: int, label: str, root: Path, threads: int | None) -> pd.DataFrame:
     """One fresh study over the enqueued candidates; its trials (spec, latency, verdict, reference timing)."""
     config = SearchConfig(budget_ms=budget_ms, objectives="accuracy,latency", accuracy="published", threads=threads)
@@ -75,7 +90,9 @@ def run(space, params: list[dict], budget_ms: float, workers: int, label: str, r
     df = df[df.state == "COMPLETE"].copy()
     df["run"] = label
     df["budget_ms"] = budget_ms
-    return df[["run", "trial", "spec", "latency_ms", "latency_raw_ms", "reference_ms", "feasible", "budget_ms"]]
+    if "core_round_trip_ns" not in df:  # one thread, or no C compiler: no placement probe
+        df["core_round_trip_ns"] = np.nan
+    return df[["run", "trial", "spec", "latency_ms", "latency_raw_ms", "reference_ms", "feasible", "budget_ms", "core_round_trip_ns"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         a = run(space, params, budget, 1, "verdict-a", root, args.threads)
         b = run(space, params, budget, 1, "verdict-b", root, args.threads)
     rows = pd.concat([wide, two, again, a, b], ignore_index=True)
+    trips = rows.core_round_trip_ns.astype(float)
+    rows["placement"] = placement_labels([None if np.isnan(t) else t for t in trips])
+    rows["date"] = date.today().isoformat()
+    wide, two, again, a, b = (rows[rows.run == label] for label in ("wide", "two-workers", "one-worker-again", "verdict-a", "verdict-b"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out, index=False)
@@ -122,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{int(near.sum())} candidates within 10 % of the budget; feasible {int(verdicts.feasible_a.sum())} (A) / "
           f"{int(verdicts.feasible_b.sum())} (B)")
     for row in verdicts[~same].itertuples():
-        print(f"  flipped: {row.latency_ms_a:.3f} ms (A, {'feasible' if row.feasible_a else 'over'}) vs {row.latency_ms_b:.3f} ms (B)")
+        print(f"  flipped: {row.latency_ms_a:.3f} ms (A, {'feasible' if row.feasible_a else 'over'}, CPUs {row.placement_a}) vs "
+              f"{row.latency_ms_b:.3f} ms (B, CPUs {row.placement_b})")
+    sigma = float(np.std(np.log(ones.latency_ms_again / ones.latency_ms_one))) / np.sqrt(2)
+    print(f"run-to-run noise of one latency (wide vs again): {100 * sigma:.1f} %; flips expected from it alone at this budget: "
+          f"{expected_flips(wide.latency_ms.to_numpy(), budget, sigma):.1f} of {len(wide)}")
+    print(f"placements (core round trip): {rows.groupby('run').placement.agg(lambda p: ', '.join(f'{k} {v}' for k, v in p.value_counts().items())).to_dict()}")
     print(f"rows: {out}")
     return 0
 

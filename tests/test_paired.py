@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from labnas.timing.calibration import board_calibration_key, calibrate, calibration_key, load_or_calibrate, lower_cached
@@ -62,6 +63,43 @@ def test_a_machine_that_stays_busy_is_refused_with_the_numbers():
     assert slept == [1.0, 4.0]
     # each attempt stopped after 2 of its 4 rounds: the reference was already 5x its calibration (> 3x)
     assert machine.calls == 3 * 2 * 2
+
+
+def test_cpus_placed_apart_allow_a_slower_reference_and_are_recorded():
+    """On a VM whose host moves the vCPUs apart, the reference runs ~1.6x its (near-placement) calibration with
+    nothing else running: with the probe saying so, that is timed and recorded, not refused; the same slowdown
+    with the CPUs where they usually are is still a disturbance."""
+    from labnas.timing.core_latency import Placement
+
+    apart, near = Placement(390.0, 98.0), Placement(110.0, 98.0)
+    assert apart.apart and not near.apart
+    machine = SyntheticMachine([1.6])
+    result = time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=5, sleep=lambda s: None,
+                         placement_probe=lambda: apart)
+    assert result.attempts == 1 and result.corrected_ms == pytest.approx(2.0) and result.raw_ms == pytest.approx(3.2)
+    assert result.core_round_trip_ns == 390.0 and result.cpus_apart is True
+    with pytest.raises(TimingDisturbed, match="1.6x its calibrated"):
+        time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=5, sleep=lambda s: None,
+                    placement_probe=lambda: near)
+    with pytest.raises(TimingDisturbed, match="3.5x its calibrated 1.000 ms with the CPUs placed apart"):
+        time_paired(SyntheticMachine([3.5]).timer(2.0), SyntheticMachine([3.5]).timer(1.0), calibrated_ms=1.0, rounds=5,
+                    sleep=lambda s: None, placement_probe=lambda: apart)
+    quiet = time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.6, rounds=5, sleep=lambda s: None)
+    assert quiet.core_round_trip_ns is None and quiet.cpus_apart is None  # no probe: nothing claimed
+
+
+def test_placement_now_remembers_the_lowest_round_trip_of_this_machine(tmp_path, monkeypatch):
+    from labnas.timing.core_latency import placement_now
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    seen = [[400.0], [100.0], [380.0], [None]]
+    probe = lambda: seen.pop(0)[0]  # noqa: E731
+    first = placement_now(probe)
+    assert (first.round_trip_ns, first.lowest_ns, first.apart) == (400.0, 400.0, False)  # nothing better known yet
+    assert not placement_now(probe).apart
+    again = placement_now(probe)
+    assert (again.lowest_ns, again.apart) == (100.0, True)
+    assert json.loads((tmp_path / "core_round_trip.json").read_text()) and placement_now(probe) is None
 
 
 class FakeLoad:
@@ -217,3 +255,39 @@ def test_the_core_round_trip_probe_measures_two_cpus_or_says_it_cannot(tmp_path,
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("LABNAS_CACHE", str(tmp_path / "fresh"))
     assert core_latency.core_round_trip_ns((0, 1)) is None
+
+
+def test_a_search_timing_records_the_cpu_placement_it_was_taken_in():
+    """``time_compiled`` probes the CPUs' placement inside the timing lock on several threads (a trial stores it as
+    ``core_round_trip_ns``) and skips the probe on one thread, where the placement cannot matter."""
+    import os
+    import shutil
+
+    from torch import nn
+
+    from labnas.search.objective import SearchConfig, time_compiled
+    from labnas.tvm import TARGETS, compile_model
+
+    compiled = compile_model(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)).eval(), (1, 3, 16, 16), TARGETS["host"], threads=1)
+    one = time_compiled(compiled, SearchConfig(budget_ms=10, timing_number=1, timing_repeat=3, threads=1))
+    assert one.core_round_trip_ns is None and one.median_ms > 0
+    if len(os.sched_getaffinity(0)) >= 2 and (shutil.which("cc") or shutil.which("gcc")):
+        two = time_compiled(compiled, SearchConfig(budget_ms=10, timing_number=1, timing_repeat=3, threads=2))
+        assert two.core_round_trip_ns is not None and 10 < two.core_round_trip_ns < 20_000
+
+
+def test_expected_verdict_flips_follow_the_distance_to_the_budget():
+    """bench_verdicts' yardstick: a candidate at the budget flips half the time; far ones never; one sigma below
+    the budget: p = 0.1587 over, 2 p (1 - p) = 0.267."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_verdicts.py"
+    spec = importlib.util.spec_from_file_location("bench_verdicts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sigma = 0.02
+    assert module.expected_flips(np.array([1.0]), 1.0, sigma) == pytest.approx(0.5)
+    assert module.expected_flips(np.array([0.5, 2.0]), 1.0, sigma) == pytest.approx(0.0, abs=1e-9)
+    assert module.expected_flips(np.array([np.exp(-sigma)]), 1.0, sigma) == pytest.approx(2 * 0.158655 * 0.841345, abs=1e-4)
+    assert module.expected_flips(np.array([1.0]), 1.0, 0.0) == 0.0

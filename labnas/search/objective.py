@@ -257,6 +257,8 @@ class Objective:
             latency = min(latency, again, key=lambda result: result.median_ms)
         store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,
               latency_p90_ms=latency.p90_ms, threads=latency.threads, timing_attempts=latency.attempts)
+        if latency.core_round_trip_ns is not None:
+            store(trial, core_round_trip_ns=round(latency.core_round_trip_ns, 1), cpus_apart=latency.cpus_apart)
         if latency.paired:
             store(trial, latency_raw_ms=round(latency.raw_median_ms, 4), latency_ratio=round(latency.paired_ratio, 5),
                   reference_ms=round(latency.reference_ms, 4), reference_calibrated_ms=round(latency.reference_calibrated_ms, 4))

@@ -47,6 +47,12 @@ class LatencyResult:
     reference_ms: float | None = None
     reference_calibrated_ms: float | None = None
     paired_ratio: float | None = None
+    #: Paired on this machine with several threads: the round trip of a cache line between two of its CPUs when the
+    #: rounds began (ns; :mod:`labnas.timing.core_latency`), and whether that is further apart than the machine's
+    #: best placement (a VM's vCPUs moved to cores without a shared cache). None over RPC, on one thread, unpaired,
+    #: or without a C compiler.
+    core_round_trip_ns: float | None = None
+    cpus_apart: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +212,7 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     """The model timed in rounds shared with ``reference`` (:func:`labnas.timing.paired.time_paired`):
     ``(corrected median, p10, p90 of the per-round corrected values, raw runs, attempts, paired fields)``.
     ``local``: this machine's load is read for oversubscription (not on a board)."""
+    from .core_latency import placement_now
     from .load import cpu_snapshot
     from .paired import time_paired
 
@@ -216,10 +223,12 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     ref_number = max(number, math.ceil(max(REFERENCE_MIN_MS, window_ms) / calibrated_ms))
     paired = time_paired(lambda: 1e3 * runner.time_runs([xi], number, 1)[0], lambda: reference.timer.time_once(ref_number),
                          calibrated_ms, rounds=max(repeat, PAIRED_MIN_ROUNDS), threads=runner.threads,
-                         cpu_probe=cpu_snapshot if local else None)
+                         cpu_probe=cpu_snapshot if local else None,
+                         placement_probe=placement_now if local and runner.threads > 1 else None)
     reference.observe(paired.reference_ms)  # a calibration taken on a slower machine is lowered in the cache
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
-              "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio}
+              "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio,
+              "core_round_trip_ns": paired.core_round_trip_ns, "cpus_apart": paired.cpus_apart}
     return (paired.corrected_ms, float(np.percentile(corrected, 10)), float(np.percentile(corrected, 90)),
             list(paired.candidate_runs_ms), paired.attempts, fields)
