@@ -291,3 +291,18 @@ def test_expected_verdict_flips_follow_the_distance_to_the_budget():
     assert module.expected_flips(np.array([0.5, 2.0]), 1.0, sigma) == pytest.approx(0.0, abs=1e-9)
     assert module.expected_flips(np.array([np.exp(-sigma)]), 1.0, sigma) == pytest.approx(2 * 0.158655 * 0.841345, abs=1e-4)
     assert module.expected_flips(np.array([1.0]), 1.0, 0.0) == 0.0
+
+
+def test_a_fresh_calibration_also_notes_the_cpus_placement(tmp_path, monkeypatch):
+    """The lowest round trip seen is never newer than the calibration it is compared with (see _note_placement)."""
+    import os
+    import shutil
+
+    from labnas.timing.calibration import load_or_calibrate
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    ms, how = load_or_calibrate(lambda: 1.0, "k")
+    assert (ms, how) == (1.0, "measured")
+    if len(os.sched_getaffinity(0)) >= 2 and (shutil.which("cc") or shutil.which("gcc")):
+        (lowest,) = json.loads((tmp_path / "core_round_trip.json").read_text()).values()
+        assert 10 < lowest < 20_000

@@ -63,6 +63,7 @@ def load_or_calibrate(time_once, key: str, recalibrate: bool = False) -> tuple[f
     if not recalibrate and key in table:
         return float(table[key]), "cached"
     value = round(calibrate(time_once), 5)  # rounded as stored: a cached figure equals the fresh one
+    _note_placement()
     table = read_json(path)  # another process may have written meanwhile
     table[key] = value
     write_json_atomic(path, table)  # an unwritable cache costs a calibration next time, nothing else
@@ -80,4 +81,15 @@ def lower_cached(key: str, observed_ms: float, margin: float = FASTER_MARGIN) ->
         return False
     table[key] = round(float(observed_ms), 5)
     write_json_atomic(path, table)
+    _note_placement()
     return True
+
+
+def _note_placement() -> None:
+    """Probe the CPUs' placement as a calibration is taken or lowered, so the lowest round trip this machine has
+    shown (the yardstick of ``cpus_apart``, :func:`labnas.timing.core_latency.placement_now`) is never from a
+    later moment than the calibration it is compared with: a calibration taken with the CPUs near, then a first
+    probe with them apart, would otherwise read as a busy machine."""
+    from .core_latency import placement_now
+
+    placement_now()
