@@ -249,8 +249,9 @@ def test_placement_labels_split_a_run_at_the_jump_between_placements():
     from labnas.timing.core_latency import placement_labels
 
     # the EPYC VM: ~100 ns near, ~400 ns apart, with the probe's scatter inside each
-    assert placement_labels([98, 390, 141, None, 86, 416]) == ["near", "apart", "near", "unknown", "near", "apart"]
+    assert placement_labels([98, 390, 231, None, 80, 416]) == ["near", "apart", "near", "unknown", "near", "apart"]
     assert placement_labels([350, 420, 560, 390]) == ["one"] * 4  # one placement: 1.6x scatter is not a move
+    assert placement_labels([80, 150, 231]) == ["one"] * 3  # the near placement's own scatter (2.9x) is not a move
     assert placement_labels([None, None]) == ["unknown", "unknown"]
     assert placement_labels([50, 52]) == ["one", "one"]
 

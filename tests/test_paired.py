@@ -71,7 +71,7 @@ def test_cpus_placed_apart_allow_a_slower_reference_and_are_recorded():
     with the CPUs where they usually are is still a disturbance."""
     from labnas.timing.core_latency import Placement
 
-    apart, near = Placement(390.0, 98.0), Placement(110.0, 98.0)
+    apart, near = Placement(390.0, 98.0), Placement(231.0, 98.0)
     assert apart.apart and not near.apart
     machine = SyntheticMachine([1.6])
     result = time_paired(machine.timer(2.0), machine.timer(1.0), calibrated_ms=1.0, rounds=5, sleep=lambda s: None,

@@ -56,7 +56,7 @@ class TrialRecord:
     core_round_trip_ns: float | None = _col("round trip of a cache line between two CPUs just before the timing, ns: on a VM, which "
                                             "placement of the vCPUs latency_ms was taken in (docs/timing.md)")
     cpus_apart: bool | None = _col("the CPUs were placed further apart than this machine's best placement (core_round_trip_ns "
-                                   "over 1.8x the lowest seen): a slower machine for two threads, timed and corrected as usual")
+                                   "over 3.2x the lowest seen): a slower machine for two threads, timed and corrected as usual")
     duplicate_of: int | None = _col("an earlier trial with the same spec whose values were reused")
     error: str | None = _col("why the trial failed, one line")
     failure: str | None = _col("diverged or chance when a training failed")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .._cache import cache_dir, read_json, write_json_atomic
 
-__all__ = ["core_round_trip_ns", "placement_labels", "placement_now", "Placement", "PLACEMENT_GAP", "PROBE_SOURCE"]
+__all__ = ["core_round_trip_ns", "placement_labels", "placement_now", "Placement", "APART_FACTOR", "PROBE_SOURCE"]
 
 PROBE_SOURCE = r"""
 #define _GNU_SOURCE
@@ -117,43 +117,43 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
     return sorted(times)[1]
 
 
-#: Two round trips belong to different placements when the larger is more than this factor above the smaller
-#: *and* no measured round trip lies between them closer than this factor. On the EPYC VM the two placements
-#: measure 86-141 ns and 340-420 ns (one probe of 50,000 round trips scatters by up to 1.5x within a placement).
-PLACEMENT_GAP = 1.8
+#: A round trip more than this factor above the lowest one seen for the same CPUs means the host has put them
+#: further apart. On the EPYC VM, probes of 50,000 round trips (what a timing spends, ~60 ms) measured 80-231 ns
+#: with the vCPUs near and 364-511 ns with them apart (`bench_verdicts.py`, 97 probes, 2026-12-03): up to 2.9x and
+#: at least 4.5x the lowest; 3.2 sits between with room on both sides.
+APART_FACTOR = 3.2
 
 
-def placement_labels(round_trips: Sequence[float | None], gap: float = PLACEMENT_GAP) -> list[str]:
-    """Which placement of the CPUs each of a run's probes saw: ``"near"`` or ``"apart"`` when the run's round
-    trips fall into two groups (sorted, split at the largest step between neighbours if that step exceeds
-    ``gap``x), ``"one"`` when they form one group, ``"unknown"`` for a probe that answered None.
+def placement_labels(round_trips: Sequence[float | None], factor: float = APART_FACTOR) -> list[str]:
+    """Which placement of the CPUs each of a run's probes saw: ``"near"`` / ``"apart"`` when some round trips
+    are more than ``factor`` x the run's lowest (those are apart), ``"one"`` when none is, ``"unknown"`` for a
+    probe that answered None.
 
-    Why groups within one run rather than fixed thresholds: what counts as near depends on the CPU (a
-    hyper-thread sibling is ~50 ns, another core of one L3 ~100 ns, another socket ~400 ns); only a jump
-    inside the same run says the host moved the CPUs. A run that saw one placement cannot say which it was.
+    Relative to the run's lowest rather than fixed: what counts as near depends on the CPU (a hyper-thread
+    sibling is ~50 ns, another core of one L3 ~100 ns, another socket ~400 ns); only a jump inside the same run
+    says the host moved the CPUs. A run that saw one placement cannot say which it was.
     """
-    known = sorted(rt for rt in round_trips if rt is not None)
+    known = [rt for rt in round_trips if rt is not None]
     if not known:
         return ["unknown"] * len(round_trips)
-    steps = [(b / a, a) for a, b in zip(known, known[1:]) if a > 0]
-    factor, below = max(steps, default=(1.0, known[-1]))
-    if factor <= gap:
+    lowest = min(known)
+    if max(known) <= factor * lowest:
         return ["one" if rt is not None else "unknown" for rt in round_trips]
-    return ["unknown" if rt is None else "near" if rt <= below else "apart" for rt in round_trips]
+    return ["unknown" if rt is None else "apart" if rt > factor * lowest else "near" for rt in round_trips]
 
 
 @dataclass(frozen=True)
 class Placement:
     """Where the CPUs a timing runs on sit right now: ``round_trip_ns`` measured, ``lowest_ns`` the lowest this
     machine has shown for the same CPUs (kept in labnas' cache), ``apart`` when the first is more than
-    :data:`PLACEMENT_GAP` x the second (the host has put them on cores that share less than they can)."""
+    :data:`APART_FACTOR` x the second (the host has put them on cores that share less than they can)."""
 
     round_trip_ns: float
     lowest_ns: float
 
     @property
     def apart(self) -> bool:
-        return self.round_trip_ns > PLACEMENT_GAP * self.lowest_ns
+        return self.round_trip_ns > APART_FACTOR * self.lowest_ns
 
 
 def _placement_key() -> tuple[str, tuple[int, int] | None]:
