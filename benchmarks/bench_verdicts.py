@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"two workers vs one: {len(both)} candidates, latency within 5 %: {np.mean(np.abs(lat_dev) <= 5):.0%} "
           f"(median {np.median(lat_dev):+.1f} %, largest {lat_dev.abs().max():.1f} %); reference timings within 5 %: "
           f"{np.mean(np.abs(ref_dev) <= 5):.0%} (median {np.median(ref_dev):+.1f} %)")
+    alike = (both.placement_one == both.placement_two).to_numpy()
+    print(f"  reference timings within 5 % where both runs timed with the vCPUs placed alike: {np.sum(np.abs(ref_dev[alike]) <= 5)} "
+          f"of {alike.sum()}; placed differently: {np.sum(np.abs(ref_dev[~alike]) <= 5)} of {(~alike).sum()}")
     print(f"verdicts at {budget:.3f} ms, run A vs run B: {same.sum()} of {len(verdicts)} the same ({same.mean():.0%}); "
           f"{int(near.sum())} candidates within 10 % of the budget; feasible {int(verdicts.feasible_a.sum())} (A) / "
           f"{int(verdicts.feasible_b.sum())} (B)")
