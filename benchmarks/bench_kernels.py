@@ -7,8 +7,9 @@ with the same thread count and is timed round-robin with the others (``--rounds`
 timings of ``--number`` calls; medians over rounds), next to the measured xnor-popcount ceiling of this
 CPU (:mod:`labnas.timing.popcount_limit`), so a drift of the machine's speed hits all of them alike.
 Each round starts with a probe of the CPUs' placement (:mod:`labnas.timing.core_latency`); a row records
-the median round trip over its rounds and how far they spread (max / min above ~1.8: the host moved the
-vCPUs during that layer, and its row mixes two machines).
+the median round trip over its rounds and how far they spread (max / min above
+:data:`labnas.timing.core_latency.APART_FACTOR`: the host moved the vCPUs during that layer, and its row mixes
+two machines).
 
     python benchmarks/bench_kernels.py            # writes results/benchmarks/bench_kernels.csv
 """
@@ -27,7 +28,7 @@ from torch import nn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.timing.core_latency import core_round_trip_ns  # noqa: E402
+from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
 from labnas.timing.compare import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
 from labnas.nn import BinaryConv2d  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 calls["popcount_ceiling"] = ceiling.run  # timed in the same rounds as the layer
             trips: list[float | None] = []
             timed = round_robin(calls, args.rounds, args.repeat, args.number, name,
-                                before_round=lambda: trips.append(core_round_trip_ns(rounds=50_000)))
+                                before_round=lambda: trips.append(core_round_trip_ns(rounds=PROBE_ROUNDS)))
             medians = {who: float(np.median(ms)) for who, ms in timed.items()}
             torch_ms = medians["torch_fp32"]
             row = {"layer": name, "kind": spec[0]}

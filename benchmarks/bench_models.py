@@ -39,7 +39,7 @@ from labnas.timing.compare import (  # noqa: E402
     torch_runner,
     tvm_runner,
 )
-from labnas.timing.core_latency import core_round_trip_ns, placement_labels  # noqa: E402
+from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.models.resnet_fp32 import resnet18_fp32  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
         round_trips: list[float | None] = []
         rounds = round_robin(calls, args.rounds, args.repeat, args.number, progress="models",
-                             before_round=lambda: round_trips.append(core_round_trip_ns(rounds=50_000)))
+                             before_round=lambda: round_trips.append(core_round_trip_ns(rounds=PROBE_ROUNDS)))
     labels = placement_labels(round_trips)
     rows = []
     for placement in sorted(set(labels)):

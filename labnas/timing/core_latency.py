@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .._cache import cache_dir, read_json, write_json_atomic
 
-__all__ = ["core_round_trip_ns", "placement_labels", "placement_now", "Placement", "APART_FACTOR", "PROBE_SOURCE"]
+__all__ = ["core_round_trip_ns", "placement_labels", "placement_now", "Placement", "APART_FACTOR", "PROBE_ROUNDS", "PROBE_SOURCE"]
 
 PROBE_SOURCE = r"""
 #define _GNU_SOURCE
@@ -71,6 +71,12 @@ int main(int argc, char **argv) {
 """
 
 
+def _first_two_cpus() -> tuple[int, int] | None:
+    """The first two CPUs this process may run on (None with one): the pair every default probe measures."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
 def _probe_binary() -> Path | None:
     """The compiled probe (built on first use, keyed by its source), or None without a C compiler."""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -97,10 +103,9 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
     if cpus is not None and cpus[0] == cpus[1]:
         raise ValueError(f"core_round_trip_ns needs two different CPUs, got {cpus}: two spinning threads on one CPU only take turns")
     if cpus is None:
-        allowed = sorted(os.sched_getaffinity(0))
-        if len(allowed) < 2:
+        cpus = _first_two_cpus()
+        if cpus is None:
             return None
-        cpus = (allowed[0], allowed[1])
     binary = _probe_binary()
     if binary is None:
         return None
@@ -117,6 +122,9 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
     return sorted(times)[1]
 
 
+#: Round trips per probe where a probe runs often (before each paired timing, each benchmark round): ~20-60 ms.
+PROBE_ROUNDS = 50_000
+
 #: A round trip more than this factor above the lowest one seen for the same CPUs means the host has put them
 #: further apart. On the EPYC VM, probes of 50,000 round trips (what a timing spends, ~60 ms) measured 80-231 ns
 #: with the vCPUs near and 364-511 ns with them apart (`bench_verdicts.py`, 97 probes, 2026-12-03): up to 2.9x and
@@ -124,9 +132,9 @@ def core_round_trip_ns(cpus: tuple[int, int] | None = None, rounds: int = 200_00
 APART_FACTOR = 3.2
 
 
-def placement_labels(round_trips: Sequence[float | None], factor: float = APART_FACTOR) -> list[str]:
+def placement_labels(round_trips: Sequence[float | None]) -> list[str]:
     """Which placement of the CPUs each of a run's probes saw: ``"near"`` / ``"apart"`` when some round trips
-    are more than ``factor`` x the run's lowest (those are apart), ``"one"`` when none is, ``"unknown"`` for a
+    are apart from the run's lowest (:attr:`Placement.apart`), ``"one"`` when none is, ``"unknown"`` for a
     probe that answered None.
 
     Relative to the run's lowest rather than fixed: what counts as near depends on the CPU (a hyper-thread
@@ -137,9 +145,9 @@ def placement_labels(round_trips: Sequence[float | None], factor: float = APART_
     if not known:
         return ["unknown"] * len(round_trips)
     lowest = min(known)
-    if max(known) <= factor * lowest:
+    if not Placement(max(known), lowest).apart:
         return ["one" if rt is not None else "unknown" for rt in round_trips]
-    return ["unknown" if rt is None else "apart" if rt > factor * lowest else "near" for rt in round_trips]
+    return ["unknown" if rt is None else "apart" if Placement(rt, lowest).apart else "near" for rt in round_trips]
 
 
 @dataclass(frozen=True)
@@ -156,14 +164,6 @@ class Placement:
         return self.round_trip_ns > APART_FACTOR * self.lowest_ns
 
 
-def _placement_key() -> tuple[str, tuple[int, int] | None]:
-    from ..tvm.cpu import cpu_model
-
-    allowed = sorted(os.sched_getaffinity(0))
-    cpus = (allowed[0], allowed[1]) if len(allowed) >= 2 else None
-    return f"{cpu_model()} | cpus {cpus}", cpus
-
-
 def placement_now(measure: Callable[[], float | None] | None = None) -> Placement | None:
     """Probe the placement of the first two CPUs this process may use (about 60 ms) and remember the lowest round
     trip seen for them on this machine; None when it cannot be probed (one CPU, no C compiler).
@@ -171,10 +171,13 @@ def placement_now(measure: Callable[[], float | None] | None = None) -> Placemen
     ``measure`` replaces the probe (tests). Why the lowest seen is the yardstick: a calibration keeps the
     fastest quiet time it has seen (:mod:`labnas.timing.calibration`), which on a VM is the near placement, so a
     timing with the CPUs further apart than that is not comparable to it without saying so."""
-    key, cpus = _placement_key()
+    from ..tvm.cpu import cpu_model
+
+    cpus = _first_two_cpus()
     if cpus is None and measure is None:
         return None
-    now = measure() if measure is not None else core_round_trip_ns(cpus, rounds=50_000)
+    key = f"{cpu_model()} | cpus {cpus}"
+    now = measure() if measure is not None else core_round_trip_ns(cpus, rounds=PROBE_ROUNDS)
     if now is None:
         return None
     path = cache_dir() / "core_round_trip.json"
