@@ -306,3 +306,18 @@ def test_a_fresh_calibration_also_notes_the_cpus_placement(tmp_path, monkeypatch
     if len(os.sched_getaffinity(0)) >= 2 and (shutil.which("cc") or shutil.which("gcc")):
         (lowest,) = json.loads((tmp_path / "core_round_trip.json").read_text()).values()
         assert 10 < lowest < 20_000
+
+
+def test_a_board_calibration_leaves_the_local_cpus_placement_alone(tmp_path, monkeypatch):
+    """A calibration over RPC times the board's CPUs: it must not probe (or record) this machine's placement."""
+    from labnas.timing import calibration
+
+    calls = []
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibration, "_note_placement", lambda: calls.append("probe"))
+    assert calibration.load_or_calibrate(lambda: 2.0, "board k", local=False) == (2.0, "measured")
+    assert calibration.lower_cached("board k", 1.0, local=False) is True
+    assert calls == []
+    assert calibration.load_or_calibrate(lambda: 3.0, "local k") == (3.0, "measured")
+    assert calibration.lower_cached("local k", 1.0) is True
+    assert calls == ["probe", "probe"]

@@ -56,24 +56,28 @@ def calibrate(time_once, series: int = 5, rounds: int = 5) -> float:
     return float(min(np.median([time_once() for _ in range(rounds)]) for _ in range(series)))
 
 
-def load_or_calibrate(time_once, key: str, recalibrate: bool = False) -> tuple[float, str]:
-    """``(calibrated ms, "cached" | "measured")`` under ``key`` (:func:`calibration_key`, :func:`board_calibration_key`)."""
+def load_or_calibrate(time_once, key: str, recalibrate: bool = False, local: bool = True) -> tuple[float, str]:
+    """``(calibrated ms, "cached" | "measured")`` under ``key`` (:func:`calibration_key`, :func:`board_calibration_key`).
+    ``local``: the reference runs on this machine's CPUs, so a fresh calibration also notes their placement
+    (a board's calibration over RPC says nothing about them)."""
     path = cache_dir() / CALIBRATION_PATH
     table = read_json(path)
     if not recalibrate and key in table:
         return float(table[key]), "cached"
     value = round(calibrate(time_once), 5)  # rounded as stored: a cached figure equals the fresh one
-    _note_placement()
+    if local:
+        _note_placement()
     table = read_json(path)  # another process may have written meanwhile
     table[key] = value
     write_json_atomic(path, table)  # an unwritable cache costs a calibration next time, nothing else
     return value, "measured"
 
 
-def lower_cached(key: str, observed_ms: float, margin: float = FASTER_MARGIN) -> bool:
+def lower_cached(key: str, observed_ms: float, margin: float = FASTER_MARGIN, local: bool = True) -> bool:
     """Lower the cached calibration under ``key`` to ``observed_ms`` (a reference median seen in paired rounds)
     when it is more than ``margin`` below it: the machine was slower when it was calibrated. Returns whether it
-    was lowered. A key with no cached calibration is left alone (calibrating is :func:`load_or_calibrate`'s job)."""
+    was lowered. A key with no cached calibration is left alone (calibrating is :func:`load_or_calibrate`'s job).
+    ``local`` as in :func:`load_or_calibrate`."""
     path = cache_dir() / CALIBRATION_PATH
     table = read_json(path)
     cached = table.get(key)
@@ -81,7 +85,8 @@ def lower_cached(key: str, observed_ms: float, margin: float = FASTER_MARGIN) ->
         return False
     table[key] = round(float(observed_ms), 5)
     write_json_atomic(path, table)
-    _note_placement()
+    if local:
+        _note_placement()
     return True
 
 

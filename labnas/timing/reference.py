@@ -148,7 +148,7 @@ class ReferenceTimer:
             return self.time_once()
 
         try:
-            return load_or_calibrate(time_once_on_board, self.key(target_name), recalibrate)
+            return load_or_calibrate(time_once_on_board, self.key(target_name), recalibrate, local=False)
         finally:
             self.release()
 
@@ -174,7 +174,7 @@ class CalibratedReference:
         on the right scale; this reference keeps its ``ms``. Returns whether the cache was lowered."""
         from .calibration import lower_cached
 
-        return lower_cached(self.key, reference_ms)
+        return lower_cached(self.key, reference_ms, local=self.timer.remote is None)
 
 
 def reference_for(target: TargetPreset, threads: int | None = None, remote: RemoteSpec | None = None,
