@@ -17,7 +17,10 @@ latencies. Rows (one per candidate and run) go to ``results/benchmarks/bench_ver
 printed. The studies live in a temporary folder.
 
     python benchmarks/bench_verdicts.py                      # bireal18_placement, 20 candidates
-    python benchmarks/bench_verdicts.py --space labbnn --candidates 16
+    python benchmarks/bench_verdicts.py --space bireal18 --accuracy supernet   # LAB 3/5/7 and conv kernels: spread out
+
+The accuracy column plays no part in a verdict; ``--accuracy`` only has to cover the space's choices (``published``
+knows sign vs LAB 3x3 placements; ``supernet`` trains one weight-sharing network once and scores in seconds).
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ def expected_flips(latencies_ms: np.ndarray, budget_ms: float, sigma: float) -> 
     return float(np.sum(2 * p * (1 - p)))
 
 
-def run(space, params: list[dict], budget_ms: float, workers: int, label: str, root: Path, threads: int | None) -> pd.DataFrame:
+def run(space, params: list[dict], budget_ms: float, workers: int, label: str, root: Path, threads: int | None,
+        accuracy: str = "published") -> pd.DataFrame:
     """One fresh study over the enqueued candidates; its trials (spec, latency, verdict, reference timing)."""
-    config = SearchConfig(budget_ms=budget_ms, objectives="accuracy,latency", accuracy="published", threads=threads)
+    config = SearchConfig(budget_ms=budget_ms, objectives="accuracy,latency", accuracy=accuracy, threads=threads,
+                          cache_dir=str(root.parent / "supernets") if accuracy == "supernet" else None)
     # a journal file: workers pop enqueued trials from it one at a time (two processes on one SQLite file can both
     # take the same waiting trial)
     (root / label).mkdir(parents=True)
@@ -101,21 +106,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="TVM threads (default: every core)")
-    p.add_argument("--out", default="results/benchmarks/bench_verdicts.csv")
+    p.add_argument("--accuracy", default="published", choices=["published", "supernet", "trained"],
+                   help="the estimator the trials use (it must cover the space's choices; it decides no verdict)")
+    p.add_argument("--out", help="CSV of the rows (default results/benchmarks/bench_verdicts[_SPACE].csv)")
     args = p.parse_args(argv)
+    args.out = args.out or f"results/benchmarks/bench_verdicts{'' if args.space == 'bireal18_placement' else '_' + args.space}.csv"
     space = load_space(args.space)
     params = candidate_params(space, args.candidates, args.seed)
     print(f"{cpu_model()} ({' '.join(isa_summary())}); {args.space}, {len(params)} candidates", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        wide = run(space, params, 1e6, 1, "wide", root, args.threads)
+        wide = run(space, params, 1e6, 1, "wide", root, args.threads, args.accuracy)
+        if len(wide) < len(params):
+            print(f"run 1 timed {len(wide)} of {len(params)} candidates (the others failed: see above); the comparisons need "
+                  "them all: run it on a quiet machine", file=sys.stderr)
+            return 1
         budget = float(np.median(wide.latency_ms))
         print(f"run 1: latencies {wide.latency_ms.min():.3f} .. {wide.latency_ms.max():.3f} ms; budget for the verdict runs "
               f"{budget:.3f} ms (their median)", file=sys.stderr)
-        two = run(space, params, 1e6, 2, "two-workers", root, args.threads)
-        again = run(space, params, 1e6, 1, "one-worker-again", root, args.threads)
-        a = run(space, params, budget, 1, "verdict-a", root, args.threads)
-        b = run(space, params, budget, 1, "verdict-b", root, args.threads)
+        two = run(space, params, 1e6, 2, "two-workers", root, args.threads, args.accuracy)
+        again = run(space, params, 1e6, 1, "one-worker-again", root, args.threads, args.accuracy)
+        a = run(space, params, budget, 1, "verdict-a", root, args.threads, args.accuracy)
+        b = run(space, params, budget, 1, "verdict-b", root, args.threads, args.accuracy)
     rows = pd.concat([wide, two, again, a, b], ignore_index=True)
     trips = rows.core_round_trip_ns.astype(float)
     rows["placement"] = placement_labels([None if np.isnan(t) else t for t in trips])
