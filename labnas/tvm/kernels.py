@@ -291,7 +291,15 @@ def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None
     sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
     for loop in (*taps, c_in, y_in, *chunks):
         sch.unroll(loop)
-    outer = sch.fuse(n, c_out) if near else sch.fuse(n, c_out, y_out)
+    if _by_rows() and near and ext(y_out) % 2 == 0:  # two row halves x channel pairs: threads take row halves
+        y_half, y_out = sch.split(y_out, [2, None])
+        sch.reorder(n, y_half, c_out, y_out)
+        outer = sch.fuse(n, y_half, c_out)
+    elif _by_rows() and not near:
+        sch.reorder(n, y_out, c_out)
+        outer = sch.fuse(n, y_out, c_out)
+    else:
+        outer = sch.fuse(n, c_out) if near else sch.fuse(n, c_out, y_out)
     sch.parallel(outer)
     sch.decompose_reduction(lab, taps[0])
     bias = sch.get_sblock("lab_bias")
@@ -305,10 +313,21 @@ def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None
         _schedule_lab_input(sch, pad)
 
 
+def _by_rows() -> bool:
+    """Whether kernels split an NCHW map between threads by rows (:data:`labnas.tvm.schedule_float.PARTITION`)."""
+    from . import schedule_float
+
+    return schedule_float.PARTITION == "rows"
+
+
 def _schedule_lab_input(sch, pad) -> None:
-    """The zero-padded LAB input as its own pass: parallel over (groups x maps), vectorised along rows."""
+    """The zero-padded LAB input as its own pass: parallel over rows (or groups x maps), vectorised along rows."""
     n, g, j, y, x = sch.get_loops(pad)
-    sch.parallel(sch.fuse(n, g, j))
+    if _by_rows():
+        sch.reorder(n, y, g, j)
+        sch.parallel(sch.fuse(n, y))
+    else:
+        sch.parallel(sch.fuse(n, g, j))
     sch.vectorize(x)
 
 
@@ -351,8 +370,12 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
     y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
     x_out, x_in = sch.split(x, [None, pixels])
     b_out, b_in = sch.split(b, [None, channels])
-    sch.reorder(n, words, y_chunk, b_out, y_out, x_out, b_in, y_in, x_in)
-    sch.parallel(sch.fuse(n, words, y_chunk))
+    if _by_rows():  # row chunks outermost: threads take row chunks, every word of them
+        sch.reorder(n, y_chunk, words, b_out, y_out, x_out, b_in, y_in, x_in)
+        sch.parallel(sch.fuse(n, y_chunk, words))
+    else:
+        sch.reorder(n, words, y_chunk, b_out, y_out, x_out, b_in, y_in, x_in)
+        sch.parallel(sch.fuse(n, words, y_chunk))
     sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
     sch.unroll(y_in)
     sch.unroll(b_in)

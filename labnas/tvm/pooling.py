@@ -56,12 +56,19 @@ def maxpool_compute(x: te.Tensor, kernel: tuple[int, int], stride: tuple[int, in
 
 
 def schedule_maxpool(sch, lanes: int) -> None:
-    """Parallel over (image, channel, output row) chunks; the row pass computed per output row, vectorised
+    """Parallel over (image, output row, channel) chunks, or (image, channel, output row) with
+    :data:`labnas.tvm.schedule_float.PARTITION` ``"channels"``; the row pass computed per output row, vectorised
     along the input row; the column pass vectorised along the output row (strided taps become gathers)."""
+    from . import schedule_float
+
     rows_block, cols_block = sch.get_sblock("pool_rows"), sch.get_sblock("pool_cols")
     n, c, y, x, rx = sch.get_loops(cols_block)
-    sch.reorder(n, c, y, rx, x)
-    outer = sch.fuse(n, c, y)
+    if schedule_float.PARTITION == "rows":
+        sch.reorder(n, y, c, rx, x)
+        outer = sch.fuse(n, y, c)
+    else:
+        sch.reorder(n, c, y, rx, x)
+        outer = sch.fuse(n, c, y)
     sch.parallel(outer)
     sch.compute_at(rows_block, outer)
     _, col, ry = sch.get_loops(rows_block)

@@ -22,6 +22,11 @@ SCHEDULED_ATTR = "labnas_scheduled"
 RULES_ATTR = "labnas_rules"
 LANES = 8
 PARALLEL_MIN = 4  # fuse outer loops until at least this many parallel iterations
+#: How an NCHW element-wise kernel (BatchNorm, residual add, activation) and the max pool split their work
+#: between threads: ``"rows"`` (by image rows, as the convs and the binary kernels do, so each thread mostly
+#: reads what it wrote itself one kernel earlier) or ``"channels"``. With a VM's two vCPUs on cores that share
+#: no cache, every map a kernel reads from the other core's writes costs a cross-core transfer.
+PARTITION = "rows"
 
 
 def _extent(sch, loop) -> int | None:
@@ -142,6 +147,12 @@ def _schedule_group_conv(sch, block, loops, lanes: int) -> None:
 
 
 def _schedule_spatial(sch, block, loops, lanes: int) -> None:
+    if PARTITION == "rows" and len(loops) == 4 and (_extent(sch, loops[2]) or 0) >= PARALLEL_MIN:
+        n, c, y, x = loops  # NCHW: threads take whole image rows, every channel of them
+        sch.reorder(n, y, c, x)
+        sch.parallel(sch.fuse(n, y))
+        vectorize_inner(sch, x, lanes)
+        return
     if len(loops) == 1:
         ext = _extent(sch, loops[0])
         if ext and ext % lanes == 0 and ext >= 4 * lanes:
