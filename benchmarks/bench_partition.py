@@ -1,7 +1,7 @@
 """Which way should the float kernels split their work between threads: by image rows or by channels?
 
 The convs and the binary kernels split an NCHW map between threads by output rows; the element-wise kernels
-(BatchNorm, residual add) and the max pool can split it by rows too, or by channels
+(BatchNorm, residual add), the max pool and the LAB kernels can split it by rows too, or by channels
 (:data:`labnas.tvm.schedule_float.PARTITION`). Split by channels, a thread reads about half of every map from
 rows the other thread wrote: free when the two CPUs share a cache, a cross-core transfer when a VM's host puts
 its vCPUs on cores that share none (:mod:`labnas.timing.core_latency`). Each network is compiled both ways and
@@ -37,7 +37,7 @@ PARTITIONS = ("rows", "channels")
 
 
 def build(family: str, binarizer: str, partition: str, threads: int | None):
-    """The network compiled with the float kernels split by ``partition``, checked against PyTorch."""
+    """The network compiled with the element-wise, pool and LAB kernels split by ``partition``, checked against PyTorch."""
     previous = schedule_float.PARTITION
     schedule_float.PARTITION = partition
     try:

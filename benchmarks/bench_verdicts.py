@@ -81,8 +81,9 @@ def expected_flips(latencies_ms: np.ndarray, budget_ms: float, sigma: float) -> 
 def run(space, params: list[dict], budget_ms: float, workers: int, label: str, root: Path, threads: int | None,
         accuracy: str = "published") -> pd.DataFrame:
     """One fresh study over the enqueued candidates; its trials (spec, latency, verdict, reference timing)."""
+    # a supernet is trained by the first run and reused by the others (cached in the runs' temporary folder)
     config = SearchConfig(budget_ms=budget_ms, objectives="accuracy,latency", accuracy=accuracy, threads=threads,
-                          cache_dir=str(root.parent / "supernets") if accuracy == "supernet" else None)
+                          cache_dir=str(root / "supernets"))
     # a journal file: workers pop enqueued trials from it one at a time (two processes on one SQLite file can both
     # take the same waiting trial)
     (root / label).mkdir(parents=True)

@@ -27,6 +27,7 @@ from tvm import te, tirx
 from .carry_save import carry_save_popcount
 from .packed import WORD_BITS as WORD  # one word size for the packed weights and the kernels
 from .packed import lab_source
+from .schedule_float import split_by_rows
 
 __all__ = [
     "pack_compute",
@@ -291,11 +292,11 @@ def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None
     sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
     for loop in (*taps, c_in, y_in, *chunks):
         sch.unroll(loop)
-    if _by_rows() and near and ext(y_out) % 2 == 0:  # two row halves x channel pairs: threads take row halves
+    if split_by_rows() and near and ext(y_out) % 2 == 0:  # two row halves x channel pairs: threads take row halves
         y_half, y_out = sch.split(y_out, [2, None])
         sch.reorder(n, y_half, c_out, y_out)
         outer = sch.fuse(n, y_half, c_out)
-    elif _by_rows() and not near:
+    elif split_by_rows() and not near:
         sch.reorder(n, y_out, c_out)
         outer = sch.fuse(n, y_out, c_out)
     else:
@@ -313,17 +314,10 @@ def _schedule_lab(sch, vector: int, tile: tuple[int, ...] | None = None) -> None
         _schedule_lab_input(sch, pad)
 
 
-def _by_rows() -> bool:
-    """Whether kernels split an NCHW map between threads by rows (:data:`labnas.tvm.schedule_float.PARTITION`)."""
-    from . import schedule_float
-
-    return schedule_float.PARTITION == "rows"
-
-
 def _schedule_lab_input(sch, pad) -> None:
     """The zero-padded LAB input as its own pass: parallel over rows (or groups x maps), vectorised along rows."""
     n, g, j, y, x = sch.get_loops(pad)
-    if _by_rows():
+    if split_by_rows():
         sch.reorder(n, y, g, j)
         sch.parallel(sch.fuse(n, y))
     else:
@@ -370,12 +364,10 @@ def _schedule_lab_pack(sch, vector: int, tile: tuple[int, ...] | None = None) ->
     y_chunk, y_out, y_in = sch.split(y, [chunks, None, rows])
     x_out, x_in = sch.split(x, [None, pixels])
     b_out, b_in = sch.split(b, [None, channels])
-    if _by_rows():  # row chunks outermost: threads take row chunks, every word of them
-        sch.reorder(n, y_chunk, words, b_out, y_out, x_out, b_in, y_in, x_in)
-        sch.parallel(sch.fuse(n, y_chunk, words))
-    else:
-        sch.reorder(n, words, y_chunk, b_out, y_out, x_out, b_in, y_in, x_in)
-        sch.parallel(sch.fuse(n, words, y_chunk))
+    # by rows, row chunks outermost: threads take row chunks, every word of them
+    split = (n, y_chunk, words) if split_by_rows() else (n, words, y_chunk)
+    sch.reorder(*split, b_out, y_out, x_out, b_in, y_in, x_in)
+    sch.parallel(sch.fuse(*split))
     sch.vectorize(x_in)  # before decompose_reduction (it needs compact dataflow)
     sch.unroll(y_in)
     sch.unroll(b_in)

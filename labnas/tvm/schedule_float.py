@@ -16,17 +16,22 @@ falls back to a plainer one if TVM refuses it, so scheduling never breaks a buil
 
 from __future__ import annotations
 
-__all__ = ["schedule_float_ops", "labnas_pipeline", "vectorize_inner", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
+__all__ = ["schedule_float_ops", "labnas_pipeline", "vectorize_inner", "split_by_rows", "PARTITION", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
 
 SCHEDULED_ATTR = "labnas_scheduled"
 RULES_ATTR = "labnas_rules"
 LANES = 8
 PARALLEL_MIN = 4  # fuse outer loops until at least this many parallel iterations
-#: How an NCHW element-wise kernel (BatchNorm, residual add, activation) and the max pool split their work
-#: between threads: ``"rows"`` (by image rows, as the convs and the binary kernels do, so each thread mostly
-#: reads what it wrote itself one kernel earlier) or ``"channels"``. With a VM's two vCPUs on cores that share
-#: no cache, every map a kernel reads from the other core's writes costs a cross-core transfer.
+#: How the NCHW element-wise kernels (BatchNorm, residual add, activation), the max pool and the LAB kernels split
+#: their work between threads: ``"rows"`` (by image rows, as the convs and the binary kernels do, so each thread
+#: mostly reads what it wrote itself one kernel earlier) or ``"channels"``. With a VM's two vCPUs on cores that
+#: share no cache, every map a kernel reads from the other core's writes costs a cross-core transfer.
 PARTITION = "rows"
+
+
+def split_by_rows() -> bool:
+    """Whether kernels split an NCHW map between threads by rows (:data:`PARTITION`, read when a kernel is scheduled)."""
+    return PARTITION == "rows"
 
 
 def _extent(sch, loop) -> int | None:
@@ -147,7 +152,7 @@ def _schedule_group_conv(sch, block, loops, lanes: int) -> None:
 
 
 def _schedule_spatial(sch, block, loops, lanes: int) -> None:
-    if PARTITION == "rows" and len(loops) == 4 and (_extent(sch, loops[2]) or 0) >= PARALLEL_MIN:
+    if split_by_rows() and len(loops) == 4 and (_extent(sch, loops[2]) or 0) >= PARALLEL_MIN:
         n, c, y, x = loops  # NCHW: threads take whole image rows, every channel of them
         sch.reorder(n, y, c, x)
         sch.parallel(sch.fuse(n, y))
