@@ -153,6 +153,22 @@ def test_candidates_are_timed_with_the_threads_the_network_runs_with(tmp_path, m
     assert PopcountChooser(HOST, cache_path=cache).run_threads == (os.cpu_count() or 1)
 
 
+def test_strategies_measured_under_one_map_split_are_not_reused_under_the_other(tmp_path, monkeypatch):
+    """LAB tiles are ranked with the float kernels around them splitting maps one way (rows or channels); the
+    answers for one split are cached apart from the other's."""
+    from labnas.tvm import schedule_float
+
+    cache = tmp_path / "s.json"
+    monkeypatch.setattr(schedule_float, "PARTITION", "rows")
+    rows = PopcountChooser(HOST, cache_path=cache)
+    rows.carry_save(SHAPE)
+    monkeypatch.setattr(schedule_float, "PARTITION", "channels")
+    channels = PopcountChooser(HOST, cache_path=cache)
+    channels.carry_save(SHAPE)
+    assert rows._cpu_key.endswith("| split rows") and channels._cpu_key.endswith("| split channels")
+    assert channels.decisions[0].source == "measured" and len(json.loads(cache.read_text())) == 2
+
+
 def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
     long = XnorShape((1, 9, 16, 9), (3, 3, 16, 32), 1)  # 144 words > 100
     assert CARRY_SAVE not in candidates(long, tree=False)

@@ -284,10 +284,12 @@ class PopcountChooser:
 
     @functools.cached_property
     def _cpu_key(self) -> str:
+        from . import schedule_float
         from .cpu import cpu_model, isa_summary
 
+        # the map split enters the key: LAB tiles measured with maps split by rows are not the answer for channels
         return (f"{cpu_model()} | {' '.join(isa_summary())} | {self.target.tvm_target()} | threads {self.run_threads} "
-                f"| code {_code_hash()}")
+                f"| code {_code_hash()} | split {schedule_float.PARTITION}")
 
     @property
     def run_threads(self) -> int:
