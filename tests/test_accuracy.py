@@ -139,6 +139,27 @@ def test_the_trained_placement_space_uses_the_setting_the_study_validated():
     assert fid.tau >= 0.7 and fid.gain > 0 and fid.gain_over_noise >= 3
 
 
+def test_the_supernet_placement_space_uses_the_setting_the_study_validated():
+    """search_spaces/bireal18_placement_supernet.toml claims the ranking of the 8-epoch supernet setting averaged over
+    6 supernets: its [proxy] must be that setting and the committed rows must back the claim (tau >= 0.7)."""
+    import csv
+
+    from labnas.space import load_space
+
+    h = _harness()
+    space, default = load_space("bireal18_placement_supernet"), load_space("bireal18_placement")
+    assert space.proxy == ProxySettings(**h.SETTINGS["supernet-fmnist14-w12-full-e8-cos"], seeds=6)
+    assert (space.family, space.deploy_input, space.binarizers) == (default.family, default.deploy_input, default.binarizers)
+    scores: dict[str, list[float]] = {}
+    with (ROOT / "results" / "benchmarks" / "proxy_fidelity_runs.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["setting"] == "supernet-fmnist14-w12-full-e8-cos" and row["status"] == "ok":
+                scores.setdefault(row["config"], []).append(100 * float(row["accuracy"]))
+    fid = rank_fidelity(scores, STAGE_ABLATION_TOP1)
+    assert fid.n == 16 and fid.seeds >= 6
+    assert fid.tau >= 0.7 and fid.gain > 2 * fid.noise
+
+
 def test_published_estimator_leave_one_out_and_coverage():
     loo = leave_one_out()
     assert loo["kendall_tau"] > 0.86 and loo["mae_points"] < 0.5
