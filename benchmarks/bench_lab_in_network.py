@@ -1,0 +1,133 @@
+"""Are the LAB strategies the chooser picks in isolation the best ones inside the network?
+
+The kernel-strategy chooser (:mod:`labnas.tvm.strategy`) times each LAB map's candidates (fused into the packing or
+not, padded per channel pair or not, register tiles) as a kernel alone, on an input one thread wrote. Inside a
+network the input was written by the kernel before, split between the threads, so a tile that wins alone could
+lose in context. This benchmark compiles the whole network once per (LAB shape, candidate): that shape pinned to the
+candidate, every other shape at the chooser's answer, and times it interleaved with the chooser's own build
+(``--rounds`` rounds, each a median of 10 runs; the order alternates), reporting the median of the per-round ratios
+candidate / chooser. The chooser's own answer is among the candidates: its ratio is a second build of the same
+network and shows the noise floor of the comparison.
+
+    python benchmarks/bench_lab_in_network.py                 # labbnn all-LAB 3x3 at 224, 2 threads
+    python benchmarks/bench_lab_in_network.py --family bireal18 --rounds 12
+
+Rows go to ``results/benchmarks/bench_lab_in_network.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from labnas.models import create_model, default_spec  # noqa: E402
+from labnas.timing.core_latency import placement_now  # noqa: E402
+from labnas.tvm import TARGETS, compile_model  # noqa: E402
+from labnas.tvm import strategy as strategy_module  # noqa: E402
+from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
+from labnas.tvm.threadpool import set_threads  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PinnedLab:
+    """Wraps ``PopcountChooser.choose_lab`` so one LAB shape (by key) gets a given strategy; records every shape."""
+
+    def __init__(self) -> None:
+        self.original = strategy_module.PopcountChooser.choose_lab
+        self.pins: dict[str, str] = {}
+        self.shapes: dict[str, strategy_module.LabShape] = {}
+
+    def __enter__(self) -> PinnedLab:
+        wrapper = self
+
+        def choose_lab(chooser, shape):
+            wrapper.shapes.setdefault(shape.key, shape)
+            pinned = wrapper.pins.get(shape.key)
+            if pinned is None:
+                return wrapper.original(chooser, shape)
+            if shape.key not in chooser._lab_memo:
+                chooser.decisions.append(strategy_module.Decision(shape.key, pinned, "pinned"))
+                chooser._lab_memo[shape.key] = strategy_module.parse_lab_strategy(pinned)
+            return chooser._lab_memo[shape.key]
+
+        strategy_module.PopcountChooser.choose_lab = choose_lab
+        return self
+
+    def __exit__(self, *exc) -> None:
+        strategy_module.PopcountChooser.choose_lab = self.original
+
+
+def median_run_s(run, x, runs: int = 10) -> float:
+    """Median seconds of ``runs`` calls after two warm-up calls."""
+    for _ in range(2):
+        run(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    import tvm
+    from tvm import relax
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", default="labbnn")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "bench_lab_in_network.csv"))
+    args = p.parse_args()
+
+    target, shape = TARGETS["host"], (1, 3, 224, 224)
+    model = create_model(default_spec(args.family, "lab")).eval()
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype("float32"))
+    set_threads(args.threads)
+    print(f"{cpu_model()} ({' '.join(isa_summary())}); {args.family} all-LAB 3x3 at 224, {args.threads} threads", flush=True)
+
+    def build(pins: PinnedLab):
+        compiled = compile_model(model, shape, target, threads=args.threads)
+        return relax.VirtualMachine(compiled.executable, tvm.cpu())["main"], compiled.strategies
+
+    rows = []
+    with PinnedLab() as pins:
+        base, decisions = build(pins)
+        chosen = {d.shape: d.strategy for d in decisions if d.shape in pins.shapes}
+        for key, lab_shape in pins.shapes.items():
+            for candidate in strategy_module.lab_candidates(lab_shape, target.vector_lanes):
+                pins.pins = {key: candidate}
+                run, _ = build(pins)
+                ratios, probes = [], []
+                for r in range(args.rounds):
+                    first, second = (run, base) if r % 2 else (base, run)
+                    t_first, t_second = median_run_s(first, x), median_run_s(second, x)
+                    t_run, t_base = (t_first, t_second) if r % 2 else (t_second, t_first)
+                    ratios.append(t_run / t_base)
+                    placement = placement_now()
+                    probes.append(placement.round_trip_ns if placement else float("nan"))
+                row = dict(family=args.family, lab_shape=key, candidate=candidate, chooser=chosen.get(key),
+                           is_chooser=candidate == chosen.get(key), ratio_to_chooser=round(float(np.median(ratios)), 4),
+                           ratio_min=round(min(ratios), 4), ratio_max=round(max(ratios), 4),
+                           core_round_trip_ns=round(float(np.nanmedian(probes)), 1), rounds=args.rounds,
+                           threads=args.threads, cpu=cpu_model(), isa=" ".join(isa_summary()), date=date.today().isoformat())
+                rows.append(row)
+                mark = "  (the chooser's)" if row["is_chooser"] else ""
+                print(f"{key}: {candidate:22s} {row['ratio_to_chooser']:.3f} x the chooser's build{mark}", flush=True)
+            pins.pins = {}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(args.out, index=False)
+    print(f"rows: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
