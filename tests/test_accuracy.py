@@ -117,45 +117,38 @@ def test_seed_curve_averages_every_subset_of_complete_seeds(tmp_path, monkeypatc
     assert (two["subsets"], two["tau_mean"]) == (1, pytest.approx(1.0))  # the mean of both ranks a < b < c
 
 
-def test_the_trained_placement_space_uses_the_setting_the_study_validated():
-    """search_spaces/bireal18_placement_trained.toml claims the ranking of the study's cosine setting averaged over
-    6 seeds: its [proxy] must be that setting, and the committed study must back the claim (recomputed from the
-    raw rows, the same way the benchmark's summary is)."""
+def _validated_space_fidelity(space_name: str, setting: str):
+    """The rank fidelity of ``setting``'s committed rows, after checking that ``space_name``'s [proxy] is that setting
+    averaged over 6 seeds and that the space makes the default placement space's choices (recomputed from the raw
+    rows, the same way the benchmark's summary is)."""
     import csv
 
     from labnas.space import load_space
 
     h = _harness()
-    space, default = load_space("bireal18_placement_trained"), load_space("bireal18_placement")
-    assert space.proxy == ProxySettings(**h.SETTINGS["fmnist14-w12-full-e2-cos"], seeds=6)
+    space, default = load_space(space_name), load_space("bireal18_placement")
+    assert space.proxy == ProxySettings(**h.SETTINGS[setting], seeds=6)
     assert (space.family, space.deploy_input, space.binarizers) == (default.family, default.deploy_input, default.binarizers)
     scores: dict[str, list[float]] = {}
     with (ROOT / "results" / "benchmarks" / "proxy_fidelity_runs.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["setting"] == "fmnist14-w12-full-e2-cos" and row["status"] == "ok":
+            if row["setting"] == setting and row["status"] == "ok":
                 scores.setdefault(row["config"], []).append(100 * float(row["accuracy"]))
-    fid = rank_fidelity(scores, STAGE_ABLATION_TOP1)
+    return rank_fidelity(scores, STAGE_ABLATION_TOP1)
+
+
+def test_the_trained_placement_space_uses_the_setting_the_study_validated():
+    """search_spaces/bireal18_placement_trained.toml claims the ranking of the study's cosine setting averaged over
+    6 seeds; the committed study must back the claim."""
+    fid = _validated_space_fidelity("bireal18_placement_trained", "fmnist14-w12-full-e2-cos")
     assert fid.n == 16 and fid.seeds >= 6
     assert fid.tau >= 0.7 and fid.gain > 0 and fid.gain_over_noise >= 3
 
 
 def test_the_supernet_placement_space_uses_the_setting_the_study_validated():
     """search_spaces/bireal18_placement_supernet.toml claims the ranking of the 8-epoch supernet setting averaged over
-    6 supernets: its [proxy] must be that setting and the committed rows must back the claim (tau >= 0.7)."""
-    import csv
-
-    from labnas.space import load_space
-
-    h = _harness()
-    space, default = load_space("bireal18_placement_supernet"), load_space("bireal18_placement")
-    assert space.proxy == ProxySettings(**h.SETTINGS["supernet-fmnist14-w12-full-e8-cos"], seeds=6)
-    assert (space.family, space.deploy_input, space.binarizers) == (default.family, default.deploy_input, default.binarizers)
-    scores: dict[str, list[float]] = {}
-    with (ROOT / "results" / "benchmarks" / "proxy_fidelity_runs.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["setting"] == "supernet-fmnist14-w12-full-e8-cos" and row["status"] == "ok":
-                scores.setdefault(row["config"], []).append(100 * float(row["accuracy"]))
-    fid = rank_fidelity(scores, STAGE_ABLATION_TOP1)
+    6 supernets (tau >= 0.7, gain over 2x the noise between supernets)."""
+    fid = _validated_space_fidelity("bireal18_placement_supernet", "supernet-fmnist14-w12-full-e8-cos")
     assert fid.n == 16 and fid.seeds >= 6
     assert fid.tau >= 0.7 and fid.gain > 2 * fid.noise
 
