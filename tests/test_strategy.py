@@ -179,7 +179,9 @@ def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
 
 def test_candidates_and_their_names():
     shape = XnorShape((1, 58, 1, 58), (3, 3, 1, 64), 1)  # 56 output pixels a row
-    assert candidates(shape, tree=True) == ["carry-save", "native", "native px2", "native px4", "native px7", "native px8"]
+    assert candidates(shape, tree=True) == [
+        "carry-save", "native", "native px2", "native px4", "native px7", "native px8", "native px14", "native px28"
+    ]
     assert [parse_strategy(s) for s in ("carry-save", "native", "native px7")] == [(True, None), (False, None), (False, 7)]
     with pytest.raises(ValueError, match="unknown xnor strategy"):
         parse_strategy("native pxx")
