@@ -4,9 +4,9 @@ The kernel-strategy chooser (:mod:`labnas.tvm.strategy`) times each LAB map's ca
 not, padded per channel pair or not, register tiles) as a kernel alone, on an input one thread wrote. Inside a
 network the input was written by the kernel before, split between the threads, so a tile that wins alone could
 lose in context. This benchmark compiles the whole network once per (LAB shape, candidate): that shape pinned to the
-candidate, every other shape at the chooser's answer, and times it interleaved with the chooser's own build
-(``--rounds`` rounds, each a median of 10 runs; the order alternates), reporting the median of the per-round ratios
-candidate / chooser. The chooser's own answer is among the candidates: its ratio is a second build of the same
+candidate, every other shape at the chooser's answer, and times it round-robin with the chooser's own build
+(``--rounds`` rounds, :func:`labnas.timing.compare.round_robin`; both outputs checked against PyTorch first),
+reporting the median of the per-round ratios candidate / chooser. The chooser's own answer is among the candidates: its ratio is a second build of the same
 network and shows the noise floor of the comparison.
 
     python benchmarks/bench_lab_in_network.py                 # labbnn all-LAB 3x3 at 224, 2 threads
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -29,11 +29,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.timing.core_latency import placement_now  # noqa: E402
+from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
+from labnas.timing.measure import verify  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 from labnas.tvm import strategy as strategy_module  # noqa: E402
-from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
-from labnas.tvm.threadpool import set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,22 +66,7 @@ class PinnedLab:
         strategy_module.PopcountChooser.choose_lab = self.original
 
 
-def median_run_s(run, x, runs: int = 10) -> float:
-    """Median seconds of ``runs`` calls after two warm-up calls."""
-    for _ in range(2):
-        run(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main() -> None:
-    import tvm
-    from tvm import relax
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="labbnn")
     p.add_argument("--threads", type=int, default=2)
@@ -91,42 +76,41 @@ def main() -> None:
 
     target, shape = TARGETS["host"], (1, 3, 224, 224)
     model = create_model(default_spec(args.family, "lab")).eval()
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype("float32"))
-    set_threads(args.threads)
-    print(f"{cpu_model()} ({' '.join(isa_summary())}); {args.family} all-LAB 3x3 at 224, {args.threads} threads", flush=True)
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    facts = machine_facts(args.threads)
+    print(f"{facts['cpu']} ({facts['isa']}); {args.family} all-LAB 3x3 at 224, {args.threads} threads", file=sys.stderr)
 
-    def build(pins: PinnedLab):
+    def build():
+        """The network compiled with the current pins, checked against PyTorch: (call, LAB/xnor decisions)."""
         compiled = compile_model(model, shape, target, threads=args.threads)
-        return relax.VirtualMachine(compiled.executable, tvm.cpu())["main"], compiled.strategies
+        verify(compiled)
+        return tvm_runner(compiled, x, args.threads)[0], compiled.strategies
 
     rows = []
     with PinnedLab() as pins:
-        base, decisions = build(pins)
+        chooser_call, decisions = build()
         chosen = {d.shape: d.strategy for d in decisions if d.shape in pins.shapes}
         for key, lab_shape in pins.shapes.items():
             for candidate in strategy_module.lab_candidates(lab_shape, target.vector_lanes):
                 pins.pins = {key: candidate}
-                run, _ = build(pins)
-                ratios, probes = [], []
-                for r in range(args.rounds):
-                    first, second = (run, base) if r % 2 else (base, run)
-                    t_first, t_second = median_run_s(first, x), median_run_s(second, x)
-                    t_run, t_base = (t_first, t_second) if r % 2 else (t_second, t_first)
-                    ratios.append(t_run / t_base)
-                    placement = placement_now()
-                    probes.append(placement.round_trip_ns if placement else float("nan"))
-                row = dict(family=args.family, lab_shape=key, candidate=candidate, chooser=chosen.get(key),
-                           is_chooser=candidate == chosen.get(key), ratio_to_chooser=round(float(np.median(ratios)), 4),
+                candidate_call, _ = build()
+                trips: list[float] = []
+                rounds = round_robin({"candidate": candidate_call, "chooser": chooser_call}, rounds=args.rounds,
+                                     before_round=lambda: trips.append(core_round_trip_ns(rounds=PROBE_ROUNDS) or np.nan))
+                ratios = [c / b for c, b in zip(rounds["candidate"], rounds["chooser"])]
+                row = {**facts, **dict(family=args.family, lab_shape=key, candidate=candidate, chooser=chosen.get(key),
+                           is_chooser=candidate == chosen.get(key),
+                           ratio_to_chooser=round(paired_ratio(rounds, "candidate", "chooser"), 4),
                            ratio_min=round(min(ratios), 4), ratio_max=round(max(ratios), 4),
-                           core_round_trip_ns=round(float(np.nanmedian(probes)), 1), rounds=args.rounds,
-                           threads=args.threads, cpu=cpu_model(), isa=" ".join(isa_summary()), date=date.today().isoformat())
+                           core_round_trip_ns=round(float(np.nanmedian(trips)), 1), rounds=args.rounds,
+                           date=date.today().isoformat())}  # this candidate's probe replaces the facts' one
                 rows.append(row)
                 mark = "  (the chooser's)" if row["is_chooser"] else ""
                 print(f"{key}: {candidate:22s} {row['ratio_to_chooser']:.3f} x the chooser's build{mark}", flush=True)
             pins.pins = {}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)
-    print(f"rows: {args.out}")
+    print(f"rows: {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
