@@ -47,6 +47,8 @@ class SearchSummary:
     latency_median_ms: float | None = None
     reference_median_ms: float | None = None
     reference_calibrated_ms: float | None = None
+    #: the CPU model when the latencies are simulated (no board), else None
+    simulated_on: str | None = None
 
     @property
     def reference_spread_pct(self) -> float | None:
@@ -117,6 +119,15 @@ class StudyResults:
         path = self.path / "best_spec.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    @property
+    def simulated_on(self) -> str | None:
+        """The CPU model the study's latencies were simulated on (no board was connected), else None."""
+        df = self.trials
+        if "latency_source" not in df or "cpu_model" not in df:
+            return None
+        models = df[df.latency_source == "simulated"].cpu_model.dropna()
+        return str(models.iloc[0]) if len(models) else None
+
     def summary(self) -> SearchSummary:
         df = self.trials
         done = df[df.state == "COMPLETE"]
@@ -136,6 +147,7 @@ class StudyResults:
             latency_median_ms=float(lat.median()) if len(lat) else None,
             reference_median_ms=float(ref.median()) if len(ref) else None,
             reference_calibrated_ms=float(calibrated.median()) if len(calibrated) else None,
+            simulated_on=self.simulated_on,
         )
 
 

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "labnas"
 RANKS = {
     "_cache": 0, "_errors": 0, "nn": 1, "models": 2,
     "ops": 3, "data": 3, "tvm": 3, "run": 3, "_convert": 3,
-    "train": 4, "timing": 4,
+    "train": 4, "timing": 4, "simulation": 4,
     "accuracy": 5,
     "space": 6,
     "latency": 7, "results": 7,  # results: the reader of result files (search returns it; report, deploy read them)

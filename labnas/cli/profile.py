@@ -82,19 +82,27 @@ def run_profile(args: argparse.Namespace) -> int:
         except TargetError as err:
             raise UserError(for_cli(err)) from None
         console.print(f"cross-compiled {artifact} in {compile_s:.1f} s")
+    from ..latency.source import SimulationError, simulated_latency, simulation_model
     from ..timing import reference_for
 
     try:
-        # Paired timing, drift-corrected, here or on the board; an emulator's timings mean nothing to correct.
-        reference = None if args.emulated else reference_for(target, args.threads, remote, args.recalibrate)
-        if reference is not None:
-            console.print(f"reference workload: {reference.ms:.3f} ms calibrated ({reference.how}; --recalibrate measures it again)")
-        result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads, profile_kernels=True,
-                         emulated=args.emulated, reference=reference)
-    except (RemoteError, LoweringError, TimingDisturbed) as err:
+        cpu = None if args.emulated else simulation_model(target, remote)
+        if cpu is not None:  # a board target without its board: the latency is simulated from the compiled code
+            console.print(f"no board given: simulating on {cpu.describe()}")
+            result = simulated_latency(compiled, cpu, args.threads, progress=lambda what: console.print(f"  {what}"))
+        else:
+            # Paired timing, drift-corrected, here or on the board; an emulator's timings mean nothing to correct.
+            reference = None if args.emulated else reference_for(target, args.threads, remote, args.recalibrate)
+            if reference is not None:
+                console.print(f"reference workload: {reference.ms:.3f} ms calibrated ({reference.how}; --recalibrate measures it again)")
+            result = measure(compiled, remote=remote, number=args.number, repeat=args.repeat, threads=args.threads,
+                             profile_kernels=True, emulated=args.emulated, reference=reference)
+    except (RemoteError, LoweringError, TimingDisturbed, SimulationError) as err:
         raise UserError(for_cli(err)) from None
+    simulated = result.source == "simulated"
     if result.kernels:
-        table = Table(title=f"{stem}: per-kernel time (one instrumented run)")
+        how = "simulated" if simulated else "one instrumented run"
+        table = Table(title=f"{stem}: per-kernel time ({how})")
         for col in ("kernel", "ms", "calls", "binary"):
             table.add_column(col, justify="right" if col in ("ms", "calls") else "left")
         for name, ms, calls, binary in result.kernels[:40]:
@@ -103,14 +111,21 @@ def run_profile(args: argparse.Namespace) -> int:
     else:
         console.print("per-kernel times: local runs only (the RPC session times the whole model)")
     label = " (EMULATED: not the board's performance)" if result.emulated else ""
+    if simulated:
+        label = (f" SIMULATED on {result.cpu_model} ({result.device['board']}, {result.threads} threads at "
+                 f"{result.device['clock_ghz']:g} GHz; predicted from the compiled code, not measured)")
     paired = (f"drift-corrected: {result.paired_ratio:.3f} x reference {result.reference_calibrated_ms:.3f} ms; raw median "
               f"{result.raw_median_ms:.3f} ms with the reference at {result.reference_ms:.3f} ms in the same rounds\n") if result.paired else ""
+    headline = (f"latency {result.median_ms:.3f} ms{label}\n" if simulated else
+                f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n")
     console.print(
-        f"latency median {result.median_ms:.3f} ms (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}; {len(result.runs_ms)} repeats){label}\n"
+        headline
         + paired +
         f"target {target.name} ({target.describe_isa()}; kernels: {strategy_counts(compiled.strategies, with_source=True)}), "
         f"threads {result.threads or 'board default'}, device {json.dumps(result.device)}\n"
-        f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s"
+        + ("the simulation runs the kernels once under qemu; outputs are checked against PyTorch only where the "
+           f"network runs (here or on a board); compile {compile_s:.1f} s" if simulated else
+           f"outputs match PyTorch (max abs error {result.max_abs_error:.2e}); compile {compile_s:.1f} s")
     )
     record = {"spec": spec.to_dict(), "input": list(args.input), "compile_s": compile_s, **result.to_dict(),
               "popcount_strategies": [vars(d) for d in compiled.strategies]}

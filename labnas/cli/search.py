@@ -57,9 +57,11 @@ def add_search_parser(sub) -> None:
                         "weights; published = fitted to published ImageNet results (sign vs LAB 3x3 only, no training)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the proxy trains")
     p.add_argument("--data-dir", help="dataset directory for fashion-mnist / cifar10 / imagefolder proxies")
-    p.add_argument("--latency", default="measure", choices=["measure", "lut"],
-                   help="measure: compile and time every candidate; lut: predict from the space's block latency table "
-                        "(labnas profile --space SPACE --lut), then time the Pareto set end to end")
+    p.add_argument("--latency", choices=["measure", "simulate", "lut"],
+                   help="measure: compile and time every candidate (here, or on the board of --rpc); simulate: compile it and "
+                        "simulate it on the board target's CPU model (the default for rpi4, rpi5, a55, jetson-nx, arm, arm-a76 "
+                        "without --rpc); lut: predict from the space's block latency table (labnas profile --space SPACE --lut), "
+                        "then time the Pareto set end to end")
     p.add_argument("--lut-root", default="results/lut", help="where latency tables are (default results/lut)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run_search_cli)
@@ -72,6 +74,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     from ..accuracy import EstimatorError
     from ..data import DatasetError
     from ..search import SearchConfig, SearchError, SpaceError, load_space, run_search
+    from ..simulation import SimulationError
     from ..tvm import TargetError, resolve_target
 
     if args.trials < 1:
@@ -90,6 +93,15 @@ def run_search_cli(args: argparse.Namespace) -> int:
         raise UserError(for_cli(err)) from None
     remote = remote_from_args(args)
     check_before_compiling(target, remote)
+    if args.latency is None:  # a board target without its board is simulated; everything else is measured
+        args.latency = "simulate" if (remote is None and target.is_remote_only and target.cpu_model) else "measure"
+    if args.latency == "simulate":
+        from ..search.objective import simulated_cpu
+
+        try:
+            simulated_cpu(target, remote)
+        except SimulationError as err:
+            raise UserError(for_cli(err)) from None
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
         require_board(target, remote)
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
@@ -124,7 +136,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
             space, config, study_name, Path(args.results), storage_url=args.storage, n_trials=args.trials,
             timeout=args.timeout, workers=args.workers, data_dir=args.data_dir, progress=not args.no_progress,
         )
-    except (SearchError, DatasetError, EstimatorError) as err:
+    except (SearchError, DatasetError, EstimatorError, SimulationError) as err:
         raise UserError(for_cli(err)) from None
     except KeyboardInterrupt:
         import shlex
@@ -150,7 +162,9 @@ def _summary(console, res, budget_ms: float) -> None:
         console.print(f"  trial {trial} failed: {error}", markup=False)
     if summary.latency_range_ms:
         low, high = summary.latency_range_ms
-        console.print(f"{'predicted (latency table)' if summary.latency_predicted else 'measured'} latency range {low:.2f} .. {high:.2f} ms")
+        how = ("predicted (latency table)" if summary.latency_predicted else
+               f"simulated ({summary.simulated_on}, no board)" if summary.simulated_on else "measured")
+        console.print(f"{how} latency range {low:.2f} .. {high:.2f} ms")
     if summary.reference_ms:
         drift = summary.reference_spread_pct
         warn = ("  [yellow]the host's speed moved: latency_ms is corrected for uniform drift (latency_raw_ms is not); "

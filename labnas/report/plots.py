@@ -79,6 +79,9 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
         if x == "latency" and res.budget_ms is not None:
             ax.axvline(res.budget_ms, color=color, ls="--", lw=1, label=f"{res.name}: budget {res.budget_ms:g} ms", gid=f"budget-{i}")
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter(useOffset=False))
+    simulated = {res.simulated_on for res in results} - {None}
+    if x == "latency" and simulated:
+        label = f"latency (ms, SIMULATED on {', '.join(sorted(simulated))}: no board, predicted from the compiled code)"
     ax.set_xlabel(label)
     ax.set_ylabel(accuracy_axis_label(results[0].settings))
     ax.grid(alpha=0.3)

@@ -172,6 +172,12 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         threads = threads or _search_threads(res, best["trial"] if best else None)
         lines += ["## Latency of the best architecture (re-timed now)", "",
                   _latency_breakdown(spec, deploy, target, searched_ms, res.settings.get("reference_calibration"), threads), ""]
+    elif measure_latency and res.simulated_on:
+        lines += ["## Latency of the best architecture", "",
+                  f"Simulated, not measured: no board of the study's target ({res.settings.get('target')}) was connected, so "
+                  f"every latency is predicted from the compiled code on the CPU model {res.simulated_on} "
+                  f"(labnas.simulation: executed blocks under qemu x llvm-mca cycles, plus a DRAM term); the best "
+                  f"architecture's simulated latency is {searched_ms:.2f} ms.", ""]
     elif measure_latency:
         lines += ["## Latency of the best architecture", "",
                   f"Not re-timed: the study's target ({res.settings.get('target')}) does not run on this machine; "

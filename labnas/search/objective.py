@@ -74,7 +74,8 @@ class SearchConfig:
     device: str = "cpu"
     timing_number: int = 3
     timing_repeat: int = 5
-    #: "measure": compile and time every candidate; "lut": predict from the space's block latency table
+    #: "measure": compile and time every candidate; "simulate": compile it and simulate it on the target's CPU model
+    #: (a board target without its board, :mod:`labnas.simulation`); "lut": predict from the space's block latency table
     latency: str = "measure"
     lut_root: str = "results/lut"
     #: A measured latency from this fraction of the budget below it to ``retime_margin_above`` above it is timed
@@ -98,6 +99,19 @@ class SearchConfig:
     recalibrate: bool = False
     #: where trained supernets are cached; None: labnas' cache folder (LABNAS_CACHE)
     cache_dir: str | None = None
+
+
+def simulated_cpu(target, remote=None):
+    """The CPU model a simulated search of ``target`` runs on; a SimulationError when the target has none (only
+    board targets without their board are simulated: the host and x86 targets are measured here)."""
+    from ..latency.source import SimulationError, simulation_model
+
+    cpu = simulation_model(target, remote)
+    if cpu is None:
+        boards = ", ".join(name for name, t in TARGETS.items() if t.cpu_model)
+        raise SimulationError(f"simulated latency needs a board target without a board ({boards}); target "
+                                       f"{target.name}{' with a board' if remote else ''} is measured: drop {{opt:latency|--latency simulate}}")
+    return cpu
 
 
 def sample_layers(trial: optuna.Trial, space: SearchSpace) -> list[LayerSpec]:
@@ -196,6 +210,9 @@ class Objective:
         self.target = config.target
         self._reference = None  # labnas.timing.CalibratedReference, made on first use
         self.table = None
+        self.cpu = None  # the CPU model of a simulated search (labnas.simulation.CpuModel)
+        if config.latency == "simulate":
+            self.cpu = simulated_cpu(self.target, config.remote)
         if config.latency == "lut":
             from ..latency import load_table
 
@@ -244,6 +261,17 @@ class Objective:
             lat = self.table.predict_units(block_units(model, (1, *self.space.deploy_input)))
             store(trial, latency_ms=lat, latency_source="lut")
             return lat
+        if self.cpu is not None:
+            from ..latency.source import simulated_latency
+            from ..tvm import compile_model
+
+            start = time.perf_counter()
+            compiled = compile_model(model, (1, *self.space.deploy_input), self.target, threads=self.config.threads)
+            compile_s = time.perf_counter() - start
+            result = simulated_latency(compiled, self.cpu, self.config.threads)
+            store(trial, latency_ms=result.median_ms, latency_source="simulated", cpu_model=self.cpu.name,
+                  threads=result.threads, compile_s=round(compile_s, 2))
+            return result.median_ms
         latency, compile_s, compiled = self.measure_latency(model, trial.study)
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin, self.config.retime_margin_above):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")

@@ -32,7 +32,9 @@ class TrialRecord:
                                     "on this machine, the plain median on a board, or the table's prediction")
     latency_raw_ms: float | None = _col("the candidate's own median in the paired rounds, ms (not drift-corrected)")
     latency_ratio: float | None = _col("median over the paired rounds of candidate / reference time")
-    latency_source: str | None = _col("measured (compiled and timed) or lut (predicted from a block table)")
+    latency_source: str | None = _col("measured (compiled and timed), simulated (compiled and simulated on cpu_model without the "
+                                      "board, labnas.simulation) or lut (predicted from a block table)")
+    cpu_model: str | None = _col("the CPU model a simulated latency is for (labnas list shows the models)")
     latency_measured_ms: float | None = _col("a LUT search's end-to-end re-timing of the Pareto set, ms")
     latency_p10_ms: float | None = _col("10th percentile of the timing series (paired: of the per-round corrected values), ms")
     latency_p90_ms: float | None = _col("90th percentile of the timing series (paired: of the per-round corrected values), ms")

@@ -53,6 +53,10 @@ class LatencyResult:
     #: or without a C compiler.
     core_round_trip_ns: float | None = None
     cpus_apart: bool | None = None
+    #: Where the figure comes from: "measured" (timed on this machine or a board) or "simulated" (predicted from the
+    #: compiled code on ``cpu_model``, :mod:`labnas.simulation`; then every percentile is the one figure).
+    source: str = "measured"
+    cpu_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

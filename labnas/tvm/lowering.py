@@ -164,6 +164,9 @@ class CompiledModel:
     #: The kernel strategy of each binary conv and each LAB map (:class:`labnas.tvm.strategy.Decision`), in
     #: the order they were lowered.
     strategies: list = field(default_factory=list)
+    #: The IRModule after the Relax pipeline, as built: its kernels' TIR with static buffer shapes (what
+    #: :mod:`labnas.simulation` reads to call each kernel on its own).
+    lowered: object = None
 
     def export(self, path: str) -> str:
         """Write a deployable shared library, linked with the target's (cross) compiler."""
@@ -208,8 +211,10 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: Target
     )
     tvm_target = target.tvm_target()
     mod = schedule_registered(mod, target.vector_lanes, target.float_lanes)
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=labnas_pipeline(tvm_target, target.float_lanes))
-    return CompiledModel(executable, target, tuple(input_shape), frozen, chooser.decisions)
+    with tvm_target:
+        lowered = labnas_pipeline(tvm_target, target.float_lanes)(mod)
+    executable = tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None)  # what tvm.compile does, keeping `lowered`
+    return CompiledModel(executable, target, tuple(input_shape), frozen, chooser.decisions, lowered)
 
 
 #: Largest relative L2 error ``||out - ref|| / ||ref||`` accepted between TVM and PyTorch.

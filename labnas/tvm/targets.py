@@ -45,6 +45,9 @@ class TargetPreset:
     native_popcount: bool = False
     #: CPU flags (``/proc/cpuinfo``) the compiled code needs; with ``arch``, whether it runs here.
     requires: tuple[str, ...] = ()
+    #: The CPU model (:data:`labnas.simulation.CPU_MODELS`) a board target's latency is simulated on when no
+    #: board is connected; ``None``: a target without one can only be measured.
+    cpu_model: str | None = None
 
     def tvm_target(self):
         import tvm
@@ -97,10 +100,12 @@ def host_preset() -> TargetPreset:
     )
 
 
-def _arm_board(name: str, mcpu: str, description: str) -> TargetPreset:
-    """An AArch64 + NEON board: cross-linked with gcc-aarch64-linux-gnu, one-instruction popcount (``cnt``)."""
+def _arm_board(name: str, mcpu: str, description: str, cpu_model: str) -> TargetPreset:
+    """An AArch64 + NEON board: cross-linked with gcc-aarch64-linux-gnu, one-instruction popcount (``cnt``);
+    without a board its latency is simulated on ``cpu_model``."""
     config = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu, "mattr": ["+neon"]}
-    return TargetPreset(name, config, "aarch64-linux-gnu-gcc", "aarch64", "gcc-aarch64-linux-gnu", description, native_popcount=True)
+    return TargetPreset(name, config, "aarch64-linux-gnu-gcc", "aarch64", "gcc-aarch64-linux-gnu", description, native_popcount=True,
+                        cpu_model=cpu_model)
 
 
 TARGETS: dict[str, TargetPreset] = {
@@ -125,8 +130,12 @@ TARGETS: dict[str, TargetPreset] = {
             native_popcount=True,
             requires=("avx512f", "avx512bw", "avx512_vpopcntdq"),
         ),
-        _arm_board("arm", "cortex-a72", "AArch64 + NEON, Cortex-A72 (Raspberry Pi 4, 64-bit OS)"),
-        _arm_board("arm-a76", "cortex-a76", "AArch64 + NEON, Cortex-A76 (Raspberry Pi 5)"),
+        _arm_board("arm", "cortex-a72", "AArch64 + NEON, Cortex-A72 (Raspberry Pi 4, 64-bit OS)", "cortex-a72"),
+        _arm_board("arm-a76", "cortex-a76", "AArch64 + NEON, Cortex-A76 (Raspberry Pi 5)", "cortex-a76"),
+        _arm_board("rpi4", "cortex-a72", "Raspberry Pi 4 Model B: 4 x Cortex-A72 at 1.5 GHz", "cortex-a72"),
+        _arm_board("rpi5", "cortex-a76", "Raspberry Pi 5: 4 x Cortex-A76 at 2.4 GHz", "cortex-a76"),
+        _arm_board("a55", "cortex-a55", "Cortex-A55 boards (RK3566): 4 x Cortex-A55 at 1.8 GHz", "cortex-a55"),
+        _arm_board("jetson-nx", "carmel", "Nvidia Jetson Xavier NX: 6 x Carmel (ARMv8.2) at 1.4 GHz", "carmel"),
     )
 }
 
