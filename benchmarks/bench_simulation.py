@@ -32,8 +32,7 @@ from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
-from labnas.simulation import simulate  # noqa: E402
-from labnas.simulation.cpus import host_cpu_model  # noqa: E402
+from labnas.simulation import host_cpu_model, simulate  # noqa: E402
 from labnas.space import load_space  # noqa: E402
 from labnas.timing import reference_for  # noqa: E402
 from labnas.timing.compare import machine_facts  # noqa: E402

@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 
 from labnas.models import create_model, default_spec
-from labnas.simulation import CPU_MODELS, SimulationError, get_cpu_model, simulate
+from labnas.simulation import CPU_MODELS, SimulationError, get_cpu_model, host_cpu_model, simulate
 from labnas.simulation._cycles import block_cycles, disassemble
 from labnas.simulation._trace import build_program, kernel_calls, trace_program
-from labnas.simulation.cpus import host_cpu_model
 from labnas.tvm import TARGETS, compile_model
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.toml")

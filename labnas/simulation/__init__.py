@@ -2,11 +2,11 @@
 
 Executed-block counts come from one run of the kernels under qemu-user, each block's cycles from llvm-mca's
 scheduling model of the core, and a memory term from the bytes each kernel moves against the board's caches
-(:mod:`labnas.simulation.simulate` states the model and what it leaves out). Deterministic, and needs no board:
+(:mod:`labnas.simulation._simulate` states the model and what it leaves out). Deterministic, and needs no board:
 Debian's ``qemu-user``, ``llvm-19`` and the target's (cross) C compiler.
 """
 
-from .cpus import CPU_MODELS, CpuModel, SimulationError, get_cpu_model
-from .simulate import KernelEstimate, SimulatedLatency, simulate
+from .cpus import CPU_MODELS, CpuModel, SimulationError, get_cpu_model, host_cpu_model
+from ._simulate import KernelEstimate, SimulatedLatency, simulate
 
-__all__ = ["CPU_MODELS", "CpuModel", "KernelEstimate", "SimulatedLatency", "SimulationError", "get_cpu_model", "simulate"]
+__all__ = ["CPU_MODELS", "CpuModel", "KernelEstimate", "SimulatedLatency", "SimulationError", "get_cpu_model", "host_cpu_model", "simulate"]

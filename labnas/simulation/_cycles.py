@@ -5,7 +5,7 @@ llvm-mca reads it back) and handed to llvm-mca as one code region; all regions o
 llvm-mca run. A region's figure is its steady-state cost: total cycles over ``ITERATIONS`` back-to-back
 iterations, divided by the iterations. That is right for the blocks that dominate (loop bodies, run millions
 of times) and close for the rest, which are run a few times and cost little. llvm-mca assumes every load hits
-L1 and every branch is predicted; the memory term of :mod:`labnas.simulation.simulate` adds what caches cost.
+L1 and every branch is predicted; the memory term of :mod:`labnas.simulation._simulate` adds what caches cost.
 """
 
 from __future__ import annotations

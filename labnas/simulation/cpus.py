@@ -68,9 +68,12 @@ CPU_MODELS: dict[str, CpuModel] = {
     m.name: m
     for m in (
         CpuModel("cortex-a72", "aarch64", "Raspberry Pi 4 Model B (BCM2711)", "cortex-a72", "cortex-a72",
-                 clock_ghz=1.5, cores=4, l1d_kib=32, l2_kib=1024, l3_kib=0, dram_gbs=4.0, launch_us=6.0, l2_shared=True),
-        CpuModel("cortex-a76", "aarch64", "Raspberry Pi 5 (BCM2712)", "cortex-a76", "cortex-a76",
-                 clock_ghz=2.4, cores=4, l1d_kib=64, l2_kib=512, l3_kib=2048, dram_gbs=9.0, launch_us=4.0),
+                 clock_ghz=1.5, cores=4, l1d_kib=32, l2_kib=1024, l3_kib=0, dram_gbs=4.0, launch_us=6.0, l2_shared=True,
+                 mca_stand_in="LLVM schedules the A72 with its Cortex-A57 model (the A72 is the A57's successor)"),
+        CpuModel("cortex-a76", "aarch64", "Raspberry Pi 5 (BCM2712)", "neoverse-n1", "cortex-a76",
+                 clock_ghz=2.4, cores=4, l1d_kib=64, l2_kib=512, l3_kib=2048, dram_gbs=9.0, launch_us=4.0,
+                 mca_stand_in="LLVM 19 schedules cortex-a76 with the Cortex-A57 model; Neoverse N1 is the A76's "
+                              "infrastructure twin (the same core design), which LLVM models"),
         CpuModel("cortex-a55", "aarch64", "Rockchip RK3566 boards (Radxa Zero 3, Quartz64)", "cortex-a55", "cortex-a55",
                  clock_ghz=1.8, cores=4, l1d_kib=32, l2_kib=0, l3_kib=512, dram_gbs=3.0, launch_us=8.0),
         CpuModel("carmel", "aarch64", "Nvidia Jetson Xavier NX (Carmel ARMv8.2, 20 W 6-core mode)", "neoverse-n1", "carmel",

@@ -23,6 +23,7 @@ in labnas' cache folder), so a search that reuses kernels simulates only the new
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import subprocess
@@ -42,7 +43,9 @@ __all__ = ["KernelEstimate", "SimulatedLatency", "simulate", "CACHE_VERSION"]
 CACHE_VERSION = 1
 
 
+@functools.lru_cache(maxsize=1)
 def _code_version() -> str:
+    """A hash of this package's code as imported (the process keeps using the code it loaded)."""
     digest = hashlib.sha1()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())
