@@ -123,6 +123,21 @@ class SearchSpace:
     def default_layers(self) -> list[LayerSpec]:
         return default_spec(self.family, "sign").layers
 
+    def layer_options(self, index: int) -> list[LayerSpec]:
+        """Every distinct choice of searched layer ``index`` (a LAB kernel only on LAB layers)."""
+        options = []
+        for binarizer in self.binarizers:
+            for lab_kernel in (self.lab_kernels if binarizer == "lab" else [3]):
+                options += [LayerSpec(binarizer=binarizer, lab_kernel=lab_kernel, kernel=k) for k in self.layer_kernels(index)]
+        return options
+
+    def size(self) -> int:
+        """How many distinct architectures the space holds (the product of every searched layer's options)."""
+        n = 1
+        for i in self.layers:
+            n *= len(self.layer_options(i))
+        return n
+
     def random_layers(self, rng) -> list[LayerSpec]:
         """One candidate drawn uniformly: every searched layer's binarizer, LAB kernel (on LAB layers) and conv
         kernel; other layers keep their defaults. ``rng`` is a :class:`random.Random` (seeded by the caller)."""

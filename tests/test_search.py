@@ -128,15 +128,26 @@ def test_over_budget_candidates_are_never_trained(tmp_path):
     assert pd.read_csv(out / "pareto.csv").empty and not (out / "best_spec.json").exists()
 
 
-def test_identical_specs_are_not_trained_twice(tmp_path):
+def test_identical_specs_are_not_trained_twice_and_do_not_count(tmp_path, capsys):
     space = load_space(TINY)
     space.binarizers, space.lab_kernels = ["sign"], [3]  # a space of exactly one architecture
     config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1)
     run = run_search(space, config, "t3", tmp_path, n_trials=3, progress=False)
     study, _ = run.study, run.path
     trained = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
-    assert len(trained) == 1 and all(t.user_attrs.get("duplicate_of") == 0 for t in study.trials[1:])
-    assert len({t.values[0] for t in study.trials}) == 1
+    assert len(trained) == 1 and len(study.trials) == 1  # the space is exhausted after one: the search stops
+    assert "every one of the space's 1 architectures has been tried" in capsys.readouterr().err
+
+
+def test_repeated_specs_do_not_count_toward_the_trials(tmp_path):
+    """TPE re-proposes specs in a small categorical space; the study still ends with n distinct candidates."""
+    space = load_space(TINY)  # 9 architectures
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, startup_trials=2)
+    run = run_search(space, config, "t3b", tmp_path, n_trials=6, progress=False)
+    done = [t for t in run.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    distinct = {t.user_attrs["spec_key"] for t in done}
+    assert len(distinct) == 6 == len([t for t in done if "duplicate_of" not in t.user_attrs])
+    assert all(t.user_attrs["duplicate_of"] < t.number for t in done if "duplicate_of" in t.user_attrs)
 
 
 def test_failing_candidate_is_a_failed_trial_and_the_search_goes_on(tmp_path):

@@ -128,6 +128,20 @@ class PublishedImageNet:
         curve = (1.0 - math.exp(-total * lab.mean())) / (1.0 - math.exp(-total))
         return sign_top1 + (lab_top1 - sign_top1) * curve
 
+    def top1_of_lab_masks(self, lab: np.ndarray) -> np.ndarray:
+        """:meth:`top1` of many candidates at once (%): ``lab[n, i]`` is True where candidate n's layer i takes LAB 3x3
+        (every other choice at the family's own). The same formula as :meth:`top1`, vectorised for whole spaces."""
+        lab = np.asarray(lab, float)
+        if self.family in ("bireal18", "labbnn"):
+            value = _predict(self.params, lab.reshape(len(lab), 4, -1).mean(axis=2))  # rows: fraction of LAB per stage
+            if self.family == "labbnn":
+                value = value + LABBNN_ALL_LAB_TOP1 - float(_predict(self.params, np.ones(4))[0])
+            return np.asarray(value, float)
+        sign_top1, lab_top1 = FOUR_NETWORKS_TOP1[self.family]
+        total = float(np.sum(self.params[2:]))
+        curve = (1.0 - np.exp(-total * lab.mean(axis=1))) / (1.0 - math.exp(-total))
+        return sign_top1 + (lab_top1 - sign_top1) * curve
+
     def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None) -> AccuracyEstimate:
         start = time.perf_counter()
         value = self.top1(layers) / 100.0

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cli_ops)
 
-    p = sub.add_parser("list", help="list the search spaces, target presets, binarizers, model families and accuracy estimators")
+    p = sub.add_parser("list", help="list the search spaces, target presets, simulated CPU models, binarizers, model families and accuracy estimators")
     p.set_defaults(func=_cli_list)
 
     from .deploy import add_deploy_parsers
@@ -75,6 +75,11 @@ def _cli_list(args: argparse.Namespace) -> int:
     for line in descriptions:
         console.print(f"  {line}", markup=False)
     console.print("targets (--target): " + ", ".join(f"{t.name} ({t.description})" if t.description else t.name for t in TARGETS.values()))
+    from ..simulation import CPU_MODELS
+
+    console.print("simulated CPU models (board targets without --rpc; labnas.simulation):")
+    for cpu in CPU_MODELS.values():
+        console.print(f"  {cpu.describe()}", markup=False)
     console.print("binarizers (--binarizer, space files): sign (the family's own), " + ", ".join(sorted(BINARIZERS)))
     console.print("families: " + ", ".join(FAMILIES))
     console.print("accuracy estimators (--accuracy): " + ", ".join(ESTIMATOR_NAMES))

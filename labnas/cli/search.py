@@ -41,8 +41,10 @@ def add_search_parser(sub) -> None:
     p.add_argument("--objectives", choices=list(OBJECTIVE_SETS), metavar="{" + ",".join(f"'{o}'" for o in OBJECTIVE_SETS) + "}",
                    help="what to optimise under the budget: accuracy alone (one best network), or the Pareto front of "
                         "accuracy and latency (and OPs); default: the space's own (bireal18_placement: accuracy,latency)")
-    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"],
-                   help="Optuna sampler: tpe (TPE, default) or nsga2 (NSGA-II, for multi-objective fronts)")
+    p.add_argument("--sampler", default="auto", choices=["auto", "front", "tpe", "nsga2"],
+                   help="front: predict every candidate from the space's block table (built once, cached), then time only the "
+                        "predicted Pareto front (needs the published estimator and a space of at most 2^20); tpe: Optuna's "
+                        "TPE; nsga2: NSGA-II; auto (default): front where it applies, else tpe")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of proxy training (default 0)")
     p.add_argument("--pruner", default="none", choices=list(PRUNERS),
                    help="multi-fidelity: stop unpromising trained-proxy runs early (Hyperband or successive halving on "
@@ -104,6 +106,13 @@ def run_search_cli(args: argparse.Namespace) -> int:
             raise UserError(for_cli(err)) from None
     if args.latency == "measure":  # a table search compiles nothing until its front, which waits for a board
         require_board(target, remote)
+    if args.sampler in ("auto", "front"):
+        from ..search.study import front_possible
+
+        why = front_possible(space, args.latency, args.accuracy or space.proxy.estimator)
+        if why and args.sampler == "front":
+            raise UserError(f"--sampler front cannot search this space: {why}; use --sampler tpe")
+        args.sampler = "tpe" if why else "front"
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
     config = SearchConfig(
         budget_ms=args.budget_ms,
@@ -171,6 +180,13 @@ def _summary(console, res, budget_ms: float) -> None:
                 "see the README on timing a busy machine[/]") if drift > 10 else ""
         console.print(f"reference workload in the trials' paired rounds: {summary.reference_ms[0]:.3f} .. {summary.reference_ms[1]:.3f} ms "
                       f"(spread {drift:.0f} %){warn}")
+    plan = res.settings.get("front_search")
+    if plan:
+        ratio = plan.get("measured_hypervolume", 0) / plan["predicted_hypervolume"] if plan.get("predicted_hypervolume") else float("nan")
+        console.print(f"front search: all {plan['space_size']:,} candidates predicted from the block table in {plan['predict_s']:.1f} s; "
+                      f"predicted front {plan['predicted_front']}, {plan.get('measured', 0)} measured, measured front "
+                      f"{plan.get('measured_front', 0)} ({plan.get('front_ties_within_noise', 0)} neighbours tied within noise); "
+                      f"hypervolume measured / predicted {ratio:.3f}")
     for note in (summary.calibration_note(), summary.budget_note(budget_ms)):
         if note:
             console.print(f"[yellow]{note}[/]")

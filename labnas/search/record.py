@@ -36,6 +36,7 @@ class TrialRecord:
                                       "board, labnas.simulation) or lut (predicted from a block table)")
     cpu_model: str | None = _col("the CPU model a simulated latency is for (labnas list shows the models)")
     latency_measured_ms: float | None = _col("a LUT search's end-to-end re-timing of the Pareto set, ms")
+    latency_predicted_ms: float | None = _col("the front strategy's prediction from the block table, ms, before the candidate was timed")
     latency_p10_ms: float | None = _col("10th percentile of the timing series (paired: of the per-round corrected values), ms")
     latency_p90_ms: float | None = _col("90th percentile of the timing series (paired: of the per-round corrected values), ms")
     latency_first_ms: float | None = _col("near the budget: the first timing's median, ms, before the re-timing")

@@ -81,6 +81,30 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def front_quality(df, plan: dict) -> dict:
+    """How the measured front compares with the predicted one (a front search, :func:`labnas.search.study.plan_front`):
+    the measured front's size and hypervolume (same reference point as the prediction's) and how many neighbouring
+    points of it are ties, i.e. their timings' p10..p90 ranges overlap, so their order is within noise."""
+    import numpy as np
+
+    from .front import hypervolume, pareto_mask
+
+    done = df[(df.state == "COMPLETE") & df.accuracy.notna()] if not df.empty and "accuracy" in df else df.iloc[0:0]
+    if "duplicate_of" in done:
+        done = done[done.duplicate_of.isna()]
+    if done.empty:
+        return {"measured_front": 0}
+    acc, lat = done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float)
+    ref_acc, ref_lat = plan["reference_point"]
+    front = done[pareto_mask(acc, lat)].sort_values("latency_ms")
+    ties = 0
+    if {"latency_p10_ms", "latency_p90_ms"} <= set(front.columns):
+        lows, highs = front.latency_p10_ms.to_numpy(float), front.latency_p90_ms.to_numpy(float)
+        ties = int(np.sum(highs[:-1] >= lows[1:]))
+    return {"measured": int(len(done)), "measured_front": int(len(front)), "front_ties_within_noise": ties,
+            "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}
+
+
 def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[str, Path]:
     """Write the result files for ``study`` into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +113,8 @@ def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[
     for key in ("accuracy_description", "reference_calibration"):  # what the accuracy column is; the latency scale
         if key in study.user_attrs:
             settings[key] = study.user_attrs[key]
+    if "front_search" in study.user_attrs:
+        settings["front_search"] = {**study.user_attrs["front_search"], **front_quality(df, study.user_attrs["front_search"])}
     _atomic_write(out_dir / "study.json", lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"))
     paths = {"trials_csv": out_dir / "trials.csv", "trials_parquet": out_dir / "trials.parquet", "pareto": out_dir / "pareto.csv"}
     _atomic_write(paths["trials_csv"], lambda p: _readable(df).to_csv(p, index=False))  # parquet keeps full precision

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,8 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
 def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=config.population)
-    if config.sampler != "tpe":
-        raise SearchError(f"unknown sampler {config.sampler!r}; choose one of tpe, nsga2")
+    if config.sampler not in ("tpe", "front"):  # front: the trials are enqueued (labnas.search.front); TPE for any other
+        raise SearchError(f"unknown sampler {config.sampler!r}; choose one of tpe, nsga2, front")
     return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
 
 
@@ -156,7 +157,36 @@ def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | Non
 
 
 def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished trials that count toward ``n_trials``: a repeat of an earlier spec (``duplicate_of``) reuses that
+    spec's values and costs nothing, so it does not count; the search samples again instead."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if "duplicate_of" not in t.user_attrs)
+
+
+#: A sampler that proposes only repeats this many times in a row has nothing new to propose: the search stops.
+MAX_REPEATS_IN_A_ROW = 30
+
+
+class _StopWhenDone:
+    """Optuna callback: stop once the study holds ``n_trials`` distinct finished specs, once every architecture of
+    the space has been seen, or after :data:`MAX_REPEATS_IN_A_ROW` repeats in a row (then ``exhausted`` says why)."""
+
+    def __init__(self, n_trials: int, space_size: int, then=None):
+        self.n_trials, self.space_size, self.then = n_trials, space_size, then
+        self.repeats, self.exhausted = 0, ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.then:
+            self.then(study, trial)
+        self.repeats = self.repeats + 1 if "duplicate_of" in trial.user_attrs else 0
+        distinct = _finished(study)
+        if distinct >= self.n_trials:
+            study.stop()
+        elif distinct >= self.space_size:
+            self.exhausted = f"every one of the space's {self.space_size} architectures has been tried"
+            study.stop()
+        elif self.repeats >= MAX_REPEATS_IN_A_ROW:
+            self.exhausted = f"the sampler proposed only repeats of earlier specs {self.repeats} times in a row"
+            study.stop()
 
 
 @dataclass
@@ -170,6 +200,8 @@ class _WorkerArgs:
     timeout: float | None
     data_dir: str | None
     worker: int
+    #: the study's target of distinct finished specs: every worker stops when the study holds it
+    study_trials: int = 0
 
 
 def _set_worker_threads(threads: int) -> None:
@@ -190,7 +222,9 @@ def _run_worker(args: _WorkerArgs) -> None:
     storage = open_storage(args.storage_url, Path(args.study_dir))
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config))
     objective = Objective(space, make_estimator(space, config, args.data_dir), config, study=study)
-    study.optimize(objective, n_trials=args.n_trials, timeout=args.timeout, catch=(Exception,), gc_after_trial=True)
+    # every worker stops once the study holds its target of distinct finished specs (repeats do not count)
+    stop = _StopWhenDone(args.study_trials, space.size())
+    study.optimize(objective, n_trials=None, timeout=args.timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
 
 
 def run_search(
@@ -217,6 +251,8 @@ def run_search(
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
     study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
+    if config.sampler == "front":
+        n_trials = plan_front(study, space, config, estimator, progress)
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
@@ -225,17 +261,14 @@ def run_search(
         if remaining and workers <= 1:
             _set_worker_threads(1)
             objective = Objective(space, estimator, config, on_phase=bar.phase, study=study)
-            callback = bar.finished
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=timeout,
-                catch=(Exception,),
-                callbacks=[callback] if callback else None,
-                gc_after_trial=True,
-            )
+            stop = _StopWhenDone(n_trials, space.size(), bar.finished)
+            # n_trials=None: trials go on until the callback stops them (repeats do not count) or the timeout
+            study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
+            if stop.exhausted:
+                print(f"the search stopped with {_finished(study)} distinct candidates: {stop.exhausted}", file=sys.stderr)
         elif remaining:
-            _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar)
+            _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar,
+                         n_trials)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
@@ -246,6 +279,86 @@ def run_search(
         remeasure_front(study, space, config)
         write_results(study, study_dir, config.budget_ms)
     return SearchRun(study, study_dir)
+
+
+def front_possible(space: SearchSpace, latency: str, estimator_name_: str) -> str:
+    """Why the front strategy cannot search ``space`` with the ``latency`` source (empty when it can): it needs a closed-form
+    accuracy (the published estimator), a space small enough to enumerate, and latencies that are timed (a block
+    table is timed on this machine or on the board)."""
+    from .front import MAX_EXHAUSTIVE
+
+    if estimator_name_ != "published":
+        return f"the {estimator_name_} estimator has no closed form to score every candidate"
+    if space.size() > MAX_EXHAUSTIVE:
+        return f"the space holds {space.size():,} candidates, more than {MAX_EXHAUSTIVE:,} to enumerate"
+    if latency != "measure":
+        return f"latency {latency}: the front strategy times a block table and then the front"
+    return ""
+
+
+def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True):
+    """The space's block latency table for the config's target and threads: loaded from labnas' cache folder, or
+    built (every unique block and 8 calibration networks timed, a few minutes) and cached there. A table built for
+    other kernel code, threads or another CPU is refused by the loader and rebuilt."""
+    from .._cache import cache_dir
+    from ..latency import LatencyTable, TableError, build_table, table_path
+
+    target = config.target
+    path = table_path(space.name, f"{target.name}-{config.threads or 'all'}threads", cache_dir() / "lut")
+    try:
+        table = LatencyTable.load(path, space, target.name)
+        if (table.meta.get("threads") or None) == (config.threads or None):
+            return table, path
+    except TableError:
+        pass
+    print(f"building the block latency table of {space.name} on {target.name} (once; cached in {path})", file=sys.stderr, flush=True)
+
+    def say(what: str, done: int, total: int) -> None:
+        if progress and (done == total or done % 5 == 0):
+            print(f"  table {done}/{total}: {what[:70]}", file=sys.stderr, flush=True)
+
+    table = build_table(space, target, config.remote, config.threads, progress=say)
+    table.save(path)
+    return table, path
+
+
+def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, estimator, progress: bool = True) -> int:
+    """Enqueue the predicted Pareto front of the whole space (:mod:`labnas.search.front`) as the study's next trials;
+    return the number of distinct finished trials the study should hold once they are measured.
+
+    The prediction and its quality figures go to the study's user attr ``front_search``."""
+    from .front import hypervolume, predict_space
+    from .objective import spec_key
+
+    table, path = front_table(space, config, progress)
+    predicted = predict_space(space, table, estimator)
+    front = predicted.front()
+    ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
+    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}
+    queued = 0
+    for n in front:
+        layers = predicted.layers(int(n))
+        if spec_key(layers) in seen:
+            continue
+        params = {}
+        for i in space.layers:
+            layer = layers[i]
+            params[f"L{i:02d}_binarizer"] = layer.binarizer
+            if layer.binarizer == "lab" and len(space.lab_kernels) > 1:
+                params[f"L{i:02d}_lab_kernel"] = layer.lab_kernel
+            if len(space.layer_kernels(i)) > 1:
+                params[f"L{i:02d}_kernel"] = layer.kernel
+        study.enqueue_trial(params, user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
+        queued += 1
+    study.set_user_attr("front_search", {
+        "space_size": len(predicted.accuracy), "predicted_front": len(front), "predict_s": round(predicted.seconds, 2),
+        "reference_point": [ref_acc, ref_lat],
+        "predicted_hypervolume": hypervolume(predicted.accuracy, predicted.latency_ms, ref_acc, ref_lat),
+        "table": str(path), "table_fit": {"scale": table.meta.get("scale"), "overhead_ms": table.meta.get("overhead_ms")},
+    })
+    print(f"predicted all {len(predicted.accuracy):,} candidates in {predicted.seconds:.1f} s: the predicted front has "
+          f"{len(front)}; measuring {queued} of them ({len(front) - queued} measured before)", file=sys.stderr, flush=True)
+    return _finished(study) + queued
 
 
 def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfig) -> dict[str, float]:
@@ -292,14 +405,15 @@ def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfi
     return done
 
 
-def _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar):
+def _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar,
+                 study_trials):
     per = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     ctx = mp.get_context("spawn")
     procs = []
     for i, n in enumerate(per):
         if n == 0:
             continue
-        args = _WorkerArgs(study_name, storage_url, str(study_dir), space.path, config, n, timeout, data_dir, i)
+        args = _WorkerArgs(study_name, storage_url, str(study_dir), space.path, config, n, timeout, data_dir, i, study_trials)
         proc = ctx.Process(target=_run_worker, args=(args,), daemon=False)
         proc.start()
         procs.append(proc)
