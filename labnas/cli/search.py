@@ -32,7 +32,8 @@ def add_search_parser(sub) -> None:
                    "'labnas list' shows them")
     p.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
-    p.add_argument("--trials", type=int, default=14, help="finished trials the study should hold (default 14)")
+    p.add_argument("--trials", type=int, help="distinct candidates to measure: with the front sampler at most this many "
+                   "members of the predicted front (default: all of it), with tpe / nsga2 the study's size (default 14)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--study", help="study name (default: SPACE-TARGET-BUDGETms); re-running it resumes")
     p.add_argument("--storage", help="Optuna storage: sqlite:///..., postgresql://..., or a journal file *.log "
@@ -79,7 +80,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     from ..simulation import SimulationError
     from ..tvm import TargetError, resolve_target
 
-    if args.trials < 1:
+    if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
@@ -113,6 +114,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
         if why and args.sampler == "front":
             raise UserError(f"--sampler front cannot search this space: {why}; use --sampler tpe")
         args.sampler = "tpe" if why else "front"
+    if args.trials is None and args.sampler != "front":
+        args.trials = 14
     study_name = args.study or f"{space.name}-{target.name}-{args.budget_ms:g}ms"
     config = SearchConfig(
         budget_ms=args.budget_ms,
@@ -139,7 +142,9 @@ def run_search_cli(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are listed, one line each, in the summary
     console = Console()
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
-                  f"target {target.name}, budget {args.budget_ms:g} ms, {args.trials} trials")
+                  f"target {target.name}, budget {args.budget_ms:g} ms, "
+                  + (f"{args.trials} trials" if args.sampler != "front" else
+                     "front search" + (f" (at most {args.trials} front members)" if args.trials else "")))
     try:
         run = run_search(
             space, config, study_name, Path(args.results), storage_url=args.storage, n_trials=args.trials,

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 
 from .._errors import LabnasError
@@ -234,25 +235,30 @@ def run_search(
     results_root: Path = Path("results"),
     *,
     storage_url: str | None = None,
-    n_trials: int = 16,
+    n_trials: int | None = 16,
     timeout: float | None = None,
     workers: int = 1,
     data_dir: str | None = None,
     progress: bool = True,
 ) -> SearchRun:
-    """Run (or resume) a search until the study holds ``n_trials`` finished trials; write the results.
+    """Run (or resume) a search until the study holds ``n_trials`` distinct finished trials; write the results.
+
+    With ``config.sampler == "front"`` the trials are the predicted front's members (:func:`plan_front`), at most
+    ``n_trials`` of them (``None``: all); with TPE or NSGA-II ``None`` means 16.
 
     Returns the study and its results directory (:class:`SearchRun`). Ctrl-C stops after writing what is stored.
     """
     _pruner(config)  # a pruner the objectives cannot use fails before any file is written
+    if n_trials is None and config.sampler != "front":
+        n_trials = 16
     estimator = make_estimator(space, config, data_dir)  # and so do a missing dataset and an unused data_dir
     study_dir = results_root / study_name
     _refuse_foreign_results(study_dir, storage_url)
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
     study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
-    if config.sampler == "front":
-        n_trials = plan_front(study, space, config, estimator, progress)
+    if config.sampler == "front":  # n_trials caps the measured front members (None: the whole predicted front)
+        n_trials = plan_front(study, space, config, estimator, progress, limit=n_trials)
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
@@ -317,22 +323,39 @@ def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True)
         if progress and (done == total or done % 5 == 0):
             print(f"  table {done}/{total}: {what[:70]}", file=sys.stderr, flush=True)
 
-    table = build_table(space, target, config.remote, config.threads, progress=say)
+    from ..timing import TimingDisturbed
+
+    try:
+        table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=config.recalibrate)
+    except TimingDisturbed as err:
+        # A reference slower than its cached calibration with no other load seen is a calibration this host no longer
+        # reproduces (a VM's slow spell outlasting a fast one): measure it again, once, and build on that scale.
+        print(f"the table's timing was refused ({str(err).split(':')[0]}); measuring the reference's quiet time again "
+              "and building once more", file=sys.stderr, flush=True)
+        time.sleep(5)
+        try:
+            table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=True)
+        except TimingDisturbed as again:
+            raise SearchError(f"the block latency table of {space.name} could not be timed: {again}") from None
     table.save(path)
     return table, path
 
 
-def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, estimator, progress: bool = True) -> int:
+def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, estimator, progress: bool = True,
+               limit: int | None = None) -> int:
     """Enqueue the predicted Pareto front of the whole space (:mod:`labnas.search.front`) as the study's next trials;
     return the number of distinct finished trials the study should hold once they are measured.
 
-    The prediction and its quality figures go to the study's user attr ``front_search``."""
+    ``limit``: measure at most this many front members, spread evenly along the front (its two ends included);
+    ``None``: all of them. The prediction and its quality figures go to the study's user attr ``front_search``."""
     from .front import hypervolume, predict_space
     from .objective import spec_key
 
     table, path = front_table(space, config, progress)
     predicted = predict_space(space, table, estimator)
-    front = predicted.front()
+    full = front = predicted.front()
+    if limit is not None and limit < len(front):
+        front = front[np.unique(np.round(np.linspace(0, len(front) - 1, max(limit, 1))).astype(int))]
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
     seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}
     queued = 0
@@ -351,13 +374,15 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
         study.enqueue_trial(params, user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
         queued += 1
     study.set_user_attr("front_search", {
-        "space_size": len(predicted.accuracy), "predicted_front": len(front), "predict_s": round(predicted.seconds, 2),
+        "space_size": len(predicted.accuracy), "predicted_front": len(full), "front_measured_at_most": len(front),
+        "predict_s": round(predicted.seconds, 2),
         "reference_point": [ref_acc, ref_lat],
         "predicted_hypervolume": hypervolume(predicted.accuracy, predicted.latency_ms, ref_acc, ref_lat),
         "table": str(path), "table_fit": {"scale": table.meta.get("scale"), "overhead_ms": table.meta.get("overhead_ms")},
     })
     print(f"predicted all {len(predicted.accuracy):,} candidates in {predicted.seconds:.1f} s: the predicted front has "
-          f"{len(front)}; measuring {queued} of them ({len(front) - queued} measured before)", file=sys.stderr, flush=True)
+          f"{len(full)}; measuring {queued} of them ({len(front) - queued} measured before"
+          f"{f', at most {limit} asked' if limit is not None else ''})", file=sys.stderr, flush=True)
     return _finished(study) + queued
 
 
