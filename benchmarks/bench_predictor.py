@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (key, spec, predicted, _) in enumerate(candidates):
             results = timings[i]
             result = min(results, key=lambda r: r.median_ms)
-            first, second = results[0].median_ms, results[min(1, args.passes - 1)].median_ms
+            first, second = results[0].median_ms, results[min(1, len(results) - 1)].median_ms
             rows.append({"space": name, "candidate": i + 1, "n_lab": spec.n_lab, "spec_key": key,
                          "predicted_ms": round(predicted, 4), "measured_ms": round(result.median_ms, 4),
                          "error_pct": round(100 * (predicted / result.median_ms - 1), 2),

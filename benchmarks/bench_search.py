@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.models import ArchSpec  # noqa: E402
 from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
-from labnas.search.front import hypervolume, pareto_mask, predict_space  # noqa: E402
+from labnas.search.front import hypervolume, pareto_mask_within_noise, predict_space  # noqa: E402
 from labnas.search.study import front_table, make_estimator  # noqa: E402
 from labnas.timing.compare import machine_facts  # noqa: E402
 from labnas.tvm import TARGETS  # noqa: E402
@@ -41,10 +41,13 @@ def key_of(spec_json: str) -> str:
 
 
 def measured_front(trials: pd.DataFrame) -> pd.DataFrame:
+    """The run's front on (accuracy, measured latency), latencies ordered only beyond their noise (the front search's
+    own rule, :func:`labnas.search.front.pareto_mask_within_noise`)."""
     done = trials[(trials.state == "COMPLETE") & trials.accuracy.notna()]
     if "duplicate_of" in done:
         done = done[done.duplicate_of.isna()]
-    return done[pareto_mask(done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float))]
+    return done[pareto_mask_within_noise(done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float),
+                                         done.latency_p10_ms.to_numpy(float), done.latency_p90_ms.to_numpy(float))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space)
     facts = machine_facts(args.threads or os.cpu_count())
     print(f"{facts['cpu']} ({facts['isa']}), threads {args.threads or 'all'}", file=sys.stderr, flush=True)
-    runs = []
+    runs, all_trials = [], []
     with tempfile.TemporaryDirectory(prefix="labnas-bench-search-") as tmp:
         for label, sampler, seed in [*((f"front seed {s}", "front", s) for s in args.seeds), ("tpe seed 0", "tpe", 0)]:
             config = SearchConfig(budget_ms=args.budget_ms, objectives=space.objectives, target=TARGETS["host"],
                                   threads=args.threads, seed=seed, sampler=sampler)
             start = time.perf_counter()
-            run = run_search(space, config, f"run-{sampler}-{seed}", Path(tmp), n_trials=args.tpe_trials, progress=False)
+            trials = None if sampler == "front" else args.tpe_trials  # front: the whole predicted front
+            run = run_search(space, config, f"run-{sampler}-{seed}", Path(tmp), n_trials=trials, progress=False)
             wall = time.perf_counter() - start
             trials = run.results.trials
+            all_trials.append(trials.assign(run=label))
             front = measured_front(trials)
             runs.append({"run": label, "sampler": sampler, "seed": seed, "wall_s": round(wall, 1), "trials": trials,
                          "front_keys": {key_of(spec) for spec in front.spec},
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
+    pd.concat(all_trials).to_csv(out.with_name(out.stem + "_trials.csv"), index=False)  # every run's trials, for re-analysis
     pairs = [len(a["front_keys"] & b["front_keys"]) / max(len(a["front_keys"]), len(b["front_keys"]), 1)
              for a, b in itertools.combinations(fronts, 2)]
     print(df.drop(columns=["front_placements", "cpu", "isa"]).to_string(index=False))

@@ -97,3 +97,18 @@ def test_the_table_is_built_once_then_reused_and_only_the_front_is_measured(tmp_
     assert len(trials) == plan["predicted_front"]  # the predicted front, measured; nothing else
     assert trials.latency_predicted_ms.notna().all()
     assert plan["measured_front"] >= 1 and plan["measured_hypervolume"] >= 0
+
+
+def test_a_front_within_noise_keeps_ties_and_drops_what_the_timing_can_tell():
+    from labnas.search.front import pareto_mask_within_noise
+
+    acc = np.array([0.50, 0.55, 0.60, 0.58])
+    lat = np.array([5.0, 5.1, 5.05, 6.0])
+    # 0.50 @ 5.0 and 0.55 @ 5.1 are within 3 % of 0.60 @ 5.05: the most accurate wins them; 0.58 @ 6.0 is slower
+    # beyond noise and less accurate: dropped too
+    assert pareto_mask_within_noise(acc, lat).tolist() == [False, False, True, False]
+    # a point faster beyond noise stays, though less accurate
+    assert pareto_mask_within_noise(np.array([0.5, 0.6]), np.array([4.0, 5.0])).tolist() == [True, True]
+    # wide timing ranges make two points a tie in latency: the more accurate wins
+    assert pareto_mask_within_noise(np.array([0.5, 0.6]), np.array([4.0, 5.0]), np.array([3.5, 3.9]),
+                                    np.array([4.5, 5.5])).tolist() == [False, True]

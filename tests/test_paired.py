@@ -321,3 +321,26 @@ def test_a_board_calibration_leaves_the_local_cpus_placement_alone(tmp_path, mon
     assert calibration.load_or_calibrate(lambda: 3.0, "local k") == (3.0, "measured")
     assert calibration.lower_cached("local k", 1.0) is True
     assert calls == ["probe", "probe"]
+
+
+def test_a_refused_pass_costs_that_pass_not_the_run(monkeypatch):
+    """measure_in_passes keeps what it timed when one timing is refused as disturbed; a model never timed is tried
+    again after the back-off, and only then is the refusal raised."""
+    import importlib
+
+    measure_mod = importlib.import_module("labnas.timing.measure")  # the module (labnas.timing.measure is also a function)
+    calls = []
+
+    def fake_measure(model, seed=0, **_):
+        calls.append((model, seed))
+        if model == "flaky" and seed == 0 or model == "dead":
+            raise TimingDisturbed("the reference workload ran at 2 ms, 2x its calibrated 1 ms")
+        return measure_mod.LatencyResult(1.0 + seed, 1.0, 1.0, [1.0], 1, "host", {})
+
+    monkeypatch.setattr(measure_mod, "measure", fake_measure)
+    monkeypatch.setattr(measure_mod, "DISTURBED_BACKOFF_S", (0.0, 0.0))
+    results = measure_mod.measure_in_passes(["ok", "flaky"], 2)
+    assert [len(r) for r in results] == [2, 1] and results[1][0].median_ms == 2.0
+    with pytest.raises(TimingDisturbed, match="2x its calibrated"):
+        measure_mod.measure_in_passes(["ok", "dead"], 2)
+    assert calls.count(("dead", 2)) == 2  # both back-off retries were tried

@@ -158,6 +158,13 @@ def test_search_on_a_board_preset_runs_on_simulated_latency(tmp_path):
     r = _cli("report", str(out), env_cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     assert "Simulated, not measured" in (out / "report.md").read_text()
+    from labnas.report.plots import plot_pareto
+    from labnas.results import load_results
+
+    results = load_results(out)
+    assert results.simulated_on == "cortex-a72"
+    if not results.feasible.empty:  # Bi-Real-18 at 8x8 fits 20 ms: the axis names the simulation
+        assert "SIMULATED on cortex-a72" in plot_pareto([results]).axes[0].get_xlabel()
 
 
 def test_simulate_refuses_a_target_this_machine_runs(tmp_path):

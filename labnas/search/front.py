@@ -23,7 +23,12 @@ import numpy as np
 from ..models import LayerSpec, create_model
 from ..space import SearchSpace
 
-__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "hypervolume", "MAX_EXHAUSTIVE"]
+__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "hypervolume", "MAX_EXHAUSTIVE",
+           "NOISE_FLOOR"]
+
+#: The smallest relative latency difference taken as an order (run-to-run spread of one candidate's latency on a shared
+#: VM: 2.3 % in benchmarks/bench_verdicts.py); a timing's own p10..p90 range counts when it is wider.
+NOISE_FLOOR = 0.03
 
 #: Largest space enumerated exhaustively (2^20 candidates: about a second of numpy per million).
 MAX_EXHAUSTIVE = 1 << 20
@@ -63,6 +68,26 @@ def pareto_mask(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
         if accuracy[n] > best:
             keep[n] = True
             best = accuracy[n]
+    return keep
+
+
+def pareto_mask_within_noise(accuracy: np.ndarray, latency: np.ndarray, low: np.ndarray | None = None,
+                             high: np.ndarray | None = None, floor: float = NOISE_FLOOR) -> np.ndarray:
+    """The Pareto front (accuracy up, latency down) where latencies are ordered only beyond their noise.
+
+    Each latency is a range: its timing's ``low..high`` (p10..p90) widened to at least ``latency x (1 -+ floor)``.
+    Point j dominates point i when it is at least as accurate and not slower beyond noise (its range starts at or
+    below the end of i's), and either more accurate or faster beyond noise (its range ends below the start of i's).
+    So a point is dropped only for a reason the timing can tell: neighbours whose order is noise are both kept
+    unless one of them is also more accurate, which then wins (same speed within noise, better accuracy)."""
+    low = latency if low is None else np.minimum(low, latency)
+    high = latency if high is None else np.maximum(high, latency)
+    lo, hi = np.minimum(low, latency * (1 - floor)), np.maximum(high, latency * (1 + floor))
+    keep = np.ones(len(accuracy), bool)
+    for i in range(len(accuracy)):
+        dominated = (accuracy >= accuracy[i]) & (lo <= hi[i]) & ((accuracy > accuracy[i]) | (hi < lo[i]))
+        dominated[i] = False
+        keep[i] = not dominated.any()
     return keep
 
 

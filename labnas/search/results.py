@@ -85,9 +85,7 @@ def front_quality(df, plan: dict) -> dict:
     """How the measured front compares with the predicted one (a front search, :func:`labnas.search.study.plan_front`):
     the measured front's size and hypervolume (same reference point as the prediction's) and how many neighbouring
     points of it are ties, i.e. their timings' p10..p90 ranges overlap, so their order is within noise."""
-    import numpy as np
-
-    from .front import hypervolume, pareto_mask
+    from .front import hypervolume, pareto_mask_within_noise
 
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()] if not df.empty and "accuracy" in df else df.iloc[0:0]
     if "duplicate_of" in done:
@@ -96,13 +94,15 @@ def front_quality(df, plan: dict) -> dict:
         return {"measured_front": 0}
     acc, lat = done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float)
     ref_acc, ref_lat = plan["reference_point"]
-    front = done[pareto_mask(acc, lat)].sort_values("latency_ms")
-    ties = 0
-    if {"latency_p10_ms", "latency_p90_ms"} <= set(front.columns):
-        lows, highs = front.latency_p10_ms.to_numpy(float), front.latency_p90_ms.to_numpy(float)
-        ties = int(np.sum(highs[:-1] >= lows[1:]))
+    low = done.latency_p10_ms.to_numpy(float) if "latency_p10_ms" in done else None
+    high = done.latency_p90_ms.to_numpy(float) if "latency_p90_ms" in done else None
+    front = done[pareto_mask_within_noise(acc, lat, low, high)].sort_values("latency_ms")
+    f_lat = front.latency_ms.to_numpy(float)
+    lo = np.minimum(front.latency_p10_ms.to_numpy(float), f_lat * 0.97) if low is not None else f_lat * 0.97
+    hi = np.maximum(front.latency_p90_ms.to_numpy(float), f_lat * 1.03) if high is not None else f_lat * 1.03
+    ties = int(np.sum(hi[:-1] >= lo[1:]))
     return {"measured": int(len(done)), "measured_front": int(len(front)), "front_ties_within_noise": ties,
-            "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}
+            "front_trials": [int(t) for t in front.trial], "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}
 
 
 def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[str, Path]:

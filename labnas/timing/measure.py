@@ -195,20 +195,52 @@ def measure(
                          attempts, **extra)
 
 
+#: Pauses (s) before a model whose every pass was disturbed is timed again, one try per pause.
+DISTURBED_BACKOFF_S = (10.0, 30.0)
+
+
 def measure_in_passes(compiled: list[CompiledModel], passes: int, progress=None, **measure_kwargs) -> list[list[LatencyResult]]:
-    """Time every compiled model once per pass, pass after pass: ``results[i]`` holds model i's ``passes`` results.
+    """Time every compiled model once per pass, pass after pass: ``results[i]`` holds model i's results.
 
     A disturbance the paired correction misses lasts seconds on a shared host; back-to-back repeats of one model
     share it, passes over many models (minutes apart) rarely do, and a disturbance only slows a run down, so
-    callers keep the lowest figure. ``measure_kwargs`` go to :func:`measure` (``seed`` is the pass number);
+    callers keep the lowest figure. A timing refused as disturbed (:class:`~labnas.timing.paired.TimingDisturbed`)
+    costs that model that pass, not the run: what was timed is kept, and a model left with no timing at all is
+    tried again after each pause of :data:`DISTURBED_BACKOFF_S` before the last refusal is raised. So ``results[i]``
+    may hold fewer than ``passes`` results. ``measure_kwargs`` go to :func:`measure` (``seed`` is the pass number);
     ``progress(pass_index, model_index)`` is called after each timing.
     """
+    import sys
+    import time
+
+    from .paired import TimingDisturbed
+
     results: list[list[LatencyResult]] = [[] for _ in compiled]
+    refused: dict[int, TimingDisturbed] = {}
     for p in range(max(1, passes)):
         for i, model in enumerate(compiled):
-            results[i].append(measure(model, seed=p, **measure_kwargs))
+            try:
+                results[i].append(measure(model, seed=p, **measure_kwargs))
+            except TimingDisturbed as err:
+                refused[i] = err
+                print(f"pass {p + 1}, model {i + 1}: timing refused ({str(err).split(':')[0]}); kept for the other passes",
+                      file=sys.stderr, flush=True)
             if progress:
                 progress(p, i)
+    for pause in DISTURBED_BACKOFF_S:
+        missing = [i for i, r in enumerate(results) if not r]
+        if not missing:
+            break
+        print(f"{len(missing)} model(s) not timed in any pass: waiting {pause:g} s for the host to settle", file=sys.stderr, flush=True)
+        time.sleep(pause)
+        for i in missing:
+            try:
+                results[i].append(measure(compiled[i], seed=passes, **measure_kwargs))
+            except TimingDisturbed as err:
+                refused[i] = err
+    missing = [i for i, r in enumerate(results) if not r]
+    if missing:
+        raise refused[missing[0]]
     return results
 
 
