@@ -14,7 +14,6 @@ common. One row per run in ``results/benchmarks/bench_search.csv``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import tempfile
@@ -50,6 +49,37 @@ def measured_front(trials: pd.DataFrame) -> pd.DataFrame:
                                          done.latency_p10_ms.to_numpy(float), done.latency_p90_ms.to_numpy(float))]
 
 
+def analyse(all_trials: pd.DataFrame, walls: dict[str, float], space, table, estimator, facts: dict, threads) -> pd.DataFrame:
+    """One row per run from every run's trials (``all_trials`` with a ``run`` column)."""
+    predicted = predict_space(space, table, estimator)
+    done = all_trials[all_trials.state == "COMPLETE"]
+    measured: dict[str, list[float]] = {}
+    for spec, latency in zip(done.spec, done.latency_ms):
+        measured.setdefault(key_of(spec), []).append(float(latency))
+    # the exhaustive front: the predicted front of the whole space, each point at its measured latency (median over runs)
+    exhaustive = predicted.front()
+    keys = [spec_key(predicted.layers(int(n))) for n in exhaustive]
+    timed = [(predicted.accuracy[n], float(np.median(measured[k]))) for n, k in zip(exhaustive, keys) if k in measured]
+    ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
+    hv_exhaustive = hypervolume(np.array([a for a, _ in timed]), np.array([l for _, l in timed]), ref_acc, ref_lat)
+    fronts = {run: {key_of(spec) for spec in measured_front(part).spec} for run, part in all_trials.groupby("run", sort=False)}
+    rows = []
+    for run, part in all_trials.groupby("run", sort=False):
+        ok = part[(part.state == "COMPLETE") & part.accuracy.notna()]
+        distinct = ok[ok.duplicate_of.isna()] if "duplicate_of" in ok else ok
+        hv = hypervolume(distinct.accuracy.to_numpy(float), distinct.latency_ms.to_numpy(float), ref_acc, ref_lat)
+        others = [o for o in fronts if o != run and o.startswith("front")]
+        overlaps = [len(fronts[run] & fronts[o]) / max(len(fronts[run]), len(fronts[o]), 1) for o in others]
+        rows.append({"run": run, "sampler": run.split()[0], "distinct_candidates": len(distinct), "wall_s": walls.get(run),
+                     "exhaustive_front_members_timed": len(set(map(key_of, distinct.spec)) & set(keys)),
+                     "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
+                     "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
+                     "exhaustive_front": len(exhaustive), "space_size": len(predicted.accuracy),
+                     "front_placements": " ".join(sorted(fronts[run])),
+                     "cpu": facts["cpu"], "isa": facts["isa"], "threads": threads, "date": time.strftime("%Y-%m-%d")})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="bireal18_placement")
@@ -58,66 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpe-trials", type=int, default=14)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default="results/benchmarks/bench_search.csv")
+    p.add_argument("--reanalyse", action="store_true", help="recompute the rows from the saved trials (no search)")
     args = p.parse_args(argv)
     space = load_space(args.space)
+    out = Path(args.out)
+    trials_path = out.with_name(out.stem + "_trials.csv")
     facts = machine_facts(args.threads or os.cpu_count())
     print(f"{facts['cpu']} ({facts['isa']}), threads {args.threads or 'all'}", file=sys.stderr, flush=True)
-    runs, all_trials = [], []
-    with tempfile.TemporaryDirectory(prefix="labnas-bench-search-") as tmp:
-        for label, sampler, seed in [*((f"front seed {s}", "front", s) for s in args.seeds), ("tpe seed 0", "tpe", 0)]:
-            config = SearchConfig(budget_ms=args.budget_ms, objectives=space.objectives, target=TARGETS["host"],
-                                  threads=args.threads, seed=seed, sampler=sampler)
-            start = time.perf_counter()
-            trials = None if sampler == "front" else args.tpe_trials  # front: the whole predicted front
-            run = run_search(space, config, f"run-{sampler}-{seed}", Path(tmp), n_trials=trials, progress=False)
-            wall = time.perf_counter() - start
-            trials = run.results.trials
-            all_trials.append(trials.assign(run=label))
-            front = measured_front(trials)
-            runs.append({"run": label, "sampler": sampler, "seed": seed, "wall_s": round(wall, 1), "trials": trials,
-                         "front_keys": {key_of(spec) for spec in front.spec},
-                         "distinct": int(((trials.state == "COMPLETE") & trials.duplicate_of.isna()).sum())
-                         if "duplicate_of" in trials else int((trials.state == "COMPLETE").sum())})
-            print(f"{label}: {runs[-1]['distinct']} distinct candidates, front {len(front)}, {wall:.0f} s", file=sys.stderr, flush=True)
-        estimator = make_estimator(space, SearchConfig(budget_ms=args.budget_ms), None)
-        table, _ = front_table(space, SearchConfig(budget_ms=args.budget_ms, target=TARGETS["host"], threads=args.threads))
-        predicted = predict_space(space, table, estimator)
-    # the exhaustive front, each point at its measured latency (median over the runs that timed it)
-    measured: dict[str, list[float]] = {}
-    for r in runs:
-        done = r["trials"][r["trials"].state == "COMPLETE"]
-        for spec, latency in zip(done.spec, done.latency_ms):
-            measured.setdefault(key_of(spec), []).append(float(latency))
-    exhaustive = predicted.front()
-    keys = [spec_key(predicted.layers(int(n))) for n in exhaustive]
-    timed = [(predicted.accuracy[n], float(np.median(measured[k]))) for n, k in zip(exhaustive, keys) if k in measured]
-    ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
-    ex_acc, ex_lat = np.array([a for a, _ in timed]), np.array([l for _, l in timed])
-    hv_exhaustive = hypervolume(ex_acc, ex_lat, ref_acc, ref_lat)
-    rows = []
-    fronts = [r for r in runs if r["sampler"] == "front"]
-    for r in runs:
-        f = measured_front(r["trials"])
-        hv = hypervolume(f.accuracy.to_numpy(float), f.latency_ms.to_numpy(float), ref_acc, ref_lat)
-        overlaps = [len(r["front_keys"] & o["front_keys"]) / max(len(r["front_keys"]), len(o["front_keys"]), 1)
-                    for o in fronts if o is not r]
-        rows.append({"run": r["run"], "sampler": r["sampler"], "seed": r["seed"], "distinct_candidates": r["distinct"],
-                     "wall_s": r["wall_s"], "front_size": len(f), "hypervolume": round(hv, 5),
-                     "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
-                     "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
-                     "exhaustive_front": len(exhaustive), "exhaustive_front_timed": len(timed), "space_size": len(predicted.accuracy),
-                     "front_placements": " ".join(sorted(r["front_keys"])),
-                     "cpu": facts["cpu"], "isa": facts["isa"], "threads": args.threads or os.cpu_count(),
-                     "date": time.strftime("%Y-%m-%d")})
-    df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.reanalyse:
+        all_trials = pd.read_csv(trials_path)
+        walls = dict(zip(*pd.read_csv(out)[["run", "wall_s"]].T.values))
+    else:
+        parts, walls = [], {}
+        with tempfile.TemporaryDirectory(prefix="labnas-bench-search-") as tmp:
+            for label, sampler, seed in [*((f"front seed {s}", "front", s) for s in args.seeds), ("tpe seed 0", "tpe", 0)]:
+                config = SearchConfig(budget_ms=args.budget_ms, objectives=space.objectives, target=TARGETS["host"],
+                                      threads=args.threads, seed=seed, sampler=sampler)
+                start = time.perf_counter()
+                trials = None if sampler == "front" else args.tpe_trials  # front: the whole predicted front
+                run = run_search(space, config, f"run-{sampler}-{seed}", Path(tmp), n_trials=trials, progress=False)
+                walls[label] = round(time.perf_counter() - start, 1)
+                parts.append(run.results.trials.assign(run=label))
+                print(f"{label}: {walls[label]:.0f} s", file=sys.stderr, flush=True)
+        all_trials = pd.concat(parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        all_trials.to_csv(trials_path, index=False)
+    config = SearchConfig(budget_ms=args.budget_ms, target=TARGETS["host"], threads=args.threads)
+    table, _ = front_table(space, config)
+    df = analyse(all_trials, walls, space, table, make_estimator(space, config, None), facts, args.threads or os.cpu_count())
     df.to_csv(out, index=False)
-    pd.concat(all_trials).to_csv(out.with_name(out.stem + "_trials.csv"), index=False)  # every run's trials, for re-analysis
-    pairs = [len(a["front_keys"] & b["front_keys"]) / max(len(a["front_keys"]), len(b["front_keys"]), 1)
-             for a, b in itertools.combinations(fronts, 2)]
     print(df.drop(columns=["front_placements", "cpu", "isa"]).to_string(index=False))
-    print(f"front runs: pairwise front overlap {', '.join(f'{x:.2f}' for x in pairs)}")
     return 0
 
 

@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.search.objective import spec_key  # noqa: E402
 from labnas.simulation import host_cpu_model, simulate  # noqa: E402
 from labnas.space import load_space  # noqa: E402
 from labnas.timing import reference_for  # noqa: E402
@@ -49,14 +48,8 @@ def networks(per_space: int, seed: int):
             yield f"{family} all-{binarizer}", "", default_spec(family, binarizer)
     for name in ("bireal18", "labbnn"):
         space = load_space(name)
-        rng, seen = random.Random(f"{seed}-{name}"), set()
-        while len(seen) < per_space:
-            layers = space.random_layers(rng)
-            key = spec_key(layers)
-            if key in seen:
-                continue
-            seen.add(key)
-            yield f"{name} #{len(seen)}", name, space.deploy_spec(layers)
+        for n, layers in enumerate(space.random_distinct(random.Random(f"{seed}-{name}"), per_space), 1):
+            yield f"{name} #{n}", name, space.deploy_spec(layers)
 
 
 def summary(df: pd.DataFrame, scale: float) -> dict:

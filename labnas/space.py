@@ -138,6 +138,20 @@ class SearchSpace:
             n *= len(self.layer_options(i))
         return n
 
+    def random_distinct(self, rng, count: int, exclude: set[str] = frozenset()):
+        """Yield ``count`` distinct random candidates (:meth:`random_layers`), none whose key (a canonical string of
+        the choices) is in ``exclude``; fewer when the space holds fewer."""
+        seen, limit = set(exclude), min(count, self.size())
+        produced = 0
+        while produced < limit:
+            layers = self.random_layers(rng)
+            key = repr([(l.binarizer, l.lab_kernel if l.binarizer == "lab" else 0, l.kernel) for l in layers])
+            if key in seen:
+                continue
+            seen.add(key)
+            produced += 1
+            yield layers
+
     def random_layers(self, rng) -> list[LayerSpec]:
         """One candidate drawn uniformly: every searched layer's binarizer, LAB kernel (on LAB layers) and conv
         kernel; other layers keep their defaults. ``rng`` is a :class:`random.Random` (seeded by the caller)."""

@@ -112,3 +112,12 @@ def test_a_front_within_noise_keeps_ties_and_drops_what_the_timing_can_tell():
     # wide timing ranges make two points a tie in latency: the more accurate wins
     assert pareto_mask_within_noise(np.array([0.5, 0.6]), np.array([4.0, 5.0]), np.array([3.5, 3.9]),
                                     np.array([4.5, 5.5])).tolist() == [False, True]
+
+
+def test_random_distinct_candidates_stop_at_the_space_size():
+    import random
+
+    space = load_space(str(TINY))  # 3 options per searched layer: 9 architectures
+    drawn = list(space.random_distinct(random.Random(0), 50))
+    assert len(drawn) == space.size() == 9
+    assert len({repr([(l.binarizer, l.lab_kernel, l.kernel) for l in layers]) for layers in drawn}) == 9

@@ -171,16 +171,21 @@ class _StopWhenDone:
     """Optuna callback: stop once the study holds ``n_trials`` distinct finished specs, once every architecture of
     the space has been seen, or after :data:`MAX_REPEATS_IN_A_ROW` repeats in a row (then ``exhausted`` says why)."""
 
-    def __init__(self, n_trials: int, space_size: int, then=None):
+    def __init__(self, n_trials: int, space_size: int, then=None, own_share: int | None = None):
         self.n_trials, self.space_size, self.then = n_trials, space_size, then
+        #: a worker process of several: stop after this many distinct trials of its own, so that workers finishing
+        #: at once do not overshoot the study's target (each runs its share, as before repeats stopped counting)
+        self.own_share, self.own = own_share, 0
         self.repeats, self.exhausted = 0, ""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.then:
             self.then(study, trial)
-        self.repeats = self.repeats + 1 if "duplicate_of" in trial.user_attrs else 0
+        repeat = "duplicate_of" in trial.user_attrs
+        self.repeats = self.repeats + 1 if repeat else 0
+        self.own += 0 if repeat or not trial.state.is_finished() else 1
         distinct = _finished(study)
-        if distinct >= self.n_trials:
+        if distinct >= self.n_trials or (self.own_share is not None and self.own >= self.own_share):
             study.stop()
         elif distinct >= self.space_size:
             self.exhausted = f"every one of the space's {self.space_size} architectures has been tried"
@@ -224,7 +229,7 @@ def _run_worker(args: _WorkerArgs) -> None:
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config))
     objective = Objective(space, make_estimator(space, config, args.data_dir), config, study=study)
     # every worker stops once the study holds its target of distinct finished specs (repeats do not count)
-    stop = _StopWhenDone(args.study_trials, space.size())
+    stop = _StopWhenDone(args.study_trials, space.size(), own_share=args.n_trials)
     study.optimize(objective, n_trials=None, timeout=args.timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
 
 
