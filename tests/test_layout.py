@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "labnas"
 
 #: A component may import only components of a lower rank (never one of its own rank or above).
 RANKS = {
-    "_cache": 0, "_errors": 0, "nn": 1, "models": 2,
+    "_cache": 0, "_errors": 0, "_tools": 0, "nn": 1, "models": 2,
     "ops": 3, "data": 3, "tvm": 3, "run": 3, "_convert": 3,
     "train": 4, "timing": 4, "simulation": 4,
     "accuracy": 5,

@@ -11,10 +11,10 @@ L1 and every branch is predicted; the memory term of :mod:`labnas.simulation._si
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
+from .._tools import find_tool
 from .cpus import SimulationError
 
 __all__ = ["disassemble", "block_cycles", "mca_tool", "ITERATIONS"]
@@ -32,11 +32,7 @@ _TRIPLE = {"aarch64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
 
 
 def _first(names: tuple[str, ...], package: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise SimulationError(f"simulated latency needs {names[0]}; install it with 'apt-get install {package}'")
+    return find_tool(names, package, SimulationError, "simulated latency")
 
 
 def mca_tool() -> str:

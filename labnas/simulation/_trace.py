@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import threading
@@ -24,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._tools import find_tool
 from .cpus import SimulationError
 
 __all__ = ["KernelArg", "KernelCall", "KernelTrace", "kernel_calls", "build_program", "trace_program", "Program"]
@@ -103,17 +103,11 @@ def kernel_calls(lowered, executable) -> list[KernelCall]:
 
 
 def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise SimulationError(f"simulated latency needs {name}; install it with 'apt-get install {package}'")
-    return path
+    return find_tool(name, package, SimulationError, "simulated latency")
 
 
 def _qemu(arch: str) -> str:
-    for name in _QEMU[arch]:
-        if shutil.which(name):
-            return shutil.which(name)
-    raise SimulationError(f"simulated latency needs {_QEMU[arch][0]}; install it with 'apt-get install qemu-user'")
+    return find_tool(_QEMU[arch], "qemu-user-static", SimulationError, "simulated latency")
 
 
 def _ffi_include() -> str:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .._tools import find_tool
 
 __all__ = ["DEFAULT_ROOT", "build_root", "server_command", "main"]
 
@@ -34,10 +35,7 @@ WHEELS = ("apache-tvm", "numpy", "ml_dtypes", "psutil", "cloudpickle", "tornado"
 QEMU = "qemu-aarch64-static"
 
 def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise SystemExit(f"arm_emulator: {tool} is missing; install it with 'apt-get install {package}'")
-    return path
+    return find_tool(tool, package, SystemExit, "arm_emulator")
 
 
 def site_dir(root: Path) -> Path:
