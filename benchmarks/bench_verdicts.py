@@ -40,7 +40,7 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
-from labnas.search.objective import spec_key  # noqa: E402
+from labnas.search.objective import layer_params, spec_key  # noqa: E402
 from labnas.search.study import create_or_load_study, open_storage  # noqa: E402
 from labnas.timing.core_latency import placement_labels  # noqa: E402
 from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
@@ -55,14 +55,7 @@ def candidate_params(space, count: int, seed: int) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        p = {}
-        for i in space.layers:
-            p[f"L{i:02d}_binarizer"] = layers[i].binarizer
-            if layers[i].binarizer == "lab" and len(space.lab_kernels) > 1:
-                p[f"L{i:02d}_lab_kernel"] = layers[i].lab_kernel
-            if len(space.layer_kernels(i)) > 1:
-                p[f"L{i:02d}_kernel"] = layers[i].kernel
-        params.append(p)
+        params.append(layer_params(space, layers))
     return params
 
 

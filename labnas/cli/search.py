@@ -97,7 +97,9 @@ def run_search_cli(args: argparse.Namespace) -> int:
     remote = remote_from_args(args)
     check_before_compiling(target, remote)
     if args.latency is None:  # a board target without its board is simulated; everything else is measured
-        args.latency = "simulate" if (remote is None and target.is_remote_only and target.cpu_model) else "measure"
+        from ..latency.source import simulation_model
+
+        args.latency = "simulate" if simulation_model(target, remote) is not None else "measure"
     if args.latency == "simulate":
         from ..search.objective import simulated_cpu
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 from ..simulation import CpuModel, SimulationError, get_cpu_model, simulate
 from ..timing import LatencyResult
 
-__all__ = ["simulation_model", "simulated_latency", "SOURCES"]
-
-#: The latency sources a search or a profile can use ("lut" predicts from a block table built by one of these).
-SOURCES = ("measure", "simulate")
+__all__ = ["simulation_model", "simulated_latency", "SimulationError"]
 
 
 def simulation_model(target, remote=None) -> CpuModel | None:
@@ -37,6 +34,3 @@ def simulated_latency(compiled, cpu: CpuModel, threads: int | None = None, progr
               "scheduling_model": cpu.mca_cpu, "kernels_simulated_now": sim.simulated_now}
     return LatencyResult(sim.ms, sim.ms, sim.ms, [sim.ms], sim.threads, compiled.target.name, device, kernels=kernels,
                          source="simulated", cpu_model=cpu.name)
-
-
-__all__ += ["SimulationError"]

@@ -23,7 +23,7 @@ import numpy as np
 from ..models import LayerSpec, create_model
 from ..space import SearchSpace
 
-__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "hypervolume", "MAX_EXHAUSTIVE",
+__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "noise_range", "hypervolume", "MAX_EXHAUSTIVE",
            "NOISE_FLOOR"]
 
 #: The smallest relative latency difference taken as an order (run-to-run spread of one candidate's latency on a shared
@@ -71,6 +71,15 @@ def pareto_mask(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
     return keep
 
 
+def noise_range(latency: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None,
+                floor: float = NOISE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """Each latency as the range its order is known to: its timing's ``low..high`` (p10..p90), widened to at least
+    ``latency x (1 -+ floor)``."""
+    low = latency if low is None else np.minimum(low, latency)
+    high = latency if high is None else np.maximum(high, latency)
+    return np.minimum(low, latency * (1 - floor)), np.maximum(high, latency * (1 + floor))
+
+
 def pareto_mask_within_noise(accuracy: np.ndarray, latency: np.ndarray, low: np.ndarray | None = None,
                              high: np.ndarray | None = None, floor: float = NOISE_FLOOR) -> np.ndarray:
     """The Pareto front (accuracy up, latency down) where latencies are ordered only beyond their noise.
@@ -80,9 +89,7 @@ def pareto_mask_within_noise(accuracy: np.ndarray, latency: np.ndarray, low: np.
     below the end of i's), and either more accurate or faster beyond noise (its range ends below the start of i's).
     So a point is dropped only for a reason the timing can tell: neighbours whose order is noise are both kept
     unless one of them is also more accurate, which then wins (same speed within noise, better accuracy)."""
-    low = latency if low is None else np.minimum(low, latency)
-    high = latency if high is None else np.maximum(high, latency)
-    lo, hi = np.minimum(low, latency * (1 - floor)), np.maximum(high, latency * (1 + floor))
+    lo, hi = noise_range(latency, low, high, floor)
     keep = np.ones(len(accuracy), bool)
     for i in range(len(accuracy)):
         dominated = (accuracy >= accuracy[i]) & (lo <= hi[i]) & ((accuracy > accuracy[i]) | (hi < lo[i]))

@@ -26,7 +26,7 @@ from ..timing.remote import RemoteSpec
 from ..tvm.targets import TARGETS, TargetPreset
 from .record import store
 
-__all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "spec_key", "OBJECTIVES", "watch_interrupts"]
+__all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "layer_params", "spec_key", "OBJECTIVES", "watch_interrupts"]
 
 #: Set when Ctrl-C arrives during a search. TVM turns a KeyboardInterrupt raised while it compiles or
 #: times into a RuntimeError with an empty message; this flag tells the objective it was an interrupt.
@@ -128,6 +128,18 @@ def sample_layers(trial: optuna.Trial, space: SearchSpace) -> list[LayerSpec]:
         kernel = trial.suggest_categorical(f"L{i:02d}_kernel", kernels) if len(kernels) > 1 else kernels[0]
         layers[i] = LayerSpec(binarizer=binarizer, lab_kernel=lab_kernel, kernel=kernel)
     return layers
+
+
+def layer_params(space: SearchSpace, layers: list[LayerSpec]) -> dict:
+    """The Optuna parameters :func:`sample_layers` suggests for ``layers`` (to enqueue a chosen spec as a trial)."""
+    params = {}
+    for i in space.layers:
+        params[f"L{i:02d}_binarizer"] = layers[i].binarizer
+        if layers[i].binarizer == "lab" and len(space.lab_kernels) > 1:
+            params[f"L{i:02d}_lab_kernel"] = layers[i].lab_kernel
+        if len(space.layer_kernels(i)) > 1:
+            params[f"L{i:02d}_kernel"] = layers[i].kernel
+    return params
 
 
 def spec_key(layers: list[LayerSpec]) -> str:

@@ -85,7 +85,7 @@ def front_quality(df, plan: dict) -> dict:
     """How the measured front compares with the predicted one (a front search, :func:`labnas.search.study.plan_front`):
     the measured front's size and hypervolume (same reference point as the prediction's) and how many neighbouring
     points of it are ties, i.e. their timings' p10..p90 ranges overlap, so their order is within noise."""
-    from .front import hypervolume, pareto_mask_within_noise
+    from .front import hypervolume, noise_range, pareto_mask_within_noise
 
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()] if not df.empty and "accuracy" in df else df.iloc[0:0]
     if "duplicate_of" in done:
@@ -96,10 +96,10 @@ def front_quality(df, plan: dict) -> dict:
     ref_acc, ref_lat = plan["reference_point"]
     low = done.latency_p10_ms.to_numpy(float) if "latency_p10_ms" in done else None
     high = done.latency_p90_ms.to_numpy(float) if "latency_p90_ms" in done else None
-    front = done[pareto_mask_within_noise(acc, lat, low, high)].sort_values("latency_ms")
-    f_lat = front.latency_ms.to_numpy(float)
-    lo = np.minimum(front.latency_p10_ms.to_numpy(float), f_lat * 0.97) if low is not None else f_lat * 0.97
-    hi = np.maximum(front.latency_p90_ms.to_numpy(float), f_lat * 1.03) if high is not None else f_lat * 1.03
+    on_front = pareto_mask_within_noise(acc, lat, low, high)
+    order = np.argsort(lat[on_front], kind="stable")
+    lo, hi = (r[on_front][order] for r in noise_range(lat, low, high))
+    front = done[on_front].iloc[order]
     ties = int(np.sum(hi[:-1] >= lo[1:]))
     return {"measured": int(len(done)), "measured_front": int(len(front)), "front_ties_within_noise": ties,
             "front_trials": [int(t) for t in front.trial], "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}

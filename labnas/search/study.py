@@ -354,7 +354,7 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
     ``limit``: measure at most this many front members, spread evenly along the front (its two ends included);
     ``None``: all of them. The prediction and its quality figures go to the study's user attr ``front_search``."""
     from .front import hypervolume, predict_space
-    from .objective import spec_key
+    from .objective import layer_params, spec_key
 
     table, path = front_table(space, config, progress)
     predicted = predict_space(space, table, estimator)
@@ -368,15 +368,7 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
         layers = predicted.layers(int(n))
         if spec_key(layers) in seen:
             continue
-        params = {}
-        for i in space.layers:
-            layer = layers[i]
-            params[f"L{i:02d}_binarizer"] = layer.binarizer
-            if layer.binarizer == "lab" and len(space.lab_kernels) > 1:
-                params[f"L{i:02d}_lab_kernel"] = layer.lab_kernel
-            if len(space.layer_kernels(i)) > 1:
-                params[f"L{i:02d}_kernel"] = layer.kernel
-        study.enqueue_trial(params, user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
+        study.enqueue_trial(layer_params(space, layers), user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
         queued += 1
     study.set_user_attr("front_search", {
         "space_size": len(predicted.accuracy), "predicted_front": len(full), "front_measured_at_most": len(front),
