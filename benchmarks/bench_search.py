@@ -1,12 +1,15 @@
 """Is the main command's front the true one, the same every run? The front search against TPE, on this machine.
 
-Runs the default search (``labnas search --budget-ms 20``: the ``bireal18_placement`` space, published estimator,
-sampler ``front``) ``--seeds`` times into temporary folders (the block table is built by the first run and reused,
-as a user's second run would), and the same search with TPE as it was before (``--sampler tpe``, 14 trials). For
-each run: distinct candidates timed, wall time, the measured front's placements, and its hypervolume against the
-exhaustive front, i.e. the predicted front of all 65,536 placements, each point at its measured latency (the median
-over the runs that timed it) and its accuracy. Between the front runs: the share of placements their fronts have in
-common. One row per run in ``results/benchmarks/bench_search.csv``.
+Runs the main command (``labnas search --budget-ms 20``: the ``bireal18_placement`` space, published estimator,
+sampler ``front``) ``--seeds`` times, each as a first run on a fresh machine would (a new, empty labnas cache: the
+kernel strategies, the reference calibration and the block table are all made by that run, inside its wall time);
+then, reusing the last run's table, the exhaustive reference (every member of the predicted front timed:
+``--trials`` = the front's size) and the search with TPE as it was before (``--sampler tpe``, 14 trials). Each run
+is the CLI in its own process, as a user runs it. For each run: distinct candidates timed, wall time, the measured
+front's placements, and its hypervolume against the exhaustive front (the predicted front of all 65,536 placements,
+each point at its measured latency, the median over the runs that timed it, and its accuracy). Between the front
+runs: the share of placements their fronts within noise have in common. One row per run in
+``results/benchmarks/bench_search.csv``, every trial in ``bench_search_trials.csv``.
 
     python benchmarks/bench_search.py
 """
@@ -26,7 +29,7 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.models import ArchSpec  # noqa: E402
-from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
+from labnas.search import SearchConfig, load_space  # noqa: E402
 from labnas.search.objective import spec_key  # noqa: E402
 from labnas.search.front import hypervolume, pareto_mask_within_noise, predict_space  # noqa: E402
 from labnas.search.study import front_table, make_estimator  # noqa: E402
@@ -49,35 +52,55 @@ def measured_front(trials: pd.DataFrame) -> pd.DataFrame:
                                          done.latency_p10_ms.to_numpy(float), done.latency_p90_ms.to_numpy(float))]
 
 
-def analyse(all_trials: pd.DataFrame, walls: dict[str, float], space, table, estimator, facts: dict, threads) -> pd.DataFrame:
-    """One row per run from every run's trials (``all_trials`` with a ``run`` column)."""
-    predicted = predict_space(space, table, estimator)
-    done = all_trials[all_trials.state == "COMPLETE"]
+def analyse(all_trials: pd.DataFrame, walls: dict[str, float], facts: dict, threads) -> pd.DataFrame:
+    """One row per run from every run's trials (``all_trials`` with a ``run`` column). The exhaustive front is the
+    run labelled "exhaustive front" (every member of a predicted front timed), each point at the median of its
+    measured latencies over all runs; the hypervolume's reference point is the least accurate candidate timed and
+    1.1 x the slowest timing, the same for every run."""
+    done = all_trials[(all_trials.state == "COMPLETE") & all_trials.accuracy.notna()]
+    if "duplicate_of" in done:
+        done = done[done.duplicate_of.isna()]
     measured: dict[str, list[float]] = {}
     for spec, latency in zip(done.spec, done.latency_ms):
         measured.setdefault(key_of(spec), []).append(float(latency))
-    # the exhaustive front: the predicted front of the whole space, each point at its measured latency (median over runs)
-    exhaustive = predicted.front()
-    keys = [spec_key(predicted.layers(int(n))) for n in exhaustive]
-    timed = [(predicted.accuracy[n], float(np.median(measured[k]))) for n, k in zip(exhaustive, keys) if k in measured]
-    ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
-    hv_exhaustive = hypervolume(np.array([a for a, _ in timed]), np.array([l for _, l in timed]), ref_acc, ref_lat)
+    accuracy = {key_of(spec): float(a) for spec, a in zip(done.spec, done.accuracy)}
+    keys = sorted({key_of(spec) for spec in done[done.run == "exhaustive front"].spec})
+    ref_acc, ref_lat = float(done.accuracy.min()), 1.1 * float(done.latency_ms.max())
+    hv_exhaustive = hypervolume(np.array([accuracy[k] for k in keys]), np.array([np.median(measured[k]) for k in keys]), ref_acc, ref_lat)
     fronts = {run: {key_of(spec) for spec in measured_front(part).spec} for run, part in all_trials.groupby("run", sort=False)}
     rows = []
-    for run, part in all_trials.groupby("run", sort=False):
-        ok = part[(part.state == "COMPLETE") & part.accuracy.notna()]
-        distinct = ok[ok.duplicate_of.isna()] if "duplicate_of" in ok else ok
-        hv = hypervolume(distinct.accuracy.to_numpy(float), distinct.latency_ms.to_numpy(float), ref_acc, ref_lat)
-        others = [o for o in fronts if o != run and o.startswith("front")]
+    for run, part in done.groupby("run", sort=False):
+        hv = hypervolume(part.accuracy.to_numpy(float), part.latency_ms.to_numpy(float), ref_acc, ref_lat)
+        others = [o for o in fronts if o != run and o.startswith("front seed")]
         overlaps = [len(fronts[run] & fronts[o]) / max(len(fronts[run]), len(fronts[o]), 1) for o in others]
-        rows.append({"run": run, "sampler": run.split()[0], "distinct_candidates": len(distinct), "wall_s": walls.get(run),
-                     "exhaustive_front_members_timed": len(set(map(key_of, distinct.spec)) & set(keys)),
+        rows.append({"run": run, "sampler": "tpe" if run.startswith("tpe") else "front", "distinct_candidates": len(part),
+                     "wall_s": walls.get(run), "exhaustive_front_members_timed": len(set(map(key_of, part.spec)) & set(keys)),
                      "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
                      "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
-                     "exhaustive_front": len(exhaustive), "space_size": len(predicted.accuracy),
-                     "front_placements": " ".join(sorted(fronts[run])),
+                     "exhaustive_front": len(keys), "front_placements": " ".join(sorted(fronts[run])),
                      "cpu": facts["cpu"], "isa": facts["isa"], "threads": threads, "date": time.strftime("%Y-%m-%d")})
     return pd.DataFrame(rows)
+
+
+def cli_search(label: str, extra: list[str], cache: Path, root: Path, args, walls: dict[str, float]) -> pd.DataFrame:
+    """``labnas search`` in its own process with labnas' cache at ``cache``; its trials, labelled ``label``; its wall
+    time (process start to exit) in ``walls``."""
+    import subprocess
+
+    from labnas.results import load_results
+
+    study = label.replace(" ", "-")
+    command = [sys.executable, "-c", "import sys; from labnas.cli import main; sys.exit(main())", "search",
+               "--budget-ms", f"{args.budget_ms:g}", "--space", args.space, "--study", study, "--results", str(root), *extra]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env={**os.environ, "LABNAS_CACHE": str(cache)}, capture_output=True, text=True)
+    walls[label] = round(time.perf_counter() - start, 1)
+    if done.returncode != 0:
+        raise SystemExit(f"{label}: labnas search failed:\n{done.stderr[-2000:]}")
+    print(f"{label}: {walls[label]:.0f} s", file=sys.stderr, flush=True)
+    return load_results(root / study).trials.assign(run=label)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,21 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parts, walls = [], {}
         with tempfile.TemporaryDirectory(prefix="labnas-bench-search-") as tmp:
-            for label, sampler, seed in [*((f"front seed {s}", "front", s) for s in args.seeds), ("tpe seed 0", "tpe", 0)]:
-                config = SearchConfig(budget_ms=args.budget_ms, objectives=space.objectives, target=TARGETS["host"],
-                                      threads=args.threads, seed=seed, sampler=sampler)
-                start = time.perf_counter()
-                trials = None if sampler == "front" else args.tpe_trials  # front: the whole predicted front
-                run = run_search(space, config, f"run-{sampler}-{seed}", Path(tmp), n_trials=trials, progress=False)
-                walls[label] = round(time.perf_counter() - start, 1)
-                parts.append(run.results.trials.assign(run=label))
-                print(f"{label}: {walls[label]:.0f} s", file=sys.stderr, flush=True)
+            runs = [(f"front seed {s}", ["--seed", str(s)], Path(tmp) / f"cache{s}") for s in args.seeds]
+            last_cache = runs[-1][2]
+            for label, extra, cache in runs:
+                parts.append(cli_search(label, extra, cache, Path(tmp), args, walls))
+            os.environ["LABNAS_CACHE"] = str(last_cache)  # the exhaustive front of the table the last run built
+            config = SearchConfig(budget_ms=args.budget_ms, target=TARGETS["host"], threads=args.threads)
+            table, _ = front_table(space, config)
+            table_size = len(predict_space(space, table, make_estimator(space, config, None)).front())
+            parts.append(cli_search("exhaustive front", ["--trials", str(table_size)], last_cache, Path(tmp), args, walls))
+            parts.append(cli_search("tpe seed 0", ["--sampler", "tpe", "--trials", str(args.tpe_trials)], last_cache, Path(tmp), args, walls))
         all_trials = pd.concat(parts)
         out.parent.mkdir(parents=True, exist_ok=True)
         all_trials.to_csv(trials_path, index=False)
-    config = SearchConfig(budget_ms=args.budget_ms, target=TARGETS["host"], threads=args.threads)
-    table, _ = front_table(space, config)
-    df = analyse(all_trials, walls, space, table, make_estimator(space, config, None), facts, args.threads or os.cpu_count())
+    df = analyse(all_trials, walls, facts, args.threads or os.cpu_count())
     df.to_csv(out, index=False)
     print(df.drop(columns=["front_placements", "cpu", "isa"]).to_string(index=False))
     return 0

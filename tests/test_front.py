@@ -93,10 +93,35 @@ def test_the_table_is_built_once_then_reused_and_only_the_front_is_measured(tmp_
     settings = json.loads((run.path / "study.json").read_text())
     plan = settings["front_search"]
     trials = pd.read_csv(run.path / "trials.csv")
-    assert plan["space_size"] == 4 and 1 <= plan["predicted_front"] <= 4
-    assert len(trials) == plan["predicted_front"]  # the predicted front, measured; nothing else
+    assert plan["space_size"] == 4 and 1 <= plan["predicted_front_beyond_noise"] <= plan["predicted_front"] <= 4
+    assert len(trials) == plan["predicted_front_beyond_noise"]  # the predicted front up to noise, measured; nothing else
     assert trials.latency_predicted_ms.notna().all()
     assert plan["measured_front"] >= 1 and plan["measured_hypervolume"] >= 0
+
+
+def test_thinning_a_front_keeps_the_fewest_members_that_cover_it_within_noise():
+    from labnas.search.front import thin_within_noise
+
+    acc = np.array([0.50, 0.51, 0.52, 0.60, 0.61])
+    lat = np.array([5.0, 5.05, 5.1, 6.0, 6.1])
+    # 0.61 @ 6.1 covers 0.60 @ 6.0 (1.7 % faster); 0.52 @ 5.1 covers the two below it (within 2 %)
+    keep = thin_within_noise(acc, lat, 0.03)
+    assert keep.tolist() == [False, False, True, False, True]
+    for n in np.flatnonzero(~keep):  # every dropped member has a kept one at least as accurate, at most 3 % slower
+        assert any(acc[k] >= acc[n] and lat[k] <= 1.03 * lat[n] for k in np.flatnonzero(keep))
+    assert thin_within_noise(acc, lat, 0.0).all()  # no noise: the whole front
+
+
+def test_a_measurement_limit_prefers_the_front_beyond_noise_then_spreads_over_the_rest():
+    from labnas.search.study import _spread
+
+    full = np.array([10, 11, 12, 13, 14, 15, 16])
+    preferred = np.array([11, 14, 16])
+    assert _spread(preferred, full, 2).tolist() == [11, 16]  # fewer: spread over the preferred, ends kept
+    assert _spread(preferred, full, 3).tolist() == [11, 14, 16]
+    five = _spread(preferred, full, 5)
+    assert len(five) == 5 and set(preferred) <= set(five.tolist()) and five.tolist() == sorted(five.tolist(), key=full.tolist().index)
+    assert _spread(preferred, full, 99).tolist() == full.tolist()
 
 
 def test_a_front_within_noise_keeps_ties_and_drops_what_the_timing_can_tell():

@@ -32,8 +32,9 @@ def add_search_parser(sub) -> None:
                    "'labnas list' shows them")
     p.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
-    p.add_argument("--trials", type=int, help="distinct candidates to measure: with the front sampler at most this many "
-                   "members of the predicted front (default: all of it), with tpe / nsga2 the study's size (default 14)")
+    p.add_argument("--trials", type=int, help="distinct candidates to measure: with the front sampler this many members "
+                   "of the predicted front (default: its members that differ beyond timing noise), with tpe / nsga2 the "
+                   "study's size (default 14)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--study", help="study name (default: SPACE-TARGET-BUDGETms); re-running it resumes")
     p.add_argument("--storage", help="Optuna storage: sqlite:///..., postgresql://..., or a journal file *.log "
@@ -146,7 +147,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
     console.print(f"study {study_name}: space {space.name} ({space.family}, {len(space.layers)} searched layers), "
                   f"target {target.name}, budget {args.budget_ms:g} ms, "
                   + (f"{args.trials} trials" if args.sampler != "front" else
-                     "front search" + (f" (at most {args.trials} front members)" if args.trials else "")))
+                     "front search" + (f" ({args.trials} front members)" if args.trials else "")))
     try:
         run = run_search(
             space, config, study_name, Path(args.results), storage_url=args.storage, n_trials=args.trials,
@@ -191,7 +192,8 @@ def _summary(console, res, budget_ms: float) -> None:
     if plan:
         ratio = plan.get("measured_hypervolume", 0) / plan["predicted_hypervolume"] if plan.get("predicted_hypervolume") else float("nan")
         console.print(f"front search: all {plan['space_size']:,} candidates predicted from the block table in {plan['predict_s']:.1f} s; "
-                      f"predicted front {plan['predicted_front']}, {plan.get('measured', 0)} measured, measured front "
+                      f"predicted front {plan['predicted_front']} ({plan.get('predicted_front_beyond_noise', plan['predicted_front'])} apart beyond noise), "
+                      f"{plan.get('measured', 0)} measured, measured front "
                       f"{plan.get('measured_front', 0)} ({plan.get('front_ties_within_noise', 0)} neighbours tied within noise); "
                       f"hypervolume measured / predicted {ratio:.3f}")
     for note in (summary.calibration_note(), summary.budget_note(budget_ms)):

@@ -284,9 +284,9 @@ def build_table(
     measured again first). Everything is compiled first, then timed in ``timings`` passes and the lowest figure
     kept. ``progress(what, done, total)`` is called after each compile and each timing.
     """
-    from ..timing import reference_for
+    from ..timing import exclusive_timing, reference_for, shared_training
     from ..timing.measure import measure_in_passes
-    from ..tvm import compile_model
+    from ..tvm.compile_pool import compile_many
 
     unique, calibration = space_units(space, fit_networks)
     modules = [(unit.summary, unit.module.eval(), unit.input_shape) for unit in unique.values()]
@@ -296,11 +296,12 @@ def build_table(
     total = len(modules) * (1 + passes)
     started = time.time()
     reference = reference_for(target, threads, remote, recalibrate)
-    compiled = []
-    for done, (what, module, shape) in enumerate(modules, 1):
-        compiled.append(compile_model(module, shape, target, threads=threads))
-        if progress:
-            progress(f"compile {what}", done, total)
+    # compiled side by side on this machine's cores when the target runs here (labnas.tvm.compile_pool)
+    local = remote is None and not target.is_remote_only
+    outcomes = compile_many([(module, shape) for _, module, shape in modules], target, threads=threads,
+                            compile_lock=shared_training if local else None, timing_lock=exclusive_timing if local else None,
+                            progress=(lambda done: progress(f"compiled {done} of {len(modules)} blocks and networks", done, total)) if progress else None)
+    compiled = [outcome.compiled for outcome in outcomes]
 
     def timed(p: int, i: int) -> None:
         if progress:

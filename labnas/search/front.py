@@ -23,7 +23,7 @@ import numpy as np
 from ..models import LayerSpec, create_model
 from ..space import SearchSpace
 
-__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "noise_range", "hypervolume", "MAX_EXHAUSTIVE",
+__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "thin_within_noise", "noise_range", "hypervolume", "MAX_EXHAUSTIVE",
            "NOISE_FLOOR"]
 
 #: The smallest relative latency difference taken as an order (run-to-run spread of one candidate's latency on a shared
@@ -57,6 +57,12 @@ class PredictedSpace:
         idx = np.flatnonzero(pareto_mask(self.accuracy, self.latency_ms))
         return idx[np.argsort(self.latency_ms[idx], kind="stable")]
 
+    def front_beyond_noise(self, floor: float = NOISE_FLOOR) -> np.ndarray:
+        """The predicted front thinned to members whose latencies differ beyond noise (:func:`thin_within_noise`),
+        by increasing latency: the candidates worth timing."""
+        front = self.front()
+        return front[thin_within_noise(self.accuracy[front], self.latency_ms[front], floor)]
+
 
 def pareto_mask(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
     """True where no other point has higher-or-equal accuracy at lower-or-equal latency (and one of them strictly).
@@ -68,6 +74,24 @@ def pareto_mask(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
         if accuracy[n] > best:
             keep[n] = True
             best = accuracy[n]
+    return keep
+
+
+def thin_within_noise(accuracy: np.ndarray, latency: np.ndarray, floor: float = NOISE_FLOOR) -> np.ndarray:
+    """Of a Pareto front (accuracy and latency rising together), the fewest members such that every member is
+    matched by a kept one at least as accurate and at most ``floor`` slower (relative): the front up to noise.
+
+    Greedy from the most accurate end, which is optimal along a one-dimensional front: keep the most accurate member
+    left, drop every member within ``floor`` of its latency (they are as fast within noise and less accurate), repeat.
+    Where LAB's cost per layer is below a timing's spread, dozens of predicted front members differ only by noise;
+    timing them all orders nothing, so only these are timed. Returns a boolean mask over the given members."""
+    keep = np.zeros(len(accuracy), bool)
+    order = np.lexsort((latency, -accuracy))  # most accurate first; of equal accuracy the fastest
+    bound = np.inf  # members at or above this latency are covered by a kept one
+    for n in order:
+        if latency[n] < bound:
+            keep[n] = True
+            bound = latency[n] / (1 + floor)
     return keep
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -222,6 +223,7 @@ class Objective:
         self.target = config.target
         self._reference = None  # labnas.timing.CalibratedReference, made on first use
         self.table = None
+        self._ahead: dict = {}  # spec key -> labnas.tvm.compile_pool.CompileOutcome (compile_ahead)
         self.cpu = None  # the CPU model of a simulated search (labnas.simulation.CpuModel)
         if config.latency == "simulate":
             self.cpu = simulated_cpu(self.target, config.remote)
@@ -249,16 +251,39 @@ class Objective:
                     study.set_user_attr("reference_calibration", self._reference.record())
         return self._reference
 
+    def compile_ahead(self, layer_choices: list[list[LayerSpec]], progress: bool = True) -> int:
+        """Compile the deployment networks of trials already planned (a front search's queue) side by side on this
+        machine's cores (:mod:`labnas.tvm.compile_pool`); their trials then only time them. Only for latency
+        measured on this machine with more than one core; returns how many were compiled. A network that fails
+        here is compiled again by its trial, which records the error as a failed trial."""
+        from ..tvm.compile_pool import can_compile_in_parallel, compile_many
+
+        if self.config.latency != "measure" or not self._times_here or len(layer_choices) < 2 or not can_compile_in_parallel(self.target):
+            return 0
+        started = time.perf_counter()
+        specs = [self.space.deploy_spec(layers) for layers in layer_choices]
+        if progress:
+            print(f"compiling the {len(specs)} planned networks on every core", file=sys.stderr, flush=True)
+        outcomes = compile_many([(create_model(spec).eval(), (1, *self.space.deploy_input)) for spec in specs], self.target,
+                                threads=self.config.threads, keep_going=True, compile_lock=shared_training, timing_lock=exclusive_timing)
+        self._ahead = {spec_key(layers): outcome for layers, outcome in zip(layer_choices, outcomes) if outcome.compiled is not None}
+        if progress:
+            print(f"compiled {len(self._ahead)} of {len(specs)} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        return len(self._ahead)
+
     # -- pieces --------------------------------------------------------------------------------
     @property
     def _times_here(self) -> bool:
         return self.config.remote is None and not self.target.is_remote_only
 
-    def measure_latency(self, model, study: optuna.Study) -> tuple:
+    def measure_latency(self, model, study: optuna.Study, key: str | None = None) -> tuple:
         """Compile the deployment network for the target and time it there: (LatencyResult, compile seconds,
-        the compiled network).
+        the compiled network). A network compiled ahead (:meth:`compile_ahead`, by spec ``key``) is only timed.
 
         On this machine the timing holds the host lock exclusively (no worker trains or times meanwhile)."""
+        ahead = self._ahead.pop(key, None) if key is not None else None
+        if ahead is not None:
+            return time_compiled(ahead.compiled, self.config, self._lock, self.reference(study)), ahead.seconds, ahead.compiled
         return measure_deploy_latency(model, self.space, self.target, self.config, self._lock, self.reference(study))
 
     @property
@@ -284,7 +309,7 @@ class Objective:
             store(trial, latency_ms=result.median_ms, latency_source="simulated", cpu_model=self.cpu.name,
                   threads=result.threads, compile_s=round(compile_s, 2))
             return result.median_ms
-        latency, compile_s, compiled = self.measure_latency(model, trial.study)
+        latency, compile_s, compiled = self.measure_latency(model, trial.study, trial.user_attrs.get("spec_key"))
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin, self.config.retime_margin_above):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")
             retimed = []

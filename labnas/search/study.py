@@ -262,8 +262,9 @@ def run_search(
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
     study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
+    queued_layers = []
     if config.sampler == "front":  # n_trials caps the measured front members (None: the whole predicted front)
-        n_trials = plan_front(study, space, config, estimator, progress, limit=n_trials)
+        n_trials, queued_layers = plan_front(study, space, config, estimator, progress, limit=n_trials)
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
@@ -272,6 +273,7 @@ def run_search(
         if remaining and workers <= 1:
             _set_worker_threads(1)
             objective = Objective(space, estimator, config, on_phase=bar.phase, study=study)
+            objective.compile_ahead(queued_layers, progress)  # the planned trials' networks, on every core at once
             stop = _StopWhenDone(n_trials, space.size(), bar.finished)
             # n_trials=None: trials go on until the callback stops them (repeats do not count) or the timeout
             study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
@@ -307,10 +309,18 @@ def front_possible(space: SearchSpace, latency: str, estimator_name_: str) -> st
     return ""
 
 
+#: Random calibration networks of a front search's table, besides all-sign and all-LAB (:func:`front_table`).
+FRONT_FIT_NETWORKS = 2
+
+
 def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True):
     """The space's block latency table for the config's target and threads: loaded from labnas' cache folder, or
-    built (every unique block and 8 calibration networks timed, a few minutes) and cached there. A table built for
-    other kernel code, threads or another CPU is refused by the loader and rebuilt."""
+    built (every unique block and :data:`FRONT_FIT_NETWORKS` + 2 calibration networks timed, a minute or two) and
+    cached there. A table built for other kernel code, threads or another CPU is refused by the loader and rebuilt.
+
+    Fewer calibration networks than ``labnas profile --lut`` fits its tables with: the front is chosen by the
+    table's relative block costs, which the fit (a scale and an offset) does not reorder, and the front's members
+    are then timed end to end; the fit only places the budget line among the predictions."""
     from .._cache import cache_dir
     from ..latency import LatencyTable, TableError, build_table, table_path
 
@@ -331,7 +341,8 @@ def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True)
     from ..timing import TimingDisturbed
 
     try:
-        table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=config.recalibrate)
+        table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=config.recalibrate,
+                            fit_networks=FRONT_FIT_NETWORKS)
     except TimingDisturbed as err:
         # A reference slower than its cached calibration with no other load seen is a calibration this host no longer
         # reproduces (a VM's slow spell outlasting a fast one): measure it again, once, and build on that scale.
@@ -339,7 +350,8 @@ def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True)
               "and building once more", file=sys.stderr, flush=True)
         time.sleep(5)
         try:
-            table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=True)
+            table = build_table(space, target, config.remote, config.threads, progress=say, recalibrate=True,
+                                fit_networks=FRONT_FIT_NETWORKS)
         except TimingDisturbed as again:
             raise SearchError(f"the block latency table of {space.name} could not be timed: {again}") from None
     table.save(path)
@@ -347,40 +359,61 @@ def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True)
 
 
 def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, estimator, progress: bool = True,
-               limit: int | None = None) -> int:
+               limit: int | None = None) -> tuple[int, list]:
     """Enqueue the predicted Pareto front of the whole space (:mod:`labnas.search.front`) as the study's next trials;
-    return the number of distinct finished trials the study should hold once they are measured.
+    return the number of distinct finished trials the study should hold once they are measured, and the layer
+    choices (``list[LayerSpec]``) of the trials it enqueued.
 
-    ``limit``: measure at most this many front members, spread evenly along the front (its two ends included);
-    ``None``: all of them. The prediction and its quality figures go to the study's user attr ``front_search``."""
+    The members measured are the predicted front up to noise (:func:`labnas.search.front.thin_within_noise`: each
+    member left out is matched by a measured one at least as accurate and at most 3 % slower, a difference one timing
+    cannot order). ``limit``: measure this many members: fewer are spread evenly along that front (its two ends
+    included); more add members of the full predicted front, spread evenly; ``None``: the front up to noise. The
+    prediction and its quality figures go to the study's user attr ``front_search``."""
     from .front import hypervolume, predict_space
     from .objective import layer_params, spec_key
 
     table, path = front_table(space, config, progress)
     predicted = predict_space(space, table, estimator)
-    full = front = predicted.front()
-    if limit is not None and limit < len(front):
-        front = front[np.unique(np.round(np.linspace(0, len(front) - 1, max(limit, 1))).astype(int))]
+    full = predicted.front()
+    front = beyond_noise = predicted.front_beyond_noise()
+    if limit is not None:
+        front = _spread(beyond_noise, full, limit)
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
     seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}
-    queued = 0
+    queued_layers = []
     for n in front:
         layers = predicted.layers(int(n))
         if spec_key(layers) in seen:
             continue
         study.enqueue_trial(layer_params(space, layers), user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
-        queued += 1
+        queued_layers.append(layers)
+    queued = len(queued_layers)
     study.set_user_attr("front_search", {
-        "space_size": len(predicted.accuracy), "predicted_front": len(full), "front_measured_at_most": len(front),
+        "space_size": len(predicted.accuracy), "predicted_front": len(full), "predicted_front_beyond_noise": len(beyond_noise),
+        "front_measured_at_most": len(front),
         "predict_s": round(predicted.seconds, 2),
         "reference_point": [ref_acc, ref_lat],
         "predicted_hypervolume": hypervolume(predicted.accuracy, predicted.latency_ms, ref_acc, ref_lat),
         "table": str(path), "table_fit": {"scale": table.meta.get("scale"), "overhead_ms": table.meta.get("overhead_ms")},
     })
     print(f"predicted all {len(predicted.accuracy):,} candidates in {predicted.seconds:.1f} s: the predicted front has "
-          f"{len(full)}; measuring {queued} of them ({len(front) - queued} measured before"
+          f"{len(full)}, {len(beyond_noise)} apart beyond noise; measuring {queued} ({len(front) - queued} measured before"
           f"{f', at most {limit} asked' if limit is not None else ''})", file=sys.stderr, flush=True)
-    return _finished(study) + queued
+    return _finished(study) + queued, queued_layers
+
+
+def _spread(preferred: np.ndarray, full: np.ndarray, count: int) -> np.ndarray:
+    """``count`` members: spread evenly over ``preferred`` when it holds more, else all of it and the rest spread over
+    the members of ``full`` it lacks; in ``full``'s order."""
+    def even(members: np.ndarray, k: int) -> np.ndarray:
+        if k >= len(members):
+            return members
+        return members[np.unique(np.round(np.linspace(0, len(members) - 1, max(k, 1))).astype(int))]
+
+    if count <= len(preferred):
+        return even(preferred, count)
+    chosen = set(preferred.tolist()) | set(even(np.setdiff1d(full, preferred, assume_unique=True), count - len(preferred)).tolist())
+    return np.array([n for n in full if n in chosen], dtype=full.dtype)
 
 
 def remeasure_front(study: optuna.Study, space: SearchSpace, config: SearchConfig) -> dict[str, float]:

@@ -261,8 +261,7 @@ class PopcountChooser:
             elif not np.array_equal(out.numpy(), reference):
                 raise RuntimeError(f"LAB kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
             runs[strategy] = run
-        with self.timing_lock():
-            winner, medians = choose_fastest(runs)
+        winner, medians = choose_fastest(runs)  # under the timing lock _cached_or_measured holds
         return winner, medians[strategies[0]] / medians[winner]
 
     def _answer(self, shape: XnorShape, strategy: str, source: str, speedup: float | None = None) -> tuple[bool, int | None]:
@@ -275,11 +274,16 @@ class PopcountChooser:
         entry = self._read_cache().get(self._cpu_key, {}).get(key)
         if entry:
             return entry["strategy"], "cached", entry.get("speedup")
-        with threads_meanwhile(self.run_threads):
+        # Held from the second look to the write: two processes compiling the same shape at once (a parallel
+        # compile, two search workers) measure it once and then agree on its strategy.
+        with threads_meanwhile(self.run_threads), self.timing_lock():
+            entry = self._read_cache().get(self._cpu_key, {}).get(key)
+            if entry:
+                return entry["strategy"], "cached", entry.get("speedup")
             strategy, speedup = measure()
-        cache = self._read_cache()  # another process may have written meanwhile
-        cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
-        self._write_cache(cache)
+            cache = self._read_cache()  # another process may have written other keys meanwhile
+            cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
+            self._write_cache(cache)
         return strategy, "measured", speedup
 
     @functools.cached_property
@@ -323,8 +327,7 @@ class PopcountChooser:
             elif not np.array_equal(out.numpy(), reference):
                 raise RuntimeError(f"xnor kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
             runs[strategy] = _timer(lib, dev, (a, w, out))
-        with self.timing_lock():
-            winner, medians = choose_fastest(runs)
+        winner, medians = choose_fastest(runs)  # under the timing lock _cached_or_measured holds
         default = CARRY_SAVE if (CARRY_SAVE in medians and not self.target.native_popcount) else NATIVE
         return winner, medians[default] / medians[winner]
 
