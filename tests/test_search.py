@@ -351,7 +351,7 @@ def test_the_trial_record_is_the_one_list_of_columns_and_the_readme_documents_ea
     record = TrialRecord.from_attrs({**trial.user_attrs, "from_an_older_version": 1})
     assert record.accuracy == 0.5 and record.n_lab == 3 and record.latency_ms is None
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Result files"):readme.index("## Python API")]
+    section = readme[readme.index("### The columns of `trials.csv`"):readme.index("## Python API")]
     assert [c for c in CSV_COLUMNS if f"`{c}`" not in section] == []
     assert set(column_meanings()) == set(CSV_COLUMNS)
 
