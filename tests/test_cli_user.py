@@ -176,6 +176,16 @@ def test_a_wheel_install_finds_its_spaces_from_any_directory(tmp_path):
                     ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", "results", "__pycache__", ".venv"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    # When this interpreter is itself a venv, the new venv's "system" packages are the base interpreter's, without
+    # torch: list this environment's site folders in the new venv (plain path lines: their .pth hooks, such as an
+    # editable labnas, do not run, so labnas is the wheel installed below).
+    import site
+    import sysconfig
+
+    inner = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True).stdout.strip())
+    outer = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    (inner / "outer_environment.pth").write_text("".join(f"{d}\n" for d in dict.fromkeys(outer) if Path(d).is_dir()))
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(repo)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"

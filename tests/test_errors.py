@@ -28,3 +28,18 @@ def test_the_cli_prints_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--data-dir" in err and "data_dir" not in err and "{opt:" not in err
+
+
+def test_thread_counts_below_one_are_refused_and_more_than_the_cpus_warned(capsys):
+    import argparse
+    import os
+
+    from labnas.cli.common import thread_count
+
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match=">= 1"):
+            thread_count(bad)
+    assert thread_count("1") == 1 and capsys.readouterr().err == ""
+    many = (os.cpu_count() or 1) + 1
+    assert thread_count(str(many)) == many
+    assert f"--threads {many} is more than this machine's" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 
 from .._errors import for_cli
 
-__all__ = ["UserError", "add_remote_args", "remote_from_args", "require_board", "check_before_compiling", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
+__all__ = ["UserError", "thread_count", "add_remote_args", "remote_from_args", "require_board", "check_before_compiling", "_add_model_args", "_spec_from_args", "_source_from_args", "_parse_shape"]
 
 
 class UserError(Exception):
@@ -21,6 +21,25 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"input shape must look like 3x224x224 (CxHxW), got {text!r}")
     return dims  # type: ignore[return-value]
+
+
+def thread_count(text: str) -> int:
+    """``--threads``: a positive whole number; more than this machine's CPUs is allowed (a board may have more) but
+    warned about, since on this machine the extra threads only wait for a core."""
+    import os
+    import sys
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of threads >= 1, got {text!r} (leave it out for every core)")
+    cores = os.cpu_count() or 1
+    if value > cores:
+        print(f"warning: --threads {value} is more than this machine's {cores} CPUs: timed here, the extra threads wait for "
+              "a core and every latency reads high (fine for a board with more cores)", file=sys.stderr)
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

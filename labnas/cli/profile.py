@@ -10,6 +10,7 @@ from pathlib import Path
 from .._errors import for_cli
 from .common import (
     UserError,
+    thread_count,
     _add_model_args,
     _source_from_args,
     _spec_from_args,
@@ -27,7 +28,7 @@ def add_profile_parser(sub) -> None:
     _add_model_args(p)
     p.add_argument("--target", default="host", help="preset (host, x86, x86-avx512, arm, arm-a76) or a TVM target as JSON")
     add_remote_args(p)
-    p.add_argument("--threads", type=int, help="TVM threads for local runs (default: all cores)")
+    p.add_argument("--threads", type=thread_count, help="TVM threads for local runs (default: all cores)")
     p.add_argument("--repeat", type=int, default=10, help="timed repeats; the median is reported (default 10)")
     p.add_argument("--number", type=int, default=5, help="runs per repeat (default 5)")
     p.add_argument("--emulated", action="store_true", help="label the numbers as from an emulated board (e.g. qemu)")

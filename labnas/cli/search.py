@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._errors import for_cli
-from .common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board
+from .common import UserError, add_remote_args, check_before_compiling, remote_from_args, require_board, thread_count
 from ..space import OBJECTIVE_SETS, PRUNERS
 
 __all__ = ["add_search_parser", "DEFAULT_SPACE"]
@@ -52,7 +52,7 @@ def add_search_parser(sub) -> None:
                    help="multi-fidelity: stop unpromising trained-proxy runs early (Hyperband or successive halving on "
                         "epochs, or the median rule); needs --objectives accuracy; trials record the epochs they reached")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each one torch thread)")
-    p.add_argument("--threads", type=int, help="TVM threads when timing (default: all cores)")
+    p.add_argument("--threads", type=thread_count, help="TVM threads when timing (default: all cores)")
     p.add_argument("--recalibrate", action="store_true",
                    help="time the reference workload's quiet time again before the study uses it (drift correction)")
     p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
