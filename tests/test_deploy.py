@@ -141,7 +141,11 @@ def test_resume_after_kill_minus_nine_gives_the_uninterrupted_weights(tmp_path):
 
 def test_train_refuses_another_runs_folder_and_a_foreign_checkpoint(tmp_path):
     settings = TrainSettings(epochs=1, batch_size=64)
-    train_spec(_small_spec("sign"), settings, tmp_path / "run")
+    train_spec(_small_spec("sign"), settings, tmp_path / "done")
+    assert (tmp_path / "done" / "model.pt").exists() and not (tmp_path / "done" / "last.pt").exists()  # no 100 MB leftover
+    with pytest.raises(TrainError, match="already holds a finished run"):
+        train_spec(_small_spec("sign"), settings, tmp_path / "done")
+    train_spec(_small_spec("sign"), settings, tmp_path / "run", keep_last=True)
     with pytest.raises(TrainError, match="already holds a run"):
         train_spec(_small_spec("sign"), settings, tmp_path / "run")
     with pytest.raises(TrainError, match="another spec or recipe"):
@@ -226,3 +230,18 @@ def test_export_refuses_a_checkpoint_whose_weights_do_not_fit_its_spec(tmp_path,
     err = capsys.readouterr().err
     assert "its weights do not fit its spec" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_without_its_packages_is_refused_before_compiling(tmp_path, monkeypatch):
+    import importlib.util
+
+    from labnas.deploy.export import ExportError, export_model
+    from labnas.tvm import TARGETS
+
+    spec = tmp_path / "spec.json"
+    _small_spec().save(spec)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ExportError, match=r"needs onnxscript: pip install -e '\.\[onnx\]'"):
+        export_model(load_spec_source(str(spec)), TARGETS["host"], tmp_path / "out", onnx=True)
+    assert not (tmp_path / "out").exists()  # refused before anything was compiled or written

@@ -43,3 +43,14 @@ def test_thread_counts_below_one_are_refused_and_more_than_the_cpus_warned(capsy
     many = (os.cpu_count() or 1) + 1
     assert thread_count(str(many)) == many
     assert f"--threads {many} is more than this machine's" in capsys.readouterr().err
+
+
+def test_a_study_name_that_is_a_path_is_refused_before_anything_is_written(tmp_path):
+    from labnas.search import SearchConfig, load_space, run_search
+    from labnas.search.study import SearchError
+
+    for name in ("../../x", "a/b", "..", ""):
+        with pytest.raises(SearchError, match="not a plain name"):
+            run_search(load_space("bireal18_placement"), SearchConfig(budget_ms=20, accuracy="published"), name,
+                       tmp_path / "results", progress=False)
+    assert not (tmp_path / "results").exists() and list(tmp_path.parent.glob("x")) == []

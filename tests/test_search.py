@@ -445,3 +445,21 @@ def test_pruner_needs_a_single_objective(capsys):
 
     assert main(["search", "--budget-ms", "20", "--space", TINY, "--pruner", "hyperband", "--objectives", "accuracy,latency"]) == 2
     assert "needs --objectives accuracy" in capsys.readouterr().err
+
+
+def test_the_progress_bars_best_is_the_trial_best_spec_names():
+    """Most accurate feasible trial; equal accuracy: the faster; equal both: the earlier (results.best_key)."""
+    from labnas.search.results import best_key
+    from labnas.search.study import _Bar
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    attrs = [dict(accuracy=0.5, latency_ms=5.0, feasible=True), dict(accuracy=0.5, latency_ms=4.0, feasible=True),
+             dict(accuracy=0.7, latency_ms=30.0, feasible=False), dict(accuracy=0.5, latency_ms=4.0, feasible=True)]
+    bar = _Bar(4, 0, plain=True)
+    for a in attrs:
+        trial = optuna.trial.create_trial(values=[a["accuracy"], a["latency_ms"]], user_attrs=a)
+        study.add_trial(trial)
+        bar.finished(study, study.trials[-1])
+    assert bar.best[0] == 1  # not 0 (slower), not 2 (over budget), not 3 (a later tie)
+    feasible = [(best_key(a["accuracy"], a["latency_ms"], n), n) for n, a in enumerate(attrs) if a["feasible"]]
+    assert min(feasible)[1] == bar.best[0]

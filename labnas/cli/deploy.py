@@ -29,6 +29,8 @@ def add_deploy_parsers(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for imagefolder (default 2)")
     p.add_argument("--out", help="run folder (default results/train/NAME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--keep-last", action="store_true", help="keep the last epoch's checkpoint (last.pt, with optimizer state) "
+                   "after the run finishes; by default only model.pt stays")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a progress bar")
     p.set_defaults(func=run_train)
 
@@ -81,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
             bar.update(task, completed=epoch, loss=f"{loss:.4f}")
         bar.start()
     try:
-        metrics = train_spec(source.spec, settings, out, resume=args.resume, progress=progress, origin=origin)
+        metrics = train_spec(source.spec, settings, out, resume=args.resume, progress=progress, origin=origin, keep_last=args.keep_last)
     except (TrainError, DatasetError) as err:
         raise UserError(for_cli(err)) from None
     except KeyboardInterrupt:
@@ -119,6 +121,6 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(for_cli(err)) from None
     shape = "x".join(map(str, meta["input"]["shape"]))
     console.print(f"wrote {out / 'model.so'} ({target.name}), model.json (input {shape}, {meta['output']['classes']} classes)"
-                  f"{', model.onnx' if args.onnx else ''}\nrun it: python -m labnas.run {out / 'model.so'} --check"
+                  f"{', model.onnx' if args.onnx else ''}{' + model.onnx.data (its weights: keep them beside it)' if meta.get('onnx_data') else ''}\nrun it: python -m labnas.run {out / 'model.so'} --check"
                   f"{'   (on the board: add --rpc HOST:PORT)' if target.cross_compiler else ''}")
     return 0

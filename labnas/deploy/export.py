@@ -10,6 +10,8 @@ Writes into the output folder:
 
 from __future__ import annotations
 
+import importlib.util
+
 import hashlib
 import json
 import os
@@ -63,6 +65,11 @@ def export_model(source: SpecSource, target, out_dir: str | Path, input_shape: t
     from ..tvm import compile_model
     from ..tvm.lowering import check_numerics
 
+    if onnx:
+        missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+        if missing:  # before minutes of compiling, not after
+            raise ExportError(f"--onnx needs {' and '.join(missing)}: pip install -e '.[onnx]' (or pip install onnx onnxscript), "
+                              "or drop --onnx")
     shape = tuple(input_shape or default_input(source))
     if shape[0] != source.spec.in_channels:
         raise ExportError(f"input {shape} has {shape[0]} channels, the spec takes {source.spec.in_channels}")
@@ -104,5 +111,7 @@ def export_model(source: SpecSource, target, out_dir: str | Path, input_shape: t
             raise ExportError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
                               "pip install onnx onnxscript, or drop --onnx") from None
         meta["onnx"] = "model.onnx"
+        if (out / "model.onnx.data").exists():  # weights the exporter stores beside the graph; ship both files
+            meta["onnx_data"] = "model.onnx.data"
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -155,6 +155,7 @@ def train_spec(
     resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
     origin: dict | None = None,
+    keep_last: bool = False,
 ) -> dict:
     """Train ``spec`` on ``settings.dataset``; write ``last.pt`` every epoch, then ``model.pt`` and ``metrics.json``.
 
@@ -165,6 +166,8 @@ def train_spec(
         resume: continue from ``out_dir/last.pt`` (same spec and recipe required).
         progress: called as ``progress(epoch, epochs, loss)`` after each epoch.
         origin: where the spec came from (study, trial), stored with the checkpoint.
+        keep_last: keep ``last.pt`` (weights, optimizer and scheduler state: several times ``model.pt``) after a
+            finished run; by default it is removed once ``model.pt`` is written, as nothing resumes a finished run.
 
     Returns the metrics dict (also written to ``metrics.json``): test accuracy, epochs, seconds, spec.
     """
@@ -178,6 +181,8 @@ def train_spec(
     start_epoch, seconds = 0, 0.0
     if last.exists() and not resume:
         raise TrainError(f"{out} already holds a run ({CHECKPOINT}); continue it with {{opt:resume}} or pick another {{opt:out}}")
+    if (out / FINAL).exists() and not last.exists():
+        raise TrainError(f"{out} already holds a finished run ({FINAL}); pick another {{opt:out}}")
     if resume:
         if not last.exists():
             raise TrainError(f"nothing to resume: {last} does not exist")
@@ -218,6 +223,8 @@ def train_spec(
                         "metrics": {k: metrics[k] for k in ("accuracy", "epochs", "dataset")},
                         "trial": (origin or {}).get("trial")})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if not keep_last:
+        last.unlink(missing_ok=True)
     return metrics
 
 

@@ -105,6 +105,12 @@ def front_quality(df, plan: dict) -> dict:
             "front_trials": [int(t) for t in front.trial], "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}
 
 
+def best_key(accuracy: float, latency_ms: float, trial: int) -> tuple:
+    """The order "best" means everywhere (the progress bar, ``best_spec.json``, the summary): the most accurate
+    feasible trial; of equal accuracy the faster; of equal both the earlier. Smaller is better."""
+    return (-accuracy, latency_ms, trial)
+
+
 def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[str, Path]:
     """Write the result files for ``study`` into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +129,7 @@ def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[
     _atomic_write(paths["pareto"], lambda p: _readable(front).to_csv(p, index=False))
     best = out_dir / "best_spec.json"
     if len(front):
-        top = front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        top = front.sort_values(["accuracy", "latency_ms", "trial"], ascending=[False, True, True]).iloc[0]  # best_key's order
         record = {
             "trial": int(top.trial),
             "accuracy": float(top.accuracy),

@@ -15,7 +15,7 @@ import optuna
 
 from .._errors import LabnasError
 from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
-from .results import write_results
+from .results import best_key, write_results
 from ..space import PRUNERS, SearchSpace
 
 __all__ = ["SearchError", "SearchRun", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
@@ -254,6 +254,7 @@ def run_search(
     Returns the study and its results directory (:class:`SearchRun`). Ctrl-C stops after writing what is stored.
     """
     _pruner(config)  # a pruner the objectives cannot use fails before any file is written
+    _check_study_name(study_name)
     if n_trials is None and config.sampler != "front":
         n_trials = 16
     estimator = make_estimator(space, config, data_dir)  # and so do a missing dataset and an unused data_dir
@@ -292,6 +293,16 @@ def run_search(
         remeasure_front(study, space, config)
         write_results(study, study_dir, config.budget_ms)
     return SearchRun(study, study_dir)
+
+
+def _check_study_name(name: str) -> None:
+    """A study name becomes a folder under the results root: a path (``../x``, ``a/b``) would write elsewhere."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
+        raise SearchError(f"study name {name!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or '..'): it "
+                          "becomes a folder under the results root; choose another {opt:study_name|--study}, or move the "
+                          "root with {opt:results_root|--results}")
 
 
 def front_possible(space: SearchSpace, latency: str, estimator_name_: str) -> str:
@@ -525,9 +536,10 @@ class _Bar:
             self.progress.update(self.task, phase=text)
 
     def finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        acc = trial.user_attrs.get("accuracy")
-        if acc is not None and (self.best is None or acc > self.best[1]):
-            self.best = (trial.number, acc, trial.user_attrs.get("latency_ms", float("nan")))
+        acc, lat = trial.user_attrs.get("accuracy"), trial.user_attrs.get("latency_ms", float("inf"))
+        feasible = trial.user_attrs.get("feasible", True) and trial.state == optuna.trial.TrialState.COMPLETE
+        if acc is not None and feasible and (self.best is None or best_key(acc, lat, trial.number) < best_key(self.best[1], self.best[2], self.best[0])):
+            self.best = (trial.number, acc, lat)  # the trial best_spec.json names (best_key)
         best = f"; best: trial {self.best[0]}, {100 * self.best[1]:.2f} % at {self.best[2]:.2f} ms" if self.best else ""
         if self.plain:
             print(trial_line(trial) + best, flush=True)
