@@ -26,7 +26,8 @@ class Dataset:
     """Images as float32 NCHW scaled to roughly zero mean / unit variance, labels as int64.
 
     ``pixel_mean`` / ``pixel_std``: the scaling, in the raw files' pixel units: ``x = (raw - mean) / std``
-    (what a deployed model's runner must apply to a raw image).
+    (what a deployed model's runner must apply to a raw image). ``pixel_max``: the raw files' full-scale value (255
+    for 8-bit images, 16 for scikit-learn's digits): an 8-bit image's 0..255 is first brought to 0..pixel_max.
     """
 
     name: str
@@ -37,6 +38,7 @@ class Dataset:
     num_classes: int
     pixel_mean: float = 0.0
     pixel_std: float = 1.0
+    pixel_max: float = 255.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,11 +50,12 @@ def _normalise(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def _finish(name: str, xtr, ytr, xte, yte, num_classes: int | None = None) -> Dataset:
+def _finish(name: str, xtr, ytr, xte, yte, num_classes: int | None = None, pixel_max: float = 255.0) -> Dataset:
     xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
     classes = int(num_classes or max(int(ytr.max()), int(yte.max())) + 1)
     mean, std = float(xtr.mean()), float(xtr.std()) or 1.0
-    return Dataset(name, _normalise(xtr, xtr), ytr.astype(np.int64), _normalise(xte, xtr), yte.astype(np.int64), classes, mean, std)
+    return Dataset(name, _normalise(xtr, xtr), ytr.astype(np.int64), _normalise(xte, xtr), yte.astype(np.int64), classes, mean, std,
+                   pixel_max)
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
@@ -68,7 +71,7 @@ def load_digits(data_dir: str | None = None, seed: int = 0) -> Dataset:
 
     d = _sk_digits()
     x = d.images[:, None, :, :]
-    return _finish("digits", *_split(x, d.target, 0.2, seed), 10)
+    return _finish("digits", *_split(x, d.target, 0.2, seed), 10, pixel_max=16.0)  # scikit-learn's digits count 0..16
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -43,6 +43,9 @@ class RunError(LabnasError, RuntimeError):
 
 def _meta(library: Path) -> dict:
     path = library.with_suffix(".json")
+    if library.suffix != ".so":
+        raise RunError(f"{library} is not a model library: give the model.so that 'labnas export' wrote (its model.json is "
+                       "read from beside it)")
     if not library.exists():
         raise RunError(f"{library} does not exist; export one with 'labnas export ... --out DIR'")
     if not path.exists():
@@ -64,12 +67,31 @@ def _input(meta: dict, source: str | None, library: Path) -> np.ndarray:
         if x.shape != shape:
             raise RunError(f"{path} has shape {x.shape}; the model takes {shape} (or {shape[1:]})")
         return x
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        img = img.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]))
-        raw = np.asarray(img, np.float32).reshape(shape[2], shape[3], shape[1]).transpose(2, 0, 1)
-    return ((raw - meta["input"]["pixel_mean"]) / meta["input"]["pixel_std"])[None].astype(np.float32)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if shape[1] == 3 else "L").resize((shape[3], shape[2]))
+            raw = np.asarray(img, np.float32).reshape(shape[2], shape[3], shape[1]).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError) as err:
+        raise RunError(f"{path} is neither a .npy array nor an image Pillow can read ({type(err).__name__})") from None
+    scaling = meta["input"]
+    # an 8-bit image's 0..255 in the training data's own pixel units (digits count 0..16), then its normalisation
+    raw = raw * (float(scaling.get("pixel_max", 255.0)) / 255.0)
+    return ((raw - scaling["pixel_mean"]) / scaling["pixel_std"])[None].astype(np.float32)
+
+
+def _runs_here_or_says_where(meta: dict, library: Path, rpc) -> None:
+    """A library built for another CPU architecture cannot be loaded here: say where it runs instead of failing inside
+    TVM's loader."""
+    import platform
+
+    arch = (meta.get("target") or {}).get("arch")
+    if rpc is None and arch and arch != platform.machine():
+        name = (meta.get("target") or {}).get("name", arch)
+        raise RunError(f"{library} is an {arch} build (target {name}), this machine is {platform.machine()}: run it on the board "
+                       "with --rpc HOST:PORT (python -m tvm.exec.rpc_server there), or start the emulated board here "
+                       "(python -m labnas.tvm.arm_emulator serve --port 9090) and pass --rpc 127.0.0.1:9090")
 
 
 def run(library: str | Path, x: np.ndarray, rpc: tuple[str, int] | None = None) -> np.ndarray:
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if not host or not port.isdigit():
                 raise RunError(f"--rpc must be HOST:PORT, got {args.rpc!r}")
             rpc = (host, int(port))
+        _runs_here_or_says_where(meta, library, rpc)
         x = _input(meta, None if args.check else args.input, library)
         out = run(library, x, rpc)
     except RunError as err:

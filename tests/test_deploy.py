@@ -245,3 +245,61 @@ def test_onnx_without_its_packages_is_refused_before_compiling(tmp_path, monkeyp
     with pytest.raises(ExportError, match=r"needs onnxscript: pip install -e '\.\[onnx\]'"):
         export_model(load_spec_source(str(spec)), TARGETS["host"], tmp_path / "out", onnx=True)
     assert not (tmp_path / "out").exists()  # refused before anything was compiled or written
+
+
+def _fake_export(folder: Path, arch: str = "x86_64", **scaling) -> Path:
+    """model.so (a placeholder: these checks refuse before loading it) and the model.json an export writes."""
+    folder.mkdir(parents=True)
+    (folder / "model.so").write_bytes(b"\x7fELF placeholder")
+    meta = {"target": {"name": "rpi4" if arch == "aarch64" else "host", "arch": arch},
+            "input": {"shape": [1, 1, 8, 8], "pixel_mean": 0.0, "pixel_std": 1.0, **scaling},
+            "check": {"input": "check_input.npy", "output": [0.0], "top1": 0}}
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder / "model.so"
+
+
+def test_the_runner_refuses_with_one_line_what_it_cannot_run(tmp_path, capsys):
+    library = _fake_export(tmp_path / "arm", arch="aarch64")
+    assert run_main([str(library), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is an aarch64 build (target rpi4)" in err and "--rpc" in err
+    assert run_main([str(library.with_suffix(".json"))]) == 2  # the JSON instead of the library
+    assert "give the model.so" in capsys.readouterr().err
+    here = _fake_export(tmp_path / "host")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert run_main([str(here), "--input", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "neither a .npy array nor an image" in err
+
+
+def test_an_8_bit_image_is_brought_to_the_training_data_pixel_range(tmp_path):
+    """scikit-learn's digits count 0..16: a 0..255 PNG of a digit is scaled to that before the normalisation."""
+    from PIL import Image
+
+    from labnas.run import _input
+
+    library = _fake_export(tmp_path / "digits", pixel_mean=4.0, pixel_std=6.0, pixel_max=16.0)
+    img = np.zeros((8, 8), np.uint8)
+    img[2:6, 3:5] = 255
+    Image.fromarray(img).save(tmp_path / "digit.png")
+    meta = json.loads(library.with_suffix(".json").read_text())
+    x = _input(meta, str(tmp_path / "digit.png"), library)
+    assert x.shape == (1, 1, 8, 8)
+    assert np.isclose(x.max(), (16.0 - 4.0) / 6.0) and np.isclose(x.min(), -4.0 / 6.0)
+    from labnas.data import load_digits
+    assert load_digits().pixel_max == 16.0
+
+
+def test_export_refuses_a_mid_training_checkpoint_and_a_shape_other_than_the_trained_one(tmp_path, capsys):
+    train_spec(_small_spec("sign"), TrainSettings(epochs=1), tmp_path / "run", keep_last=True)
+    with pytest.raises(SpecSourceError, match="per-epoch checkpoint, not its result"):
+        load_spec_source(tmp_path / "run" / "last.pt")
+    ckpt = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    trained = "x".join(map(str, ckpt["input"]))
+    assert labnas_main(["export", str(tmp_path / "run" / "model.pt"), "--input", "1x32x32", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"trained at input {trained}, not 1x32x32" in err and len(err.strip().splitlines()) == 1
+    del ckpt["pixel_mean"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(SpecSourceError, match="does not record the input shape and pixel scaling"):
+        load_spec_source(tmp_path / "old.pt")

@@ -70,6 +70,10 @@ def export_model(source: SpecSource, target, out_dir: str | Path, input_shape: t
         if missing:  # before minutes of compiling, not after
             raise ExportError(f"--onnx needs {' and '.join(missing)}: pip install -e '.[onnx]' (or pip install onnx onnxscript), "
                               "or drop --onnx")
+    trained = tuple(source.checkpoint["input"]) if source.checkpoint and "input" in source.checkpoint else None
+    if trained and input_shape and tuple(input_shape) != trained:
+        raise ExportError(f"the weights were trained at input {'x'.join(map(str, trained))}, not "
+                          f"{'x'.join(map(str, input_shape))}; leave {{opt:input_shape|--input}} out to export at the trained shape")
     shape = tuple(input_shape or default_input(source))
     if shape[0] != source.spec.in_channels:
         raise ExportError(f"input {shape} has {shape[0]} channels, the spec takes {source.spec.in_channels}")
@@ -96,7 +100,8 @@ def export_model(source: SpecSource, target, out_dir: str | Path, input_shape: t
         "library_sha256": _sha256(out / "model.so"),
         "target": {"name": target.name, "arch": target.arch, "tvm": str(target.tvm_target())},
         "input": {"shape": [1, *shape], "dtype": "float32", "layout": "NCHW",
-                  "pixel_mean": ckpt.get("pixel_mean", 0.0), "pixel_std": ckpt.get("pixel_std", 1.0)},
+                  "pixel_mean": ckpt.get("pixel_mean", 0.0), "pixel_std": ckpt.get("pixel_std", 1.0),
+                  "pixel_max": ckpt.get("pixel_max", 255.0)},
         "output": {"shape": list(reference.shape), "classes": source.spec.num_classes},
         "spec": source.spec.to_dict(),
         "trained": source.checkpoint is not None,

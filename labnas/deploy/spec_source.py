@@ -104,6 +104,12 @@ def load_spec_source(path: str | Path, trial: int | None = None) -> SpecSource:
             raise SpecSourceError(f"{path} is not a labnas checkpoint ({type(err).__name__})") from None
         if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
             raise SpecSourceError(f"{path} is not a labnas checkpoint (no spec and weights); write one with 'labnas train'")
+        if "optimizer" in ckpt:  # last.pt: weights mid-training, BatchNorm not re-estimated, no input scaling
+            raise SpecSourceError(f"{path} is a training run's per-epoch checkpoint, not its result: use the model.pt that "
+                                  "'labnas train' writes when the run finishes (finish it with --resume)")
+        if "input" not in ckpt or "pixel_mean" not in ckpt:
+            raise SpecSourceError(f"{path} does not record the input shape and pixel scaling it was trained with; "
+                                  "train it again with 'labnas train' (its model.pt carries both)")
         return SpecSource(_spec_from(ckpt["spec"], str(path)), str(path), ckpt.get("trial"), ckpt, dict(ckpt.get("metrics", {})))
     try:
         data = json.loads(path.read_text())

@@ -124,12 +124,12 @@ def _data(settings: TrainSettings):
         return (_Stream(train, settings.batch_size, settings.seed, settings.workers, True),
                 _Stream(test, 256, settings.seed, settings.workers, False), 3, len(train.classes), size,
                 f"imagefolder {settings.data_dir} ({len(train)} train / {len(test)} test images, {len(train.classes)} classes)",
-                (127.5, 63.75))
+                (127.5, 63.75, 255.0))
     data = load_dataset(settings.dataset, settings.data_dir, seed=0, resolution=settings.resolution)
     c, h, _ = data.shape
     return (_Arrays(data.x_train, data.y_train, settings.batch_size, settings.seed),
             _Arrays(data.x_test, data.y_test, 256, settings.seed), c, data.num_classes, h,
-            f"{data.name} ({len(data.x_train)} train / {len(data.x_test)} test images)", (data.pixel_mean, data.pixel_std))
+            f"{data.name} ({len(data.x_train)} train / {len(data.x_test)} test images)", (data.pixel_mean, data.pixel_std, data.pixel_max))
 
 
 def _save(path: Path, blob: dict) -> None:
@@ -173,7 +173,7 @@ def train_spec(
     """
     out = Path(out_dir)
     last = out / CHECKPOINT
-    train_batches, test_batches, channels, classes, size, described, (pixel_mean, pixel_std) = _data(settings)
+    train_batches, test_batches, channels, classes, size, described, (pixel_mean, pixel_std, pixel_max) = _data(settings)
     tspec = training_spec(spec, channels, classes, size)
     torch.manual_seed(settings.seed)
     model = create_model(tspec).to(settings.device)
@@ -217,9 +217,9 @@ def train_spec(
     accuracy = _accuracy(model, test_batches, settings.device)
     metrics = {"accuracy": accuracy, "epochs": settings.epochs, "train_seconds": round(seconds, 2), "final_loss": loss_value,
                "dataset": described, "recipe": settings.recipe(), "spec": tspec.to_dict(), "input": [channels, size, size],
-               "pixel_mean": pixel_mean, "pixel_std": pixel_std, "origin": origin or {}}
+               "pixel_mean": pixel_mean, "pixel_std": pixel_std, "pixel_max": pixel_max, "origin": origin or {}}
     _save(out / FINAL, {"spec": tspec.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "input": [channels, size, size], "pixel_mean": pixel_mean, "pixel_std": pixel_std,
+                        "input": [channels, size, size], "pixel_mean": pixel_mean, "pixel_std": pixel_std, "pixel_max": pixel_max,
                         "metrics": {k: metrics[k] for k in ("accuracy", "epochs", "dataset")},
                         "trial": (origin or {}).get("trial")})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
