@@ -94,7 +94,7 @@ def test_the_table_is_built_once_then_reused_and_only_the_front_is_measured(tmp_
     plan = settings["front_search"]
     trials = pd.read_csv(run.path / "trials.csv")
     assert plan["space_size"] == 4 and 1 <= plan["predicted_front_beyond_noise"] <= plan["predicted_front"] <= 4
-    assert len(trials) == plan["predicted_front_beyond_noise"]  # the predicted front up to noise, measured; nothing else
+    assert len(trials) == plan["predicted_front"]  # the predicted front, measured; nothing else
     assert trials.latency_predicted_ms.notna().all()
     assert plan["measured_front"] >= 1 and plan["measured_hypervolume"] >= 0
 
@@ -110,6 +110,18 @@ def test_thinning_a_front_keeps_the_fewest_members_that_cover_it_within_noise():
     for n in np.flatnonzero(~keep):  # every dropped member has a kept one at least as accurate, at most 3 % slower
         assert any(acc[k] >= acc[n] and lat[k] <= 1.03 * lat[n] for k in np.flatnonzero(keep))
     assert thin_within_noise(acc, lat, 0.0).all()  # no noise: the whole front
+
+
+def test_a_spread_order_covers_the_front_evenly_at_every_prefix():
+    from labnas.search.study import spread_order
+
+    members = np.arange(100, 141)  # 41 members
+    order = spread_order(members)
+    assert sorted(order.tolist()) == members.tolist()  # each once
+    assert order[:3].tolist() == [100, 140, 120]  # both ends, then the middle
+    gaps = np.diff(np.sort(order[:9]))
+    assert gaps.max() <= 2 * gaps.min() + 1  # the first 9 are spread, not bunched at one end
+    assert spread_order(np.array([7])).tolist() == [7] and spread_order(np.array([], int)).tolist() == []
 
 
 def test_a_measurement_limit_prefers_the_front_beyond_noise_then_spreads_over_the_rest():

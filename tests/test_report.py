@@ -144,6 +144,17 @@ def test_report_writes_markdown_with_figures(tmp_path):
     for name in ("pareto_latency.png", "pareto_ops.png", "choice_map.png"):
         assert (tmp_path / "a" / name).read_bytes().startswith(b"\x89PNG")
     assert "did not bind" not in text  # latencies 12-28 ms against 20 ms: the budget splits them
+    settings = text[text.index("## Settings"):text.index("## Best architecture")]
+    assert "| setting | value |" in settings and "{" not in settings  # a table, not a Python dict
+    assert "| budget_ms | 20 |" in settings
+
+
+def test_one_thread_is_singular():
+    from labnas.report.report import _settings_table, _threads
+
+    assert _threads(1) == "1 TVM thread" and _threads(2) == "2 TVM threads"
+    table = _settings_table({"front_search": {"space_size": 4, "table_fit": {"scale": 0.947351}}, "target": "host"})
+    assert "| front_search.space_size | 4 |" in table and "| front_search.table_fit.scale | 0.9474 |" in table
 
 
 def test_report_says_when_the_budget_did_not_bind(tmp_path):

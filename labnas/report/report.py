@@ -66,10 +66,29 @@ def _latency_breakdown(spec: dict, input_shape: tuple[int, int, int], target, se
                f"in the same rounds (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f} corrected)")
     else:
         how = f"median of 5 timings of 3 runs each = {result.median_ms:.2f} ms (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f})"
-    return (f"Re-timed now for target {target.name} on this machine ({result.device.get('cpu', '?')}, {result.threads} TVM threads), "
+    return (f"Re-timed now for target {target.name} on this machine ({result.device.get('cpu', '?')}, {_threads(result.threads)}), "
             f"{how}; the search measured {searched_ms:.2f} ms, so this re-timing is {ratio:.2f}x the search's figure. The search's "
             "figure stays the one in the tables above; a ratio far from 1 means the machine's speed moved more than the "
             "correction follows, or another machine ran the search.\n\nKernels of one instrumented run:\n\n" + _table(rows))
+
+
+def _threads(n) -> str:
+    return f"{n} TVM thread" + ("" if n == 1 else "s")
+
+
+def _settings_table(settings: dict) -> str:
+    """The study's settings as a two-column markdown table; nested records (the front search's figures, the reference
+    calibration) as ``outer.inner`` rows, numbers to 4 significant digits."""
+    def rows(prefix: str, value) -> list[tuple[str, str]]:
+        if isinstance(value, dict):
+            return [row for k, v in value.items() for row in rows(f"{prefix}.{k}" if prefix else str(k), v)]
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+        return [(prefix, str(value).replace("|", "/"))]
+
+    return "| setting | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows("", settings))
 
 
 def _study_target(res: StudyResults):
@@ -126,7 +145,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
                     "bireal18_placement_supernet space; docs/accuracy.md), on sign vs LAB 3x3 placements only: "
                     "compare candidates of this study only",
     }.get(estimator, "")
-    settings = ", ".join(f"{k} {v}" for k, v in res.settings.items() if k not in ("accuracy_description", "study"))
+    settings = _settings_table({k: v for k, v in res.settings.items() if k not in ("accuracy_description", "study")})
     budget = res.settings.get("budget_ms")
     summary = res.summary()
     notes = [n for n in (summary.calibration_note(), summary.budget_note(float(budget)) if budget is not None else None) if n]
@@ -135,7 +154,10 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         "",
         f"**Accuracy column**: {meaning}. {caveat[:1].upper() + caveat[1:]}.",
         "",
-        f"Settings: {settings}.",
+        "## Settings",
+        "",
+        settings,
+        "",
         f"{len(res.trials)} trials: {len(res.feasible)} distinct specs within budget, {len(res.infeasible)} over budget (not estimated), "
         f"{int(res.trials.duplicate_of.notna().sum())} repeats of an earlier spec, "
         f"{int((res.trials.state == 'FAIL').sum())} failed."

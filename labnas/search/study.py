@@ -249,10 +249,13 @@ def run_search(
     """Run (or resume) a search until the study holds ``n_trials`` distinct finished trials; write the results.
 
     With ``config.sampler == "front"`` the trials are the predicted front's members (:func:`plan_front`), at most
-    ``n_trials`` of them (``None``: all); with TPE or NSGA-II ``None`` means 16.
+    ``n_trials`` of them; ``None`` (and no ``timeout``): all of them, the front up to noise first, within the command's
+    time allowance (:data:`FRONT_ALLOWANCE_S` from the start, the table build included); a re-run measures what is
+    left. With TPE or NSGA-II ``None`` means 16.
 
     Returns the study and its results directory (:class:`SearchRun`). Ctrl-C stops after writing what is stored.
     """
+    started = time.monotonic()
     _pruner(config)  # a pruner the objectives cannot use fails before any file is written
     _check_study_name(study_name)
     if n_trials is None and config.sampler != "front":
@@ -263,9 +266,12 @@ def run_search(
     storage = open_storage(storage_url, study_dir)
     study = create_or_load_study(study_name, storage, space, config)
     study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
-    queued_layers = []
+    queued_layers, ahead = [], 0
     if config.sampler == "front":  # n_trials caps the measured front members (None: the whole predicted front)
-        n_trials, queued_layers = plan_front(study, space, config, estimator, progress, limit=n_trials)
+        asked = n_trials
+        n_trials, queued_layers, ahead = plan_front(study, space, config, estimator, progress, limit=n_trials)
+        if asked is None and timeout is None:  # the whole front, within the command's own time allowance
+            timeout = max(FRONT_MIN_TRIAL_S, FRONT_ALLOWANCE_S - (time.monotonic() - started))
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
@@ -274,12 +280,18 @@ def run_search(
         if remaining and workers <= 1:
             _set_worker_threads(1)
             objective = Objective(space, estimator, config, on_phase=bar.phase, study=study)
-            objective.compile_ahead(queued_layers, progress)  # the planned trials' networks, on every core at once
+            # the networks sure to be timed (the front up to noise), on every core at once; the rest compile in turn
+            objective.compile_ahead(queued_layers[:max(ahead, 2)], progress)
             stop = _StopWhenDone(n_trials, space.size(), bar.finished)
             # n_trials=None: trials go on until the callback stops them (repeats do not count) or the timeout
             study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
             if stop.exhausted:
                 print(f"the search stopped with {_finished(study)} distinct candidates: {stop.exhausted}", file=sys.stderr)
+            left = n_trials - _finished(study)
+            if config.sampler == "front" and left > 0:
+                print(f"{left} of the predicted front's members are not measured yet (the time allowance, {timeout or 0:.0f} s of "
+                      "trials, ran out): run the same command again to measure them, or pass --trials / --timeout",
+                      file=sys.stderr)
         elif remaining:
             _run_workers(study, space, config, study_name, storage_url, study_dir, remaining, timeout, workers, data_dir, bar,
                          n_trials)
@@ -319,6 +331,12 @@ def front_possible(space: SearchSpace, latency: str, estimator_name_: str) -> st
         return f"latency {latency}: the front strategy times a block table and then the front"
     return ""
 
+
+#: The main command's own time allowance (s, from its start) when neither ``--trials`` nor ``--timeout`` is given: a
+#: front search stops starting trials then, having timed the front up to noise first; a re-run measures the rest.
+FRONT_ALLOWANCE_S = 270.0
+#: Trials always get at least this long (s), however long the table took to build.
+FRONT_MIN_TRIAL_S = 60.0
 
 #: Random calibration networks of a front search's table, besides all-sign and all-LAB (:func:`front_table`).
 FRONT_FIT_NETWORKS = 2
@@ -370,47 +388,70 @@ def front_table(space: SearchSpace, config: SearchConfig, progress: bool = True)
 
 
 def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, estimator, progress: bool = True,
-               limit: int | None = None) -> tuple[int, list]:
+               limit: int | None = None) -> tuple[int, list, int]:
     """Enqueue the predicted Pareto front of the whole space (:mod:`labnas.search.front`) as the study's next trials;
-    return the number of distinct finished trials the study should hold once they are measured, and the layer
-    choices (``list[LayerSpec]``) of the trials it enqueued.
+    return the number of distinct finished trials the study should hold once they are all measured, the layer choices
+    (``list[LayerSpec]``) of the trials it enqueued, in the order they run, and how many of those come first as the
+    front up to noise.
 
-    The members measured are the predicted front up to noise (:func:`labnas.search.front.thin_within_noise`: each
-    member left out is matched by a measured one at least as accurate and at most 3 % slower, a difference one timing
-    cannot order). ``limit``: measure this many members: fewer are spread evenly along that front (its two ends
-    included); more add members of the full predicted front, spread evenly; ``None``: the front up to noise. The
-    prediction and its quality figures go to the study's user attr ``front_search``."""
+    Order: first the members that differ beyond timing noise (:func:`labnas.search.front.thin_within_noise`: every
+    other member has one of them at least as accurate and at most 3 % slower by prediction), then the rest of the
+    predicted front in an order whose every prefix is spread along it (:func:`spread_order`). So a search cut short
+    (its time allowance, Ctrl-C) has timed what matters most and covers the front evenly, and a re-run measures the
+    rest. ``limit``: measure this many members: fewer are spread evenly along the front up to noise (its two ends
+    included), more add members of the full front; ``None``: all of it. The prediction and its quality figures go to
+    the study's user attr ``front_search``."""
     from .front import hypervolume, predict_space
     from .objective import layer_params, spec_key
 
     table, path = front_table(space, config, progress)
     predicted = predict_space(space, table, estimator)
     full = predicted.front()
-    front = beyond_noise = predicted.front_beyond_noise()
-    if limit is not None:
-        front = _spread(beyond_noise, full, limit)
+    beyond_noise = predicted.front_beyond_noise()
+    chosen = full if limit is None else _spread(beyond_noise, full, limit)
+    first = [n for n in beyond_noise if n in set(chosen.tolist())]
+    rest = [int(n) for n in spread_order(np.array([n for n in chosen if n not in set(first)], dtype=full.dtype))]
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
-    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}
-    queued_layers = []
-    for n in front:
+    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}  # finished, running and queued
+    queued_layers, queued_first = [], 0
+    for position, n in enumerate([*first, *rest]):
         layers = predicted.layers(int(n))
-        if spec_key(layers) in seen:
+        key = spec_key(layers)
+        if key in seen:
             continue
-        study.enqueue_trial(layer_params(space, layers), user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4)})
+        study.enqueue_trial(layer_params(space, layers),
+                            user_attrs={"latency_predicted_ms": round(float(predicted.latency_ms[n]), 4), "spec_key": key})
         queued_layers.append(layers)
+        queued_first += position < len(first)
     queued = len(queued_layers)
     study.set_user_attr("front_search", {
         "space_size": len(predicted.accuracy), "predicted_front": len(full), "predicted_front_beyond_noise": len(beyond_noise),
-        "front_measured_at_most": len(front),
+        "front_measured_at_most": len(chosen),
         "predict_s": round(predicted.seconds, 2),
         "reference_point": [ref_acc, ref_lat],
         "predicted_hypervolume": hypervolume(predicted.accuracy, predicted.latency_ms, ref_acc, ref_lat),
         "table": str(path), "table_fit": {"scale": table.meta.get("scale"), "overhead_ms": table.meta.get("overhead_ms")},
     })
     print(f"predicted all {len(predicted.accuracy):,} candidates in {predicted.seconds:.1f} s: the predicted front has "
-          f"{len(full)}, {len(beyond_noise)} apart beyond noise; measuring {queued} ({len(front) - queued} measured before"
-          f"{f', at most {limit} asked' if limit is not None else ''})", file=sys.stderr, flush=True)
-    return _finished(study) + queued, queued_layers
+          f"{len(full)}, {len(beyond_noise)} of them apart beyond noise (measured first); {queued} to measure, "
+          f"{len(chosen) - queued} measured before{f', {limit} asked' if limit is not None else ''}", file=sys.stderr, flush=True)
+    return _finished(study) + queued, queued_layers, queued_first
+
+
+def spread_order(members: np.ndarray) -> np.ndarray:
+    """``members`` reordered so that every prefix is spread along them: both ends, the middle, the quarter points, ...
+    (the bit-reversed order of their positions)."""
+    n = len(members)
+    if n <= 2:
+        return members
+    order = [0, n - 1]
+    step = n - 1
+    while len(order) < n:
+        step = max(1, step // 2)
+        for i in range(step, n, step):
+            if i not in order:
+                order.append(i)
+    return members[np.array(order[:n])]
 
 
 def _spread(preferred: np.ndarray, full: np.ndarray, count: int) -> np.ndarray:
