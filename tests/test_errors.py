@@ -54,3 +54,11 @@ def test_a_study_name_that_is_a_path_is_refused_before_anything_is_written(tmp_p
             run_search(load_space("bireal18_placement"), SearchConfig(budget_ms=20, accuracy="published"), name,
                        tmp_path / "results", progress=False)
     assert not (tmp_path / "results").exists() and list(tmp_path.parent.glob("x")) == []
+
+
+def test_profile_refuses_an_input_whose_channels_the_network_does_not_take(capsys):
+    from labnas.cli import main
+
+    assert main(["profile", "bireal18", "--input", "1x32x32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has 1 channels, the network takes 3; give --input 3x32x32" in err

@@ -66,6 +66,9 @@ def run_profile(args: argparse.Namespace) -> int:
     model = create_model(spec)
     if source is not None and source.checkpoint is not None:  # the trained weights the user ships
         model.load_state_dict(source.checkpoint["model"])
+    if args.input[0] != spec.in_channels:
+        raise UserError(f"--input {'x'.join(map(str, args.input))} has {args.input[0]} channels, the network takes "
+                        f"{spec.in_channels}; give --input {spec.in_channels}x{args.input[1]}x{args.input[2]}")
     shape = (1, *args.input)
     console.print(f"compiling {spec.family} for {target.name} ({target.description or target.config}) at {'x'.join(map(str, args.input))} ...")
     start = time.perf_counter()
