@@ -78,6 +78,7 @@ def test_profile_and_ops_take_best_spec_and_study_folders(tmp_path, capsys):
     assert "has no trial 5" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_search_train_export_run_round_trip(tmp_path, capsys):
     from labnas.search import SearchConfig, load_space, run_search
 
@@ -113,6 +114,7 @@ def _train_cmd(out: Path, spec: Path, epochs: int) -> list[str]:
             "--batch-size", "32", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_minus_nine_gives_the_uninterrupted_weights(tmp_path):
     spec = tmp_path / "spec.json"
     _small_spec().save(spec)

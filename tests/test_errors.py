@@ -56,9 +56,12 @@ def test_a_study_name_that_is_a_path_is_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "results").exists() and list(tmp_path.parent.glob("x")) == []
 
 
-def test_profile_refuses_an_input_whose_channels_the_network_does_not_take(capsys):
+def test_profile_refuses_an_input_whose_channels_the_network_does_not_take(tmp_path, capsys):
     from labnas.cli import main
+    from labnas.models import default_spec
 
-    assert main(["profile", "bireal18", "--input", "1x32x32"]) == 2
+    spec = tmp_path / "spec.json"  # a spec fixes its channels (FAMILY alone takes them from --input)
+    default_spec("bireal18", "sign", in_channels=1, stem="small", num_classes=10).save(spec)
+    assert main(["profile", "--spec", str(spec), "--input", "3x32x32"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "has 1 channels, the network takes 3; give --input 3x32x32" in err
+    assert len(err.splitlines()) == 1 and "has 3 channels, the network takes 1; give --input 1x32x32" in err

@@ -79,6 +79,7 @@ def test_front_strategy_applies_only_where_it_can(tmp_path):
     assert "more than" in front_possible(load_space("bireal18"), "measure", "published")
 
 
+@pytest.mark.slow
 def test_the_table_is_built_once_then_reused_and_only_the_front_is_measured(tmp_path, monkeypatch):
     monkeypatch.setenv("LABNAS_CACHE", str(tmp_path / "cache"))
     space = load_space(str(_published_tiny(tmp_path)))

@@ -189,7 +189,7 @@ def test_report_says_what_it_re_timed_and_how_it_compares(tmp_path, target):
         assert "## Latency of the best architecture (re-timed now)" in text
         assert f"the search measured {best.latency_ms:.2f} ms" in text and "Re-timed now for target host" in text
         assert "paired with the reference workload" in text and "(the search's own calibration)" in text
-        assert "1 TVM threads" in text
+        assert "1 TVM thread" in text and "1 TVM threads" not in text
         ratio = float(text.split("this re-timing is ")[1].split("x the search")[0])
         timed = float(text.split("drift-corrected ")[1].split(" ms")[0])
         paired_ratio = float(text.split("= ratio ")[1].split(" x")[0])

@@ -139,6 +139,7 @@ def test_identical_specs_are_not_trained_twice_and_do_not_count(tmp_path, capsys
     assert "every one of the space's 1 architectures has been tried" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_repeated_specs_do_not_count_toward_the_trials(tmp_path):
     """TPE re-proposes specs in a small categorical space; the study still ends with n distinct candidates."""
     space = load_space(TINY)  # 9 architectures

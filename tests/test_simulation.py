@@ -130,6 +130,7 @@ def _cli(*args, env_cache: Path, timeout=900):
 
 
 @needs_arm
+@pytest.mark.slow
 def test_profile_arm_without_a_board_simulates_the_same_figure_twice(tmp_path):
     outs = []
     for run in range(2):
@@ -145,6 +146,7 @@ def test_profile_arm_without_a_board_simulates_the_same_figure_twice(tmp_path):
 
 
 @needs_arm
+@pytest.mark.slow
 def test_search_on_a_board_preset_runs_on_simulated_latency(tmp_path):
     r = _cli("search", "--space", TINY, "--budget-ms", "20", "--target", "rpi4", "--trials", "3", "--results", str(tmp_path),
              "--no-progress", env_cache=tmp_path / "cache")
