@@ -62,6 +62,15 @@ def test_pareto_plot_draws_the_result_files(tmp_path):
     assert budget.get_xdata()[0] == 20.0
 
 
+def test_studies_whose_accuracies_are_different_quantities_are_not_overlaid(tmp_path):
+    make_results(tmp_path / "proxy")
+    make_results(tmp_path / "imagenet")
+    meta = json.loads((tmp_path / "imagenet" / "study.json").read_text())
+    (tmp_path / "imagenet" / "study.json").write_text(json.dumps({**meta, "accuracy": "published"}))
+    with pytest.raises(ResultsError, match="different quantities .*proxy: trained, imagenet: published"):
+        plot_pareto([load_results(tmp_path / "proxy"), load_results(tmp_path / "imagenet")], "latency")
+
+
 def test_two_studies_overlay_with_a_legend(tmp_path):
     make_results(tmp_path / "host")
     make_results(tmp_path / "arm", budget=25.0)

@@ -60,6 +60,11 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     if x not in X_AXES:
         raise ResultsError(f"{{opt:x}} must be one of {', '.join(X_AXES)}, got {x!r}")
     column, label, unit = X_AXES[x]
+    estimators = {res.name: res.settings.get("accuracy", "trained") for res in results}
+    if len(set(estimators.values())) > 1:  # e.g. a digits proxy (~0.94) beside predicted ImageNet top-1 (~0.57)
+        raise ResultsError("these studies' accuracies are different quantities ("
+                           + ", ".join(f"{name}: {est}" for name, est in estimators.items())
+                           + "), so one accuracy axis would compare them; plot studies with the same estimator together")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     rug = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
