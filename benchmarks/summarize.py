@@ -43,6 +43,11 @@ def md(df: pd.DataFrame) -> str:
     return head + "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
+def columns(*names: str) -> Callable[[pd.DataFrame], str]:
+    """A figure that is the CSV's ``names`` columns as they are."""
+    return lambda df: md(df[list(names)])
+
+
 def provenance(df: pd.DataFrame) -> str:
     """Machine and date as the CSV records them."""
     def values(column: str) -> str:
@@ -57,26 +62,6 @@ def provenance(df: pd.DataFrame) -> str:
 
 
 # -- the figures ----------------------------------------------------------------------------------------------------
-def search_table(df: pd.DataFrame) -> str:
-    cols = ["run", "distinct_candidates", "wall_s", "front_within_noise", "front_overlap_with_front_runs",
-            "hypervolume_vs_exhaustive", "own_timings_hypervolume_vs_exhaustive", "exhaustive_front_covered_within_noise",
-            "exhaustive_front_members_timed", "exhaustive_front"]
-    return md(df[[c for c in cols if c in df]])
-
-
-def models_table(df: pd.DataFrame) -> str:
-    out = df[["network", "median_ms", "min_ms", "max_ms", "speedup_vs_torch_resnet18", "speedup_vs_onnxruntime_resnet18",
-              "lab_overhead_pct", "placement", "rounds"]].copy()
-    return md(out)
-
-
-def kernels_table(df: pd.DataFrame) -> str:
-    return md(df[["layer", "kind", "labnas_binary_ms", "torch_fp32_ms", "onnxruntime_fp32_ms", "speedup_binary_vs_torch",
-                  "fraction_of_limit", "popcount_strategy"]])
-
-
-def overhead_table(df: pd.DataFrame) -> str:
-    return md(df[["family", "configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "rounds"]])
 
 
 def predictor_table(df: pd.DataFrame) -> str:
@@ -87,10 +72,6 @@ def predictor_table(df: pd.DataFrame) -> str:
                      "MAPE %": round(err.mean(), 1), "max error %": round(err.max(), 1),
                      "MAPE vs raw medians %": round(part.error_vs_raw_pct.abs().mean(), 1)})
     return md(pd.DataFrame(rows))
-
-
-def simulation_table(df: pd.DataFrame) -> str:
-    return md(df)
 
 
 def boards_table(df: pd.DataFrame) -> str:
@@ -106,15 +87,6 @@ def boards_table(df: pd.DataFrame) -> str:
                 row[f"{board} ({threads} thr) sign / LAB ms"] = f"{sign:.1f} / {lab:.1f} ({lab / sign - 1:+.0%})"
         rows.append(row)
     return md(pd.DataFrame(rows))
-
-
-def sim_kernels_table(df: pd.DataFrame) -> str:
-    return md(df[["board", "family", "kernel", "shape", "macs_per_cycle", "ceiling_macs_per_cycle", "fraction_of_ceiling"]])
-
-
-def fidelity_table(df: pd.DataFrame) -> str:
-    return md(df[["setting", "estimator", "configs", "seeds", "kendall_tau", "tau_lo90", "tau_hi90", "spearman_rho",
-                  "gain_over_noise", "cpu_s_per_candidate"]])
 
 
 def stability_table(df: pd.DataFrame) -> str:
@@ -142,18 +114,6 @@ def verdicts_table(df: pd.DataFrame) -> str:
     return md(pd.DataFrame(rows))
 
 
-def partition_table(df: pd.DataFrame) -> str:
-    return md(df[["network", "placement", "rounds", "rows_ms", "channels_ms", "rows_over_channels"]])
-
-
-def tiles_table(df: pd.DataFrame) -> str:
-    return md(df[["family", "configuration", "median_ms", "vs_all_sign", "lab_strategies", "rounds"]])
-
-
-def lab_in_network_table(df: pd.DataFrame) -> str:
-    return md(df[["family", "lab_shape", "candidate", "chooser", "ratio_to_chooser", "ratio_min", "ratio_max", "rounds"]])
-
-
 def reference_table(df: pd.DataFrame) -> str:
     rows = []
     for candidate, part in df.groupby("candidate", sort=False):
@@ -175,29 +135,38 @@ FIGURES = [
            "every placement at its median latency over the runs that timed it (`own_timings_...`: at the run's own timings); "
            "`covered_within_noise`: the share of the exhaustive front that the run matches at least as accurate and at most "
            "3 % slower.",
-           search_table),
+           columns("run", "distinct_candidates", "wall_s", "front_within_noise", "front_overlap_with_front_runs",
+                   "hypervolume_vs_exhaustive", "own_timings_hypervolume_vs_exhaustive",
+                   "exhaustive_front_covered_within_noise", "exhaustive_front_members_timed", "exhaustive_front")),
     Figure("Whole networks against torch and onnxruntime", "benchmarks/bench_models.csv", "python benchmarks/bench_models.py",
            "Paired round-robin medians at 3x224x224; speed-ups against fp32 ResNet-18 in torch and onnxruntime in the same run.",
-           models_table),
+           columns("network", "median_ms", "min_ms", "max_ms", "speedup_vs_torch_resnet18",
+                   "speedup_vs_onnxruntime_resnet18", "lab_overhead_pct", "placement", "rounds")),
     Figure("Binary layers against fp32", "benchmarks/bench_kernels.csv", "python benchmarks/bench_kernels.py",
-           "One layer each; `fraction_of_limit`: the xnor kernel against the popcount ceiling of this CPU.", kernels_table),
+           "One layer each; `fraction_of_limit`: the xnor kernel against the popcount ceiling of this CPU.",
+           columns("layer", "kind", "labnas_binary_ms", "torch_fp32_ms", "onnxruntime_fp32_ms",
+                   "speedup_binary_vs_torch", "fraction_of_limit", "popcount_strategy")),
     Figure("What LAB and kernel sizes cost in a network", "benchmarks/lab_overhead.csv", "python benchmarks/lab_overhead.py",
-           "LAB-BNN at 3x224x224, paired rounds; `vs_all_sign` is the median per-round ratio.", overhead_table),
+           "LAB-BNN at 3x224x224, paired rounds; `vs_all_sign` is the median per-round ratio.",
+           columns("family", "configuration", "median_ms", "min_ms", "max_ms", "vs_all_sign", "rounds")),
     Figure("Block-table latency predictor", "benchmarks/bench_predictor.csv", "python benchmarks/bench_predictor.py",
            "Random candidates predicted from the block table against their paired, drift-corrected measurement.", predictor_table),
     Figure("Simulated latency against measurement on x86, 1 thread", "benchmarks/bench_simulation_summary.csv",
            "python benchmarks/bench_simulation.py", "AVX2 build simulated (qemu + llvm-mca) against paired timings; per network "
-           "in bench_simulation.csv (machine and date there).", simulation_table),
+           "in bench_simulation.csv (machine and date there).", md),
     Figure("Simulated latency against measurement on x86, 2 threads", "benchmarks/bench_simulation_2threads_summary.csv",
            "python benchmarks/bench_simulation.py --per-space 5 --threads 2 --out results/benchmarks/bench_simulation_2threads.csv",
-           "The fitted scale (2.06x) is this VM's: its two vCPUs ran two threads no faster than one.", simulation_table),
+           "The fitted scale (2.06x) is this VM's: its two vCPUs ran two threads no faster than one.", md),
     Figure("Simulated boards", "benchmarks/simulated_boards.csv", "python benchmarks/simulated_boards.py",
            "Each family all-sign and all-LAB 3x3 at 3x224x224 on the CPU models, all cores.", boards_table),
     Figure("Simulated binary kernels against the NEON ceiling", "benchmarks/simulated_kernels.csv", "python benchmarks/simulated_kernels.py",
-           "Binary MACs per cycle of each xnor kernel on one core against the byte-lane popcount loop's ceiling.", sim_kernels_table),
+           "Binary MACs per cycle of each xnor kernel on one core against the byte-lane popcount loop's ceiling.",
+           columns("board", "family", "kernel", "shape", "macs_per_cycle", "ceiling_macs_per_cycle",
+                   "fraction_of_ceiling")),
     Figure("Accuracy estimators against the LAB stage ablation", "benchmarks/proxy_fidelity.csv", "python benchmarks/proxy_fidelity.py",
            "Kendall tau against the 16 published Bi-Real-18 stage configurations (ImageNet); raw rows in proxy_fidelity_runs.csv.",
-           fidelity_table),
+           columns("setting", "estimator", "configs", "seeds", "kendall_tau", "tau_lo90", "tau_hi90",
+                   "spearman_rho", "gain_over_noise", "cpu_s_per_candidate")),
     Figure("Every family trains under the trained estimator", "benchmarks/proxy_stability.csv", "python benchmarks/proxy_stability.py",
            "Digits, width 0.25, 4 epochs, 3 seeds per family and binarizer.", stability_table),
     Figure("Drift correction under load", "benchmarks/bench_noise.csv", "python benchmarks/bench_noise.py --measurements 8",
@@ -207,12 +176,14 @@ FIGURES = [
     Figure("Verdicts from run to run (Bi-Real-18)", "benchmarks/bench_verdicts_bireal18.csv", "python benchmarks/bench_verdicts.py --space bireal18_placement",
            "As above, Bi-Real-18 placements.", verdicts_table),
     Figure("Splitting float maps by rows or by channels", "benchmarks/bench_partition.csv", "python benchmarks/bench_partition.py",
-           "Paired medians of whole networks compiled both ways.", partition_table),
+           "Paired medians of whole networks compiled both ways.",
+           columns("network", "placement", "rounds", "rows_ms", "channels_ms", "rows_over_channels")),
     Figure("LAB tiles in the network", "benchmarks/lab_tiles.csv", "python benchmarks/lab_tiles.py", "LAB-BNN with each LAB strategy family.",
-           tiles_table),
+           columns("family", "configuration", "median_ms", "vs_all_sign", "lab_strategies", "rounds")),
     Figure("LAB strategies timed inside the network", "benchmarks/bench_lab_in_network.csv", "python benchmarks/bench_lab_in_network.py",
            "Each candidate LAB strategy swapped into the whole network against the chooser's pick (ratio > 1: slower).",
-           lab_in_network_table),
+           columns("family", "lab_shape", "candidate", "chooser", "ratio_to_chooser", "ratio_min", "ratio_max",
+                   "rounds")),
     Figure("Reference workloads", "benchmarks/bench_reference.csv", "python benchmarks/bench_reference.py",
            "Spread of repeated timings, raw and divided by each reference timed in the same rounds.", reference_table),
 ]
