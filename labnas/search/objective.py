@@ -290,8 +290,9 @@ class Objective:
     def _lock(self):
         return exclusive_timing if self._times_here else contextlib.nullcontext
 
-    def _latency(self, trial: optuna.Trial, model) -> float:
-        """The trial's latency in ms: predicted from the table, or compiled and timed on the target."""
+    def _latency(self, trial: optuna.Trial, model, key: str) -> float:
+        """The trial's latency in ms: predicted from the table, or compiled and timed on the target (``key``: the
+        spec's :func:`spec_key`, which finds a network compiled ahead)."""
         if self.table is not None:
             from ..latency import block_units
 
@@ -309,7 +310,7 @@ class Objective:
             store(trial, latency_ms=result.median_ms, latency_source="simulated", cpu_model=self.cpu.name,
                   threads=result.threads, compile_s=round(compile_s, 2))
             return result.median_ms
-        latency, compile_s, compiled = self.measure_latency(model, trial.study, trial.user_attrs.get("spec_key"))
+        latency, compile_s, compiled = self.measure_latency(model, trial.study, key)
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin, self.config.retime_margin_above):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")
             retimed = []
@@ -378,7 +379,7 @@ class Objective:
         try:
             self.on_phase(f"trial {trial.number}: {'predict latency' if self.table is not None else 'compile and time'}")
             model = create_model(deploy).eval()
-            lat = self._latency(trial, model)
+            lat = self._latency(trial, model, key)
         except BaseException as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
             _reraise_interrupt(trial, err)
             store(trial, error=f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])

@@ -410,8 +410,10 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
     full = predicted.front()
     beyond_noise = predicted.front_beyond_noise()
     chosen = full if limit is None else _spread(beyond_noise, full, limit)
-    first = [n for n in beyond_noise if n in set(chosen.tolist())]
-    rest = [int(n) for n in spread_order(np.array([n for n in chosen if n not in set(first)], dtype=full.dtype))]
+    in_chosen = set(chosen.tolist())
+    first = [n for n in beyond_noise if n in in_chosen]
+    in_first = set(first)
+    rest = [int(n) for n in spread_order(np.array([n for n in chosen if n not in in_first], dtype=full.dtype))]
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
     seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}  # finished, running and queued
     queued_layers, queued_first = [], 0
@@ -445,14 +447,15 @@ def spread_order(members: np.ndarray) -> np.ndarray:
     n = len(members)
     if n <= 2:
         return members
-    order = [0, n - 1]
+    order, taken = [0, n - 1], {0, n - 1}
     step = n - 1
     while len(order) < n:
         step = max(1, step // 2)
         for i in range(step, n, step):
-            if i not in order:
+            if i not in taken:
                 order.append(i)
-    return members[np.array(order[:n])]
+                taken.add(i)
+    return members[np.array(order)]
 
 
 def _spread(preferred: np.ndarray, full: np.ndarray, count: int) -> np.ndarray:

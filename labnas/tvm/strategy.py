@@ -271,20 +271,25 @@ class PopcountChooser:
     def _cached_or_measured(self, key: str, measure: Callable[[], tuple[str, float]]) -> tuple[str, str, float | None]:
         """``(strategy, source, speedup)`` for a kernel key: this CPU's cached entry, else ``measure()``'s
         answer, written to the cache."""
-        entry = self._read_cache().get(self._cpu_key, {}).get(key)
-        if entry:
-            return entry["strategy"], "cached", entry.get("speedup")
+        cached = self._cached(key)
+        if cached:
+            return cached
         # Held from the second look to the write: two processes compiling the same shape at once (a parallel
         # compile, two search workers) measure it once and then agree on its strategy.
         with threads_meanwhile(self.run_threads), self.timing_lock():
-            entry = self._read_cache().get(self._cpu_key, {}).get(key)
-            if entry:
-                return entry["strategy"], "cached", entry.get("speedup")
+            cached = self._cached(key)
+            if cached:
+                return cached
             strategy, speedup = measure()
             cache = self._read_cache()  # another process may have written other keys meanwhile
             cache.setdefault(self._cpu_key, {})[key] = {"strategy": strategy, "speedup": round(speedup, 3)}
             self._write_cache(cache)
         return strategy, "measured", speedup
+
+    def _cached(self, key: str) -> tuple[str, str, float | None] | None:
+        """``(strategy, "cached", speedup)`` of this CPU's cache entry for ``key``, or None."""
+        entry = self._read_cache().get(self._cpu_key, {}).get(key)
+        return (entry["strategy"], "cached", entry.get("speedup")) if entry else None
 
     @functools.cached_property
     def _cpu_key(self) -> str:
