@@ -12,11 +12,18 @@ repeatability: no predictor can beat it).
 
     python benchmarks/bench_predictor.py     # writes results/lut/host/{labbnn,bireal18}.csv and
                                              # results/benchmarks/bench_predictor.csv
+
+A run interrupted (or refused on a busy machine) resumes: each space's rows are written to ``--out`` as soon as
+they are measured, and the state file beside it (``*.state.json``) names the tables this run built; running the
+same command again skips the spaces already measured and reuses those tables. ``--fresh`` starts over. A slow
+spell of the host is timed and corrected (``labnas.timing.paired.slow_spell``); a model refused as disturbed in
+every pass is tried again after the stated pauses of ``measure_in_passes`` before the run gives up, keeping its rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -54,20 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-tables", action="store_true", help="use the tables in results/lut instead of rebuilding them")
     p.add_argument("--lut-root", default="results/lut")
     p.add_argument("--out", default="results/benchmarks/bench_predictor.csv")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted run")
     args = p.parse_args(argv)
     target = TARGETS["host"]
     print(f"{cpu_model()} ({' '.join(isa_summary())}), {args.threads} TVM threads", file=sys.stderr)
-    rows = []
+    out = Path(args.out)
+    state_path = out.with_suffix(".state.json")
+    run_key = {"spaces": args.spaces, "per_space": args.per_space, "seed": args.seed, "threads": args.threads,
+               "passes": args.passes}
+    state = json.loads(state_path.read_text()) if state_path.is_file() and not args.fresh else {}
+    if state.get("run") != run_key:
+        state = {"run": run_key, "tables": [], "done": []}
+    done_rows = pd.read_csv(out) if state["done"] and out.is_file() else pd.DataFrame()
+    rows = done_rows[done_rows.space.isin(state["done"])].to_dict("records") if len(done_rows) else []
+    if state["done"]:
+        print(f"resuming: {', '.join(state['done'])} already measured ({len(rows)} rows in {out}); --fresh starts over",
+              file=sys.stderr, flush=True)
+
+    def save_state() -> None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(state, indent=1) + "\n")
+
     for name in args.spaces:
+        if name in state["done"]:
+            continue
         space = load_space(name)
         path = table_path(space.name, target.name, args.lut_root)
-        if args.reuse_tables:
+        if args.reuse_tables or name in state["tables"]:
             table = LatencyTable.load(path, space, target.name)
         else:
             start = time.perf_counter()
             table = build_table(space, target, threads=args.threads,
                                 progress=lambda what, done, total, name=name: print(f"{name} table {done}/{total}: {what}", file=sys.stderr, flush=True))
             table.save(path)
+            state["tables"].append(name)
+            save_state()
             print(f"{name}: {len(table.entries)} entries in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr, flush=True)
         reference = reference_for(target, args.threads, stored=table.meta.get("reference_calibration"))
         calibration_networks = {spec_key(layers) for layers in calibration_layers(space)}
@@ -103,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             last = rows[-1]
             print(f"{name} {i + 1}/{args.per_space}: predicted {predicted:.3f} ms, measured {result.median_ms:.3f} ms "
                   f"({last['error_pct']:+.1f} %; passes {last['passes_ms']}; raw {result.raw_median_ms:.3f} ms)", file=sys.stderr, flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out, index=False)  # this space's rows are kept whatever happens next
+        state["done"].append(name)
+        save_state()
     df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+    state_path.unlink(missing_ok=True)  # the run is complete: the next one starts over
     report = []
     for scope, part in [("all", df), *df.groupby("space")]:
         report.append({"scope": scope, "n": len(part), "against": "drift-corrected", **summary(part.error_pct.to_numpy())})

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,12 +27,14 @@ class ResultsError(LabnasError, ValueError):
 
 @dataclass(frozen=True)
 class SearchSummary:
-    """What a finished (or interrupted) search amounts to, in the words the CLI prints.
+    """What a finished (or interrupted) search amounts to, in the words the CLI prints (``str(summary)`` or
+    :meth:`lines` give the same text to a Python caller, warnings included).
 
     ``complete`` counts every complete trial (repeats of an earlier spec included), ``feasible`` those within
     the budget; latencies in ms; ``latency_median_ms`` the median over complete trials; ``reference_ms`` is the
     (min, max) of the reference workload in the trials' paired rounds, ``reference_median_ms`` their median and
-    ``reference_calibrated_ms`` the calibration the study's latencies are scaled by.
+    ``reference_calibrated_ms`` the calibration the study's latencies are scaled by. ``stopped`` counts failed
+    trials stopped by Ctrl-C or a machine too busy to time on (``stopped_by``: they are run again, not counted).
     """
 
     trials: int
@@ -49,38 +51,112 @@ class SearchSummary:
     reference_calibrated_ms: float | None = None
     #: the CPU model when the latencies are simulated (no board), else None
     simulated_on: str | None = None
+    budget_ms: float | None = None
+    #: the accuracy estimator's name (published, trained, supernet) and how many accuracies are interpolated
+    estimator: str | None = None
+    interpolated: int = 0
+    stopped: dict = field(default_factory=dict)
 
     @property
     def reference_spread_pct(self) -> float | None:
         return None if self.reference_ms is None else 100 * (self.reference_ms[1] / self.reference_ms[0] - 1)
 
-    def calibration_note(self, faster: float = 0.85) -> str | None:
-        """A one-line warning when the reference ran clearly faster in the trials than its calibration (median
-        below ``faster`` x calibrated): the calibration was taken while the machine was slower, so this study's
-        drift-corrected latencies read high by that factor. ``None`` otherwise (or without paired timings)."""
+    def scale_error(self, faster: float = 0.85) -> float | None:
+        """How many times too high this study's drift-corrected latencies read (> 1) when the reference ran clearly
+        faster in its trials than its calibration (median below ``faster`` x calibrated): the calibration was taken
+        while the machine was slower. ``None`` otherwise (or without paired timings)."""
         if not self.reference_median_ms or not self.reference_calibrated_ms:
             return None
         ratio = self.reference_median_ms / self.reference_calibrated_ms
-        if ratio >= faster:
+        return None if ratio >= faster else 1 / ratio
+
+    def calibration_note(self, faster: float = 0.85) -> str | None:
+        """A one-line warning when :meth:`scale_error` finds the study's latencies read high. ``None`` otherwise."""
+        high = self.scale_error(faster)
+        if high is None:
             return None
-        return (f"the reference workload ran at {self.reference_median_ms:.3f} ms in the trials, {ratio:.2f}x its calibrated "
+        return (f"the reference workload ran at {self.reference_median_ms:.3f} ms in the trials, {1 / high:.2f}x its calibrated "
                 f"{self.reference_calibrated_ms:.3f} ms: the calibration was taken while this machine was slower, so this "
-                f"study's latencies read about {1 / ratio:.2f}x high; a new study with --recalibrate times on the right "
+                f"study's latencies read about {high:.2f}x high; a new study with --recalibrate times on the right "
                 f"scale (the cached calibration has been lowered for the next one)")
 
     def budget_note(self, budget_ms: float, min_trials: int = 3) -> str | None:
         """A one-line warning when the budget split nothing: every complete candidate (at least ``min_trials``)
         ran within it, so the front is the accuracy ranking alone and the search traded no latency. It names the
-        measured range and, as a budget that would split these candidates, their median. ``None`` otherwise.
-        (No candidate within the budget has its own message: the front is empty.)"""
+        measured range and, as a budget that would split these candidates, their median, both on the corrected
+        scale when the calibration read high (:meth:`scale_error`). ``None`` otherwise. (No candidate within the
+        budget has its own message: the front is empty.)"""
         if self.complete < min_trials or self.latency_range_ms is None or self.latency_median_ms is None:
             return None
         low, high = self.latency_range_ms
         if high > budget_ms:
             return None
-        return (f"the budget did not bind: all {self.complete} complete candidates ran in {low:.2f} .. {high:.2f} ms, "
-                f"under {budget_ms:g} ms, so the front ranks accuracy alone; to trade accuracy for latency on this "
-                f"target, try --budget-ms {self.latency_median_ms:.3g} (their median)")
+        scale = 1 / (self.scale_error() or 1.0)
+        corrected = " (corrected for the slow calibration)" if scale != 1.0 else ""
+        return (f"the budget did not bind: all {self.complete} complete candidates ran in {low * scale:.2f} .. {high * scale:.2f} ms"
+                f"{corrected}, under {budget_ms:g} ms, so the front ranks accuracy alone; to trade accuracy for latency on this "
+                f"target, try --budget-ms {self.latency_median_ms * scale:.3g} (their median)")
+
+    def failure_lines(self, most: int = 5) -> list[str]:
+        """Failed trials grouped by reason, each reason once with its trials (numbers in the reason ignored when
+        grouping), at most ``most`` reasons and then how many more."""
+        import re
+
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for trial, error in self.failures:
+            groups.setdefault(re.sub(r"[0-9.]+", "#", error), []).append((trial, error))
+        lines = []
+        for members in list(groups.values())[:most]:
+            numbers = ", ".join(str(t) for t, _ in members[:8]) + (f" and {len(members) - 8} more" if len(members) > 8 else "")
+            lines.append(f"  {'trial' if len(members) == 1 else 'trials'} {numbers} failed: {members[0][1]}")
+        if len(groups) > most:
+            lines.append(f"  ... {len(groups) - most} more reasons (the error column of trials.csv has each)")
+        return lines
+
+    def next_step(self) -> str:
+        """What to do when no candidate fit: the advice depends on why."""
+        disturbed, interrupted = self.stopped.get("disturbed", 0), self.stopped.get("interrupted", 0)
+        budget = f"{self.budget_ms:g} ms" if self.budget_ms is not None else "the budget"
+        if self.complete == 0 and disturbed:
+            return (f"no candidate was timed: {disturbed} trial(s) found the machine too busy to time on (they do not count): "
+                    "wait until the other work ends, or pass --threads 1, then run the same command again")
+        if self.complete == 0 and interrupted:
+            return "no candidate was timed before the interrupt: run the same command again to resume"
+        if self.complete == 0 and self.failed:
+            return "no candidate finished: every trial failed (reasons above); fix what they name, then run again"
+        return f"no candidate fit within {budget} yet: raise --budget-ms or run more --trials"
+
+    def notes(self) -> list[str]:
+        """Every warning the CLI prints in yellow: the calibration, the budget, trials stopped and to be run again."""
+        out = [n for n in (self.calibration_note(), self.budget_note(self.budget_ms) if self.budget_ms is not None else None) if n]
+        if self.stopped:
+            what = ", ".join(f"{n} {why}" for why, n in self.stopped.items())
+            out.append(f"{what} trial(s) have no answer of their own and do not count: running the same command again times "
+                       "their candidates")
+        if self.interpolated:
+            out.append(f"{self.interpolated} accuracies are interpolated between published configurations, not published "
+                       "themselves (accuracy_basis in trials.csv)")
+        return out
+
+    def lines(self) -> list[str]:
+        """The summary as the CLI prints it, without colour (the front table apart)."""
+        budget = f"{self.budget_ms:g} ms" if self.budget_ms is not None else "the budget"
+        out = [f"{self.trials} trials: {self.complete} complete ({self.feasible} within {budget}, "
+               f"{self.complete - self.feasible} over budget and not estimated), {self.failed} failed"
+               + (f", {self.pruned} pruned early" if self.pruned else "")]
+        out += self.failure_lines()
+        if self.latency_range_ms:
+            low, high = self.latency_range_ms
+            how = ("predicted (latency table)" if self.latency_predicted else
+                   f"simulated ({self.simulated_on}, no board)" if self.simulated_on else "measured")
+            out.append(f"{how} latency range {low:.2f} .. {high:.2f} ms")
+        out += [f"warning: {n}" for n in self.notes()]
+        if self.feasible == 0:
+            out.append(self.next_step())
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
 @dataclass
@@ -120,6 +196,15 @@ class StudyResults:
         return json.loads(path.read_text()) if path.is_file() else None
 
     @property
+    def estimator(self) -> str | None:
+        """The accuracy estimator's name (published, trained, supernet), from the settings or the trials."""
+        name = self.settings.get("accuracy")
+        if name is None and "estimator" in self.trials:
+            names = self.trials.estimator.dropna()
+            name = str(names.iloc[0]) if len(names) else None
+        return name
+
+    @property
     def simulated_on(self) -> str | None:
         """The CPU model the study's latencies were simulated on (no board was connected), else None."""
         df = self.trials
@@ -148,6 +233,10 @@ class StudyResults:
             reference_median_ms=float(ref.median()) if len(ref) else None,
             reference_calibrated_ms=float(calibrated.median()) if len(calibrated) else None,
             simulated_on=self.simulated_on,
+            budget_ms=self.budget_ms,
+            estimator=self.estimator,
+            interpolated=int(done.accuracy_interpolated.fillna(False).astype(bool).sum()) if "accuracy_interpolated" in done else 0,
+            stopped=(df[df.state == "FAIL"].stopped_by.dropna().value_counts().to_dict() if "stopped_by" in df else {}),
         )
 
 

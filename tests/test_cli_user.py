@@ -48,6 +48,25 @@ def test_ctrl_c_stops_the_search_at_once_with_130_and_the_resume_command(tmp_pat
     assert n_trials < 6  # it stopped instead of going on
     assert (tmp_path / "tiny-host-1000ms" / "trials.csv").exists()  # what was stored is written
 
+    # the interrupted trial is not counted as done: the resumed search runs its candidate again and ends with the
+    # trials it was asked for, each with an answer of its own
+    import optuna
+
+    study = optuna.load_study(study_name="tiny-host-1000ms", storage=f"sqlite:///{db}")
+    stopped = [t for t in study.trials if t.user_attrs.get("stopped_by") == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].state == optuna.trial.TrialState.FAIL, [(t.state, t.user_attrs) for t in study.trials]
+    done_before = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    asked = done_before + 1
+    again = _search_cmd(tmp_path, "--no-progress")
+    again[again.index("--trials") + 1] = str(asked)
+    r = subprocess.run(again, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "running again the 1 candidate(s) that Ctrl-C or a busy machine stopped" in r.stderr
+    study = optuna.load_study(study_name="tiny-host-1000ms", storage=f"sqlite:///{db}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(complete) == asked
+    assert stopped[0].user_attrs["spec_key"] in {t.user_attrs["spec_key"] for t in complete}
+
 
 def test_an_unreachable_board_fails_before_any_compile(tmp_path, capsys):
     start = time.time()

@@ -104,19 +104,72 @@ def test_placement_now_remembers_the_lowest_round_trip_of_this_machine(tmp_path,
 
 class FakeLoad:
     """CPU snapshots of a machine on a fake clock: one second passes between two calls, during which other
-    processes keep ``others[i]`` cores busy (the last value holds on)."""
+    processes keep ``others[i]`` cores busy (the last value holds on), ``steal`` of it stolen by the hypervisor."""
 
-    def __init__(self, others):
+    def __init__(self, others, steal: float = 0.0):
         self.others, self.intervals, self.machine, self.wall = list(others), 0, 0.0, 0.0
+        self.steal, self.stolen = steal, 0.0
 
     def __call__(self):
         from labnas.timing.load import CpuSnapshot
 
-        snapshot = CpuSnapshot(self.machine, 0.0, self.wall)
+        snapshot = CpuSnapshot(self.machine, 0.0, self.wall, self.stolen)
         self.machine += self.others[min(self.intervals, len(self.others) - 1)]
+        self.stolen += self.steal
         self.wall += 1.0
         self.intervals += 1
         return snapshot
+
+
+def test_a_slow_spell_of_the_host_is_timed_and_recorded_but_contention_is_refused():
+    """On a VM the host can run 1.5-1.8x slower for minutes with nothing else running: candidate and reference slow
+    down alike, which the paired correction repairs. Other load in sight keeps the limit."""
+    from labnas.timing.paired import SLOW_SPELL_LIMIT, slow_spell
+
+    slow = SyntheticMachine([1.8])  # every call 1.8x slower than calibrated
+    result = time_paired(slow.timer(2.0), slow.timer(1.0), 1.0, rounds=5, sleep=lambda s: None, threads=1,
+                         cpu_probe=FakeLoad([0.05]), cores=2, probe_window_s=0)
+    assert result.host_slowdown == pytest.approx(1.8) and result.corrected_ms == pytest.approx(2.0) and result.attempts == 1
+    # the time stolen by the hypervisor is the host's slowness, not contention inside the machine
+    stolen = time_paired(slow.timer(2.0), slow.timer(1.0), 1.0, rounds=5, sleep=lambda s: None, threads=1,
+                         cpu_probe=FakeLoad([0.6], steal=0.5), cores=2, probe_window_s=0)
+    assert stolen.host_slowdown == pytest.approx(1.8)
+    # another process running: a slowdown past the limit is contention, refused as before
+    with pytest.raises(TimingDisturbed, match="1.8x its calibrated"):
+        time_paired(slow.timer(2.0), slow.timer(1.0), 1.0, rounds=5, sleep=lambda s: None, threads=1,
+                    cpu_probe=FakeLoad([1.0]), cores=2, probe_window_s=0)
+    # no load reading (a board): a slow spell cannot be told from contention
+    with pytest.raises(TimingDisturbed):
+        time_paired(slow.timer(2.0), slow.timer(1.0), 1.0, rounds=5, sleep=lambda s: None)
+    assert slow_spell([2.6] * 5, 1.0, 0.0) is None and SLOW_SPELL_LIMIT == 2.5  # beyond the limit: refused
+    assert slow_spell([1.0, 1.0, 1.0, 3.0, 0.5], 0.5, 0.0) is None  # unsteady rounds are no slow spell
+    fine = time_paired(SyntheticMachine([1.0]).timer(2.0), SyntheticMachine([1.0]).timer(1.0), 1.0, rounds=3, threads=1,
+                       cpu_probe=FakeLoad([0.0]), cores=2, probe_window_s=0)
+    assert fine.host_slowdown is None  # a normal timing is not a slow spell
+
+
+def test_a_calibration_on_a_busy_machine_is_retried_then_refused_and_never_cached(tmp_path, monkeypatch):
+    from labnas.timing.calibration import CALIBRATION_BACKOFF_S
+
+    monkeypatch.setenv("LABNAS_CACHE", str(tmp_path))
+    key = calibration_key("host", 2)
+    slept = []
+    with pytest.raises(TimingDisturbed, match=r"other processes kept 1.00 of 2 cores busy .* nothing was cached.*threads 1"):
+        load_or_calibrate(lambda: 8.02, key, threads=2, cpu_probe=FakeLoad([1.0]), cores=2, sleep=slept.append)
+    assert slept == list(CALIBRATION_BACKOFF_S) and not (tmp_path / "reference_calibration.json").exists()
+    # the competitor leaves during the pause: the second attempt is kept
+    assert load_or_calibrate(lambda: 4.2, key, threads=2, cpu_probe=FakeLoad([1.0, 1.0, 0.0]), cores=2,
+                             sleep=lambda s: None) == (pytest.approx(4.2), "measured")
+    # one thread on two cores: one other busy core leaves this one free
+    one = calibration_key("host", 1)
+    assert load_or_calibrate(lambda: 4.2, one, threads=1, cpu_probe=FakeLoad([1.0]), cores=2)[1] == "measured"
+    # series that range widely saw the machine change speed
+    import itertools
+
+    speeds = itertools.cycle([1.0] * 5 + [1.5] * 20)
+    with pytest.raises(TimingDisturbed, match="series ranged from 1.000 to 1.500 ms"):
+        load_or_calibrate(lambda: next(speeds), calibration_key("host", 3), threads=3, cpu_probe=FakeLoad([0.0]), cores=4,
+                          sleep=lambda s: None, recalibrate=True)
 
 
 def test_a_timing_that_other_processes_oversubscribed_is_retimed_then_refused():

@@ -44,9 +44,9 @@ def test_pareto_plot_draws_the_result_files(tmp_path):
     feasible = df[(df.state == "COMPLETE") & (df.feasible == True)]  # noqa: E712
     expected = front_2d(feasible, "latency_ms")  # the front of the plotted axes, from every feasible trial
     ring = by_gid["pareto-0"].get_offsets()
-    assert sorted(map(tuple, np.asarray(ring))) == sorted(zip(expected.latency_ms, expected.accuracy))
+    assert np.allclose(sorted(map(tuple, np.asarray(ring))), sorted(zip(expected.latency_ms, 100 * expected.accuracy)))  # %
     line = next(l for l in ax.lines if l.get_gid() == "front-0")
-    assert np.allclose(line.get_xydata(), expected[["latency_ms", "accuracy"]].to_numpy())
+    assert np.allclose(line.get_xydata(), expected[["latency_ms", "accuracy"]].to_numpy() * [1, 100])
     assert np.all(np.diff(line.get_xydata()[:, 1]) > 0)  # a front only climbs
     for px, py in np.asarray(ring):  # every ringed point lies on the step line, none below it
         assert py == line.get_xydata()[line.get_xydata()[:, 0] <= px][-1, 1]
@@ -76,7 +76,33 @@ def test_two_studies_overlay_with_a_legend(tmp_path):
     make_results(tmp_path / "arm", budget=25.0)
     fig = plot_pareto([load_results(tmp_path / "host"), load_results(tmp_path / "arm")], "ops")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert any(l.startswith("host:") for l in labels) and any(l.startswith("arm:") for l in labels)
+    # the legend names what differs (the budget), not the study names
+    assert any(l.startswith("budget 20.0 ms:") for l in labels) and any(l.startswith("budget 25.0 ms:") for l in labels)
+    assert not any(l.startswith(("host", "arm")) for l in labels)
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "budget 25.0 ms: " in caption and "1 failed of 11 trials" in caption
+
+
+def test_a_figure_for_a_paper_spans_the_data_in_percent_with_spreads_and_counts(tmp_path):
+    df = make_results(tmp_path / "a", budget=100.0)  # every candidate far under the budget
+    csv = pd.read_csv(tmp_path / "a" / "trials.csv")
+    csv["latency_p10_ms"], csv["latency_p90_ms"] = csv.latency_ms - 0.5, csv.latency_ms + 1.0
+    csv.to_csv(tmp_path / "a" / "trials.csv", index=False)
+    pareto_front(csv).to_csv(tmp_path / "a" / "pareto.csv", index=False)
+    ax = plot_pareto([load_results(tmp_path / "a")], "latency").axes[0]
+    done = df[df.state == "COMPLETE"]
+    low, high = ax.get_xlim()
+    assert done.latency_ms.min() - 2 < low < done.latency_ms.min() and done.latency_ms.max() < high < done.latency_ms.max() + 2
+    assert not any(l.get_gid() == "budget-0" for l in ax.lines)  # 100 ms is off the data: an arrow at the edge instead
+    arrow = next(t for t in ax.texts if t.get_gid() == "budget-0")
+    assert arrow.get_text() == "budget 100 ms →"
+    ys = np.asarray(next(c for c in ax.collections if c.get_gid() == "feasible-0").get_offsets())[:, 1]
+    assert ys.min() > 50 and ys.max() <= 100 and ax.get_ylabel().endswith(", %")  # accuracy in %
+    spread = next(c for c in ax.collections if c.get_gid() == "spread-0")  # p10 .. p90 error bars
+    segments = np.asarray([seg[:, 0] for seg in spread.get_segments()])
+    assert np.allclose(segments[:, 1] - segments[:, 0], 1.5)
+    assert "10 within budget, 0 over budget, 1 failed of 11 trials" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "within budget"  # no study name in every entry
 
 
 def test_choice_map_rows_are_pareto_architectures_by_latency(tmp_path):
@@ -111,10 +137,13 @@ def test_operation_axes_are_in_engineering_units(tmp_path):
 
 def test_report_cli_says_what_it_is_doing(tmp_path):
     make_results(tmp_path / "a")
-    r = subprocess.run([sys.executable, "-m", "labnas.cli", "report", str(tmp_path / "a"), "--no-measure"],
+    r = subprocess.run([sys.executable, "-m", "labnas.cli", "report", str(tmp_path / "a"), "--no-measure", "--format", "pdf"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "drawing the Pareto curves" in r.stdout and "counting the best architecture's OPs" in r.stdout
+    for name in ("pareto_latency.pdf", "pareto_ops.pdf", "choice_map.pdf"):  # figures for a paper
+        assert (tmp_path / "a" / name).read_bytes()[:4] == b"%PDF"
+        assert f"]({name})" in (tmp_path / "a" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")])

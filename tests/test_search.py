@@ -73,6 +73,43 @@ def test_short_search_writes_consistent_outputs(tmp_path):
     assert run.results.best["trial"] == best["trial"]
 
 
+def _summary(**fields):
+    from labnas.results import SearchSummary
+
+    base = dict(trials=3, complete=3, feasible=3, failed=0, pruned=0, failures=(), latency_range_ms=(2.0, 4.0),
+                latency_predicted=False, reference_ms=None, latency_median_ms=3.0, budget_ms=20.0, estimator="published")
+    return SearchSummary(**{**base, **fields})
+
+
+def test_the_summary_groups_failures_by_reason_and_says_how_many_more():
+    failures = tuple((i, f"latency: TimingDisturbed: the reference ran at {1 + i / 10:.2f} ms") for i in range(10))
+    failures += tuple((10 + k, f"accuracy: EstimatorError: reason {chr(97 + k)}") for k in range(7))
+    lines = _summary(failed=17, failures=failures).failure_lines(most=5)
+    assert lines[0] == "  trials 0, 1, 2, 3, 4, 5, 6, 7 and 2 more failed: latency: TimingDisturbed: the reference ran at 1.00 ms"
+    assert lines[1] == "  trial 10 failed: accuracy: EstimatorError: reason a"
+    assert len(lines) == 6 and lines[-1].startswith("  ... 3 more reasons")
+
+
+def test_a_busy_machine_gets_advice_about_threads_not_the_budget():
+    busy = _summary(complete=0, feasible=0, failed=14, latency_range_ms=None, latency_median_ms=None,
+                    stopped={"disturbed": 14})
+    text = str(busy)
+    assert "too busy to time on" in text and "--threads 1" in text and "raise --budget-ms" not in text
+    assert "14 disturbed trial(s) have no answer of their own and do not count" in text
+    assert "raise --budget-ms or run more --trials" in _summary(feasible=0).next_step()
+
+
+def test_suggestions_are_on_the_corrected_scale_and_python_callers_get_the_warnings():
+    # calibrated while the machine ran 1.53x slow: the study's latencies read 1.53x high
+    slow = _summary(latency_range_ms=(6.0, 8.2), latency_median_ms=6.6, reference_median_ms=4.2, reference_calibrated_ms=6.426)
+    assert slow.scale_error() == pytest.approx(1.53, abs=0.005)
+    note = slow.budget_note(20.0)
+    assert "--budget-ms 4.31" in note and "3.92 .. 5.36 ms (corrected for the slow calibration)" in note
+    text = str(slow)  # what print(run.results.summary()) shows
+    assert "warning: the reference workload ran at 4.200 ms" in text and "warning: the budget did not bind" in text
+    assert "--budget-ms 6.6" not in text
+
+
 def test_the_budget_note_needs_enough_complete_trials():
     from labnas.results import SearchSummary
 
@@ -185,7 +222,10 @@ def test_published_estimator_search_trains_nothing(tmp_path):
     run = run_search(load_space(str(placement)), config, "pub", tmp_path, n_trials=3, progress=False)
     study, out = run.study, run.path
     df = pd.read_csv(out / "trials.csv")
-    assert set(df.state) == {"COMPLETE"} and (df.estimator == "published").all()
+    if "stopped_by" in df:  # a trial refused on a busy machine (another test running) is run again, not counted
+        assert (df[df.state == "FAIL"].stopped_by == "disturbed").all()
+        df = df[df.state == "COMPLETE"]
+    assert set(df.state) == {"COMPLETE"} and len(df) == 3 and (df.estimator == "published").all()
     assert (df.fidelity_epochs == 0).all()
     # predicted ImageNet top-1: 53.2 % all-sign .. 59.1 % all-LAB for Bi-Real-18
     assert ((df.accuracy > 0.53) & (df.accuracy < 0.60)).all()
@@ -329,15 +369,15 @@ def test_multi_objective_nsga2_records_accuracy_latency_and_ops(tmp_path):
     assert len(pd.read_csv(out / "pareto.csv")) >= 1
 
 
-def test_cli_summary_lists_failed_trials_one_line_each(tmp_path):
+def test_cli_summary_lists_each_failure_reason_once(tmp_path):
     text = Path(TINY).read_text().replace('family = "bireal18"', 'family = "xnornet_alexnet"').replace("[3, 8, 8]", "[3, 100, 100]")
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("layers = [0, 15]", "layers = [0, 1]"))
     r = cli("search", "--budget-ms", "20", "--space", str(bad), "--results", str(tmp_path / "res"), "--trials", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())  # rich wraps long lines
-    assert "2 failed" in out and "trial 0 failed: latency: RuntimeError" in out and "trial 1 failed: latency:" in out
-    assert "no candidate fit within 20 ms yet" in out and "best_spec.json" not in out
+    assert "2 failed" in out and "trials 0, 1 failed: latency: RuntimeError" in out and out.count("failed: latency:") == 1
+    assert "no candidate finished: every trial failed" in out and "best_spec.json" not in out and "next: labnas" not in out
     assert "Traceback" not in r.stderr
 
 
@@ -464,3 +504,53 @@ def test_the_progress_bars_best_is_the_trial_best_spec_names():
     assert bar.best[0] == 1  # not 0 (slower), not 2 (over budget), not 3 (a later tie)
     feasible = [(best_key(a["accuracy"], a["latency_ms"], n), n) for n, a in enumerate(attrs) if a["feasible"]]
     assert min(feasible)[1] == bar.best[0]
+
+
+def test_a_machine_too_busy_to_time_on_stops_the_search_without_eating_trials(tmp_path, capsys):
+    """Trials refused as disturbed are not counted; three in a row stop the search with advice about threads; the
+    next run times their candidates; a thread count of another scale is refused once the study holds timings."""
+    from labnas.search.study import MAX_DISTURBED_IN_A_ROW, SearchError
+
+    space = load_space(TINY)
+    space.lab_kernels = [3]  # 4 candidates, each with a published accuracy
+    config = SearchConfig(budget_ms=1000.0, timing_number=1, timing_repeat=2, threads=1, accuracy="published", sampler="tpe",
+                          startup_trials=10)
+    run = run_search(space, config, "busy", tmp_path, n_trials=1, progress=False)
+    study = run.study
+    calibration = dict(study.user_attrs["reference_calibration"])
+    # the study's scale says the reference runs 200x faster than it does: every timing reads as a very busy machine
+    study.set_user_attr("reference_calibration", {**calibration, "ms": calibration["ms"] / 200})
+    capsys.readouterr()
+    run = run_search(space, config, "busy", tmp_path, n_trials=3, progress=False)
+    err = capsys.readouterr().err
+    trials = run.study.trials
+    disturbed = [t for t in trials if t.user_attrs.get("stopped_by") == "disturbed"]
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]  # of trial 0: they time nothing
+    assert len(disturbed) == MAX_DISTURBED_IN_A_ROW and len(trials) == 1 + MAX_DISTURBED_IN_A_ROW + len(repeats)
+    assert "could not be timed because the machine was too busy" in err and "--threads 1" in err
+    summary = run.results.summary()
+    assert summary.stopped == {"disturbed": MAX_DISTURBED_IN_A_ROW} and summary.failed == MAX_DISTURBED_IN_A_ROW
+    assert "do not count" in str(summary)
+    # the machine is quiet again (the true scale back): the disturbed candidates are timed, the study ends with 3
+    run.study.set_user_attr("reference_calibration", calibration)
+    run = run_search(space, config, "busy", tmp_path, n_trials=3, progress=False)
+    counted = [t for t in run.study.trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(counted) == 3
+    assert {t.user_attrs["spec_key"] for t in disturbed} <= {t.user_attrs["spec_key"] for t in counted}
+    assert all(t.user_attrs["accuracy_basis"].startswith(("published", "interpolated")) for t in counted)
+    # another thread count would mix latency scales: refused, naming the flag
+    with pytest.raises(SearchError, match="timed 3 candidate\\(s\\) with 1 TVM threads; 2 would put latencies"):
+        run_search(space, SearchConfig(**{**config.__dict__, "threads": 2}), "busy", tmp_path, n_trials=4, progress=False)
+
+
+def test_a_study_with_no_timed_candidate_takes_a_new_thread_count(tmp_path, capsys):
+    import optuna
+
+    from labnas.search.study import _check_threads
+
+    study = optuna.create_study()
+    _check_threads(study, "s", None)
+    study.set_user_attr("reference_calibration", {"key": "k", "ms": 8.02})
+    _check_threads(study, "s", 1)  # nothing timed yet: taken, said, and the old count's calibration dropped
+    assert study.user_attrs["timing_threads"] == 1 and study.user_attrs["reference_calibration"] is None
+    assert "now times with 1 TVM threads (was all cores)" in capsys.readouterr().err

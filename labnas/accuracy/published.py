@@ -142,7 +142,28 @@ class PublishedImageNet:
         curve = (1.0 - np.exp(-total * lab.mean(axis=1))) / (1.0 - math.exp(-total))
         return sign_top1 + (lab_top1 - sign_top1) * curve
 
+    def basis(self, layers: list[LayerSpec]) -> tuple[str, bool]:
+        """What the estimate of ``layers`` rests on, and whether it is interpolated outside the published
+        configurations: for Bi-Real-18 the 16 stage configurations (each stage all sign or all LAB) are
+        published; for LAB-BNN only all-LAB; for the other families all-sign and all-LAB."""
+        lab = [layer.binarizer == "lab" for layer in layers]
+        if self.family in ("bireal18", "labbnn"):
+            per_stage = np.array(lab, float).reshape(4, -1).mean(axis=1)
+            code = "".join(str(int(f)) for f in per_stage)
+            whole_stages = bool(np.all((per_stage == 0) | (per_stage == 1)))
+            if self.family == "bireal18" and whole_stages and code in self.table:
+                return f"published: Bi-Real-18 stage configuration {code} (LAB stage ablation)", False
+            if self.family == "labbnn" and all(lab):
+                return "published: LAB-BNN all-LAB", False
+            why = "a stage partly LAB" if not whole_stages else f"stage configuration {code} not published for {self.family}"
+            return f"interpolated: {why}, from the Bi-Real-18 stage-ablation fit", True
+        if all(lab) or not any(lab):
+            return f"published: {self.family} all-{'LAB' if all(lab) else 'sign'}", False
+        return f"interpolated: {sum(lab)} of {len(lab)} layers LAB, between the published all-sign and all-LAB", True
+
     def estimate(self, layers: list[LayerSpec], seed: int = 0, progress: ProgressFn | None = None) -> AccuracyEstimate:
         start = time.perf_counter()
         value = self.top1(layers) / 100.0
-        return AccuracyEstimate(value, [], self.name, 0.0, time.perf_counter() - start, {"coverage": self.coverage})
+        basis, interpolated = self.basis(layers)
+        return AccuracyEstimate(value, [], self.name, 0.0, time.perf_counter() - start,
+                                {"coverage": self.coverage, "basis": basis, "interpolated": interpolated})

@@ -279,4 +279,5 @@ class SupernetEstimator:
         if acc < floor:
             raise TrainingFailed("chance", f"sub-network accuracy {acc:.3f} is below twice chance ({floor:.2f})")
         return AccuracyEstimate(acc, runs, self.name, float(self.settings.epochs), time.perf_counter() - start,
-                                {"supernets": [str(self.cache_path(seed + k)) for k in range(len(runs))]})
+                                {"supernets": [str(self.cache_path(seed + k)) for k in range(len(runs))],
+                                 "basis": self.describe()})

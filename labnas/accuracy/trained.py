@@ -63,4 +63,5 @@ class TrainedProxy:
             on_epoch = self._scored(intermediate) if intermediate is not None and k == 0 else None
             runs.append(train_proxy(spec, self.data, self.train_config(seed + k), report, on_epoch).accuracy)
         return AccuracyEstimate(float(np.mean(runs)), runs, self.name, float(self.settings.epochs),
-                                time.perf_counter() - start, {"seeds": [seed + k for k in range(len(runs))]})
+                                time.perf_counter() - start, {"seeds": [seed + k for k in range(len(runs))],
+                                                                "basis": self.describe()})

@@ -25,6 +25,7 @@ def add_report_parsers(sub) -> None:
     r.add_argument("--no-measure", action="store_true", help="skip re-timing the best architecture per kernel")
     r.add_argument("--threads", type=int, default=None,
                    help="TVM threads for the re-timing (default: the count the search timed the best trial with)")
+    r.add_argument("--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)")
     r.set_defaults(func=run_report)
 
 
@@ -53,7 +54,7 @@ def run_report(args: argparse.Namespace) -> int:
     from ..report import ResultsError, write_report
 
     try:
-        path = write_report(args.results, measure_latency=not args.no_measure, threads=args.threads,
+        path = write_report(args.results, measure_latency=not args.no_measure, threads=args.threads, fmt=args.format,
                             progress=lambda text: print(f"{text} ...", flush=True))
     except ResultsError as err:
         raise UserError(for_cli(err)) from None

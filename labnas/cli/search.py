@@ -163,25 +163,22 @@ def run_search_cli(args: argparse.Namespace) -> int:
         print(f"interrupted: finished trials are stored in study {study_name} and written to "
               f"{Path(args.results) / study_name}/; resume with: labnas {again}", file=sys.stderr)
         raise
-    _summary(console, run.results, args.budget_ms)
+    _summary(console, run.results)
     return 0
 
 
-def _summary(console, res, budget_ms: float) -> None:
-    """Print a search's outcome from its result files (:class:`labnas.results.StudyResults`)."""
+def _summary(console, res) -> None:
+    """Print a search's outcome from its result files (:class:`labnas.results.StudyResults`): the lines of
+    :meth:`labnas.results.SearchSummary.lines` (what a Python caller gets from ``str(summary)``), the front
+    search's quality, the front, and the next steps."""
     from rich.table import Table
 
     summary, front = res.summary(), res.pareto
-    console.print(f"{summary.trials} trials: {summary.complete} complete ({summary.feasible} within {budget_ms:g} ms, "
-                  f"{summary.complete - summary.feasible} over budget and not estimated), {summary.failed} failed"
-                  + (f", {summary.pruned} pruned early" if summary.pruned else ""))
-    for trial, error in summary.failures[:10]:
-        console.print(f"  trial {trial} failed: {error}", markup=False)
-    if summary.latency_range_ms:
-        low, high = summary.latency_range_ms
-        how = ("predicted (latency table)" if summary.latency_predicted else
-               f"simulated ({summary.simulated_on}, no board)" if summary.simulated_on else "measured")
-        console.print(f"{how} latency range {low:.2f} .. {high:.2f} ms")
+    for line in summary.lines():
+        if line.startswith("warning: "):
+            console.print(f"[yellow]{line.removeprefix('warning: ')}[/]", markup=True, highlight=False)
+        else:
+            console.print(line, markup=False, highlight=False)
     if summary.reference_ms:
         drift = summary.reference_spread_pct
         warn = ("  [yellow]the host's speed moved: latency_ms is corrected for uniform drift (latency_raw_ms is not); "
@@ -196,20 +193,24 @@ def _summary(console, res, budget_ms: float) -> None:
                       f"{plan.get('measured', 0)} measured, measured front "
                       f"{plan.get('measured_front', 0)} ({plan.get('front_ties_within_noise', 0)} neighbours tied within noise); "
                       f"hypervolume measured / predicted {ratio:.3f}")
-    for note in (summary.calibration_note(), summary.budget_note(budget_ms)):
-        if note:
-            console.print(f"[yellow]{note}[/]")
-    if front.empty:
-        console.print(f"no candidate fit within {budget_ms:g} ms yet: raise --budget-ms or run more --trials")
-    else:
-        table = Table(title="Pareto front (feasible): accuracy vs latency vs OPs")
+    if not front.empty:
+        estimator = summary.estimator or "accuracy"
+        table = Table(title=f"Pareto front (feasible): accuracy ({estimator}) vs latency vs OPs")
         remeasured = "latency_measured_ms" in front and front.latency_measured_ms.notna().any()
-        cols = ("trial", "accuracy", "latency ms", *(("measured ms",) if remeasured else ()), "MOPs", "LAB layers")
+        flagged = "accuracy_interpolated" in front and front.accuracy_interpolated.fillna(False).astype(bool).any()
+        cols = ("trial", f"accuracy % ({estimator})", "latency ms", *(("measured ms",) if remeasured else ()), "MOPs", "LAB layers",
+                *(("accuracy basis",) if flagged else ()))
         for col in cols:
             table.add_column(col, justify="right")
-        for row in front.itertuples():
+        interpolated = front.accuracy_interpolated.fillna(False).astype(bool) if flagged else [False] * len(front)
+        for row, interp in zip(front.itertuples(), interpolated):
             measured = (f"{row.latency_measured_ms:.2f}" if row.latency_measured_ms == row.latency_measured_ms else "-",) if remeasured else ()
-            table.add_row(str(row.trial), f"{row.accuracy:.3f}", f"{row.latency_ms:.2f}", *measured, f"{row.ops / 1e6:.1f}", str(row.n_lab))
+            basis = (("interpolated" if interp else "published"),) if flagged else ()
+            table.add_row(str(row.trial), f"{100 * row.accuracy:.2f}", f"{row.latency_ms:.2f}", *measured, f"{row.ops / 1e6:.1f}",
+                          str(row.n_lab), *basis)
         console.print(table)
     written = [p.name for p in (res.path / n for n in ("trials.csv", "trials.parquet", "pareto.csv", "best_spec.json")) if p.exists()]
     console.print(f"results in {res.path}/ ({', '.join(written)})")
+    if not front.empty:
+        console.print(f"next: labnas report {res.path}   (figures and report.md);  labnas train {res.path}   (train the best "
+                      "candidate properly, then labnas export)", markup=False, highlight=False)

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from ..results import ResultsError, StudyResults  # noqa: E402
 
-__all__ = ["front_2d", "plot_pareto", "plot_choice_map", "X_AXES"]
+__all__ = ["front_2d", "plot_pareto", "plot_choice_map", "study_labels", "X_AXES"]
 
 #: --x name -> (trials.csv column, axis label, divisor of the column for the axis unit)
 X_AXES = {
@@ -39,7 +39,7 @@ ACCURACY_AXIS = {
 
 
 def accuracy_axis_label(settings: dict) -> str:
-    return ACCURACY_AXIS.get(settings.get("accuracy", "trained"), "accuracy")
+    return ACCURACY_AXIS.get(settings.get("accuracy", "trained"), "accuracy") + ", %"
 
 
 def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -53,10 +53,36 @@ def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:
     return pts.loc[keep]
 
 
+#: Settings that tell overlaid studies apart in a legend, in the order they are named.
+DISTINGUISHING = ("space", "target", "budget_ms", "latency", "objectives", "timing_threads")
+
+
+def study_labels(results: list[StudyResults]) -> list[str]:
+    """A legend label per study naming only what differs between the studies (``target arm, budget_ms 25``);
+    the study name where no setting differs; the target alone for a single study."""
+    if len(results) == 1:
+        return [str(results[0].settings.get("target", results[0].name))]
+    differing = [k for k in DISTINGUISHING if len({json.dumps(r.settings.get(k)) for r in results}) > 1]
+    if not differing:
+        return [r.name for r in results]
+    unit = {"budget_ms": " ms"}
+    return [", ".join(f"{k.removesuffix('_ms')} {r.settings.get(k)}{unit.get(k, '')}" for k in differing) for r in results]
+
+
+def _counts(res: StudyResults) -> str:
+    trials = res.trials
+    failed = int((trials.state == "FAIL").sum())
+    return (f"{len(res.feasible)} within budget, {len(res.infeasible)} over budget, {failed} failed"
+            f" of {len(trials)} trials")
+
+
 def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
-    """Accuracy against ``x`` for one or more studies: feasible trials (dots), over-budget trials (crosses on
-    the x axis: never trained, so no accuracy), the budget line, and the Pareto front of the plotted axes
-    (step line, its members ringed), computed from every feasible trial."""
+    """Accuracy (%) against ``x`` for one or more studies: feasible trials (dots; with latency, the timing's
+    p10..p90 as error bars), over-budget trials (crosses along the bottom of the frame: never estimated, so no
+    accuracy), the budget (a line, or an arrow at the edge when it lies outside the data), and the Pareto front of
+    the plotted axes (step line, its members ringed), computed from every feasible trial. The x axis spans the
+    data, not zero to the budget. The legend names what differs between the studies; the title or caption
+    counts the trials, failed ones included."""
     if x not in X_AXES:
         raise ResultsError(f"{{opt:x}} must be one of {', '.join(X_AXES)}, got {x!r}")
     column, label, unit = X_AXES[x]
@@ -65,24 +91,50 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
         raise ResultsError("these studies' accuracies are different quantities ("
                            + ", ".join(f"{name}: {est}" for name, est in estimators.items())
                            + "), so one accuracy axis would compare them; plot studies with the same estimator together")
+    for res in results:
+        if res.feasible.empty:
+            raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise {{opt:budget_ms}} or run more trials")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     rug = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
-    for i, res in enumerate(results):
-        if res.feasible.empty:
-            raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial to plot; raise {{opt:budget_ms}} or run more trials")
+    names = study_labels(results)
+    several = len(results) > 1
+    xs_all = []
+    for i, (res, name) in enumerate(zip(results, names)):
         color = colors[i % len(colors)]
         feas, infeas = res.feasible, res.infeasible
-        ax.scatter(feas[column] / unit, feas.accuracy, color=color, s=28, label=f"{res.name}: within budget", gid=f"feasible-{i}")
-        if not infeas.empty:
+        fx, fy = feas[column] / unit, 100 * feas.accuracy
+        xs_all += [fx, infeas[column] / unit]
+        if x == "latency" and {"latency_p10_ms", "latency_p90_ms"} <= set(feas.columns) and feas.latency_p10_ms.notna().any():
+            low = (feas.latency_ms - feas.latency_p10_ms.fillna(feas.latency_ms)).clip(lower=0)
+            high = (feas.latency_p90_ms.fillna(feas.latency_ms) - feas.latency_ms).clip(lower=0)
+            ax.errorbar(fx, fy, xerr=[low, high], fmt="none", ecolor=color, alpha=0.5, lw=0.8, gid=f"spread-{i}")
+        ax.scatter(fx, fy, color=color, s=28, label=f"{name}: within budget" if several else "within budget",
+                   gid=f"feasible-{i}")
+        if not infeas.empty:  # inside the frame, along its bottom edge
             ax.scatter(infeas[column] / unit, np.full(len(infeas), 0.03), transform=rug, color=color, marker="x", s=28,
-                       alpha=0.7, label=f"{res.name}: over budget (not trained)", gid=f"infeasible-{i}", clip_on=False)
+                       alpha=0.7, label=f"{name}: over budget (not estimated)" if several else "over budget (not estimated)",
+                       gid=f"infeasible-{i}")
         front = front_2d(feas, column)
-        ax.step(front[column] / unit, front.accuracy, where="post", color=color, lw=1.5, gid=f"front-{i}")
-        ax.scatter(front[column] / unit, front.accuracy, facecolors="none", edgecolors=color, s=90, lw=1.2,
-                   label=f"{res.name}: Pareto front on these axes", gid=f"pareto-{i}")
-        if x == "latency" and res.budget_ms is not None:
-            ax.axvline(res.budget_ms, color=color, ls="--", lw=1, label=f"{res.name}: budget {res.budget_ms:g} ms", gid=f"budget-{i}")
+        ax.step(front[column] / unit, 100 * front.accuracy, where="post", color=color, lw=1.5, gid=f"front-{i}")
+        ax.scatter(front[column] / unit, 100 * front.accuracy, facecolors="none", edgecolors=color, s=90, lw=1.2,
+                   label=f"{name}: Pareto front" if several else "Pareto front on these axes", gid=f"pareto-{i}")
+    xs = pd.concat(xs_all).dropna()
+    low, high = float(xs.min()), float(xs.max())
+    pad = 0.06 * (high - low) if high > low else 0.05 * max(abs(high), 1e-9)
+    ax.set_xlim(low - pad, high + pad)  # the data, not zero to the budget
+    if x == "latency":
+        for i, (res, name) in enumerate(zip(results, names)):
+            if res.budget_ms is None:
+                continue
+            color, text = colors[i % len(colors)], f"{name}: budget {res.budget_ms:g} ms" if several else f"budget {res.budget_ms:g} ms"
+            if low - pad <= res.budget_ms <= high + pad:
+                ax.axvline(res.budget_ms, color=color, ls="--", lw=1, label=text, gid=f"budget-{i}")
+            else:  # outside the data: an arrow at the edge it lies beyond, inside the frame
+                right = res.budget_ms > high
+                ax.annotate(f"{text} {'→' if right else '←'}", xy=(0.99 if right else 0.01, 0.95 - 0.06 * i),
+                            xycoords="axes fraction", ha="right" if right else "left", va="top", fontsize=8, color=color,
+                            gid=f"budget-{i}")
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter(useOffset=False))
     simulated = {res.simulated_on for res in results} - {None}
     if x == "latency" and simulated:
@@ -91,13 +143,14 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     ax.set_ylabel(accuracy_axis_label(results[0].settings))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    if len(results) == 1:
+    if not several:
         r = results[0]
         ax.set_title(f"{r.name}: accuracy vs {x} on {r.settings.get('target', '?')} "
-                     f"({r.settings.get('accuracy', 'trained')} accuracy)", fontsize=9)
+                     f"({r.settings.get('accuracy', 'trained')} accuracy); {_counts(r)}", fontsize=9)
     else:
         ax.set_title(f"accuracy vs {x}", fontsize=9)
-    fig.tight_layout()
+        fig.text(0.01, 0.01, "; ".join(f"{name}: {_counts(r)}" for r, name in zip(results, names)), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if several else 0, 1, 1))
     return fig
 
 

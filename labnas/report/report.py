@@ -98,13 +98,21 @@ def _study_target(res: StudyResults):
     return TARGETS.get(str(res.settings.get("target", "host")))
 
 
-def write_report(path: str | Path, measure_latency: bool = True, progress=None, threads: int | None = None) -> Path:
-    """Write ``report.md`` and its figures into the results directory ``path``; return the report path.
+#: Figure formats a report can be written with (a paper wants pdf or svg).
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def write_report(path: str | Path, measure_latency: bool = True, progress=None, threads: int | None = None,
+                 fmt: str = "png") -> Path:
+    """Write ``report.md`` and its figures (``fmt``: png, svg or pdf) into the results directory ``path``; return
+    the report path.
 
     ``progress(text)`` is told each step (figures, OPs, the re-timing of the best architecture). The re-timing
     uses ``threads`` TVM threads, by default the thread count the search timed the best trial with (its
     ``threads`` column), else every core."""
     say = progress or (lambda text: None)
+    if fmt not in FIGURE_FORMATS:
+        raise ResultsError(f"figure format {fmt!r} is not one of {', '.join(FIGURE_FORMATS)}; choose one with {{opt:fmt|--format}}")
     res: StudyResults = load_results(path)
     if res.feasible.empty:
         raise ResultsError(f"study {res.name} ({res.path}) has no feasible trial; nothing to report yet")
@@ -113,17 +121,21 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
     figures = {}
     for x in ("latency", "ops"):
         fig = plot_pareto([res], x)
-        figures[x] = out / f"pareto_{x}.png"
+        figures[x] = out / f"pareto_{x}.{fmt}"
         fig.savefig(figures[x], dpi=120)
     fig = plot_choice_map(res)
-    figures["map"] = out / "choice_map.png"
+    figures["map"] = out / f"choice_map.{fmt}"
     fig.savefig(figures["map"], dpi=120)
 
     best = res.best
     spec = best["spec"] if best else json.loads(res.pareto.sort_values("accuracy").iloc[-1].spec)
     deploy = _deploy_shape(res, spec)
-    front = res.pareto.sort_values("latency_ms")[["trial", "accuracy", "latency_ms", "ops", "bops", "flops", "n_lab"]].copy()
-    front["accuracy"] = front.accuracy.map(lambda v: f"{v:.3f}")
+    pareto = res.pareto.sort_values("latency_ms")
+    front = pareto[["trial", "accuracy", "latency_ms", "ops", "bops", "flops", "n_lab"]].copy()
+    front["accuracy"] = front.accuracy.map(lambda v: f"{100 * v:.2f}")
+    front = front.rename(columns={"accuracy": "accuracy %"})
+    if "accuracy_basis" in pareto and pareto.accuracy_basis.notna().any():
+        front["accuracy basis"] = pareto.accuracy_basis.fillna("")
     front["latency_ms"] = front.latency_ms.map(lambda v: f"{v:.2f}")
     for col in ("ops", "bops", "flops"):
         front[col] = front[col].map(lambda v: f"{v:.3g}")
@@ -146,9 +158,8 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
                     "compare candidates of this study only",
     }.get(estimator, "")
     settings = _settings_table({k: v for k, v in res.settings.items() if k not in ("accuracy_description", "study")})
-    budget = res.settings.get("budget_ms")
     summary = res.summary()
-    notes = [n for n in (summary.calibration_note(), summary.budget_note(float(budget)) if budget is not None else None) if n]
+    notes = summary.notes()
     lines = [
         f"# labnas report: {res.name}",
         "",
@@ -165,7 +176,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         "",
         "## Best architecture",
         "",
-        f"Trial {best['trial'] if best else '?'}: accuracy {best['accuracy'] if best else float('nan'):.3f} ({estimator}), "
+        f"Trial {best['trial'] if best else '?'}: accuracy {100 * best['accuracy'] if best else float('nan'):.2f} % ({estimator}), "
         f"latency {best['latency_ms'] if best else float('nan'):.2f} ms, OPs {ops_total:.3g}.",
         "",
         "Per layer (binarizer / LAB kernel / conv kernel): "

@@ -22,7 +22,7 @@ from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
 from ..space import SearchSpace
-from ..timing import exclusive_timing, shared_training
+from ..timing import TimingDisturbed, exclusive_timing, shared_training
 from ..timing.remote import RemoteSpec
 from ..tvm.targets import TARGETS, TargetPreset
 from .record import store
@@ -48,9 +48,15 @@ def watch_interrupts():
     return signal.signal(signal.SIGINT, handler)
 
 
+#: ``stopped_by`` values of trials stopped by something other than their candidate: they do not count toward
+#: ``--trials`` and a re-run (:func:`labnas.search.study.rerun_stopped`) runs their candidate again.
+NOT_THE_CANDIDATES_FAULT = ("interrupted", "disturbed")
+
+
 def _reraise_interrupt(trial: optuna.Trial, err: BaseException) -> None:
     if INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt):
-        store(trial, error="interrupted (Ctrl-C); resumed searches run this trial's slot again")
+        store(trial, stopped_by="interrupted",
+              error="interrupted (Ctrl-C): not counted; the resumed search runs this candidate again")
         raise KeyboardInterrupt from err
 
 OBJECTIVES = {
@@ -323,6 +329,8 @@ class Objective:
             latency = min(latency, again, key=lambda result: result.median_ms)
         store(trial, latency_ms=latency.median_ms, latency_source="measured", latency_p10_ms=latency.p10_ms,
               latency_p90_ms=latency.p90_ms, threads=latency.threads, timing_attempts=latency.attempts)
+        if latency.host_slowdown is not None:
+            store(trial, host_slowdown=round(latency.host_slowdown, 3))
         if latency.core_round_trip_ns is not None:
             store(trial, core_round_trip_ns=round(latency.core_round_trip_ns, 1), cpus_apart=latency.cpus_apart)
         if latency.paired:
@@ -382,6 +390,8 @@ class Objective:
             lat = self._latency(trial, model, key)
         except BaseException as err:  # noqa: BLE001 - recorded on the trial, which then FAILs
             _reraise_interrupt(trial, err)
+            if isinstance(err, TimingDisturbed):  # the machine's fault, not the candidate's: it is timed again later
+                store(trial, stopped_by="disturbed")
             store(trial, error=f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
         trial.set_constraint("latency_ms", lat - self.config.budget_ms)
@@ -409,6 +419,8 @@ class Objective:
             raise
         store(trial, trained=result.fidelity > 0, fidelity_epochs=result.fidelity, train_s=round(result.seconds, 2),
               accuracy=result.accuracy)
+        if "basis" in result.detail:
+            store(trial, accuracy_basis=result.detail["basis"], accuracy_interpolated=bool(result.detail.get("interpolated")))
         if len(result.per_seed) > 1:
             store(trial, accuracy_per_seed=[round(a, 5) for a in result.per_seed])
         return self._values(result.accuracy, lat, counted.ops)

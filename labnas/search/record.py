@@ -26,6 +26,9 @@ class TrialRecord:
 
     accuracy: float | None = _col("the accuracy estimate, a fraction in [0, 1]; empty when over budget (not estimated) or failed")
     estimator: str | None = _col("the accuracy estimator: published, trained or supernet")
+    accuracy_basis: str | None = _col("what the accuracy rests on: a published configuration, interpolated between published ones "
+                                      "(a stage partly LAB; a family with only all-sign and all-LAB published), or a training")
+    accuracy_interpolated: bool | None = _col("the accuracy is interpolated outside the published configurations (published estimator)")
     fidelity_epochs: float | None = _col("epochs of training behind the accuracy (0: none)")
     accuracy_per_seed: list | None = _col("per-seed accuracies when several seeds are averaged")
     latency_ms: float | None = _col("latency on the target in ms: drift-corrected (paired ratio x the reference's calibrated time) when timed "
@@ -60,7 +63,11 @@ class TrialRecord:
                                             "placement of the vCPUs latency_ms was taken in (docs/timing.md)")
     cpus_apart: bool | None = _col("the CPUs were placed further apart than this machine's best placement (core_round_trip_ns "
                                    "over 3.2x the lowest seen): a slower machine for two threads, timed and corrected as usual")
+    host_slowdown: float | None = _col("timed in a slow spell of the host (nothing else running, the reference this many times "
+                                       "its calibration): slower alike for candidate and reference, corrected as usual")
     duplicate_of: int | None = _col("an earlier trial with the same spec whose values were reused")
+    stopped_by: str | None = _col("why a trial has no answer of its own: interrupted (Ctrl-C) or disturbed (the machine too busy to "
+                                  "time on); such a trial does not count toward --trials and a re-run times its candidate again")
     error: str | None = _col("why the trial failed, one line")
     failure: str | None = _col("diverged or chance when a training failed")
     spec: str | None = _col("the deployment ArchSpec as JSON")

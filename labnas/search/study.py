@@ -107,7 +107,35 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
     elif stored != settings:
         diff = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in settings.items() if stored.get(k) != v)
         raise SearchError(f"study {name!r} was made with other settings ({diff}); resume with the same ones or use a new {{opt:study_name|--study}}")
+    _check_threads(study, name, config.threads)
     return study
+
+
+def _threads_text(threads: int | None) -> str:
+    return "all cores" if threads is None else f"{threads}"
+
+
+def _check_threads(study: optuna.Study, name: str, threads: int | None) -> None:
+    """A study's latencies are on the scale of the TVM thread count they were timed with. Resuming with another one
+    is refused once the study holds a timed candidate; before that (every trial so far failed, e.g. on a busy
+    machine) the new count is taken, said, and the study's calibration, which belongs to the old count, dropped."""
+    if "timing_threads" not in study.user_attrs:
+        study.set_user_attr("timing_threads", threads)
+        return
+    before = study.user_attrs["timing_threads"]
+    if before == threads:
+        return
+    timed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+             if t.user_attrs.get("latency_source") in ("measured", "simulated") and "duplicate_of" not in t.user_attrs]
+    if timed:
+        flag = "leave --threads out" if before is None else f"pass --threads {before}"
+        raise SearchError(f"study {name!r} timed {len(timed)} candidate(s) with {_threads_text(before)} TVM threads; "
+                          f"{_threads_text(threads)} would put latencies of another scale beside them: {flag} to resume it, "
+                          "or use a new {opt:study_name|--study}")
+    study.set_user_attr("timing_threads", threads)
+    study.set_user_attr("reference_calibration", None)  # it belonged to the old thread count
+    print(f"study {name!r} holds no timed candidate yet: it now times with {_threads_text(threads)} TVM threads "
+          f"(was {_threads_text(before)})", file=sys.stderr)
 
 
 def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -157,14 +185,45 @@ def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | Non
                            cache_dir=config.cache_dir)
 
 
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial counts toward ``n_trials``: a repeat of an earlier spec (``duplicate_of``) reuses that
+    spec's values and costs nothing; a trial stopped by Ctrl-C or by a machine too busy to time on (``stopped_by``)
+    has no answer of its own, and its candidate is run again (:func:`rerun_stopped`). A failure of the candidate's
+    own (it does not compile, its training diverges) is its answer and counts."""
+    return trial.state in FINISHED and "duplicate_of" not in trial.user_attrs and "stopped_by" not in trial.user_attrs
+
+
 def _finished(study: optuna.Study) -> int:
-    """Finished trials that count toward ``n_trials``: a repeat of an earlier spec (``duplicate_of``) reuses that
-    spec's values and costs nothing, so it does not count; the search samples again instead."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if "duplicate_of" not in t.user_attrs)
+    """Finished trials that count toward ``n_trials`` (:func:`_counts`)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if _counts(t))
+
+
+def _waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def rerun_stopped(study: optuna.Study) -> int:
+    """Queue again the candidate of every trial that Ctrl-C or a disturbed machine stopped (``stopped_by``), unless
+    a counted trial, a queued one or one in flight already has its spec; return how many were queued. A resumed
+    search then ends with the trials it was asked for, each with its own answer."""
+    answered = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False) if _counts(t) or not t.state.is_finished()}
+    queued = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        key = trial.user_attrs.get("spec_key")
+        if "stopped_by" not in trial.user_attrs or key is None or key in answered or not trial.params:
+            continue
+        attrs = {name: trial.user_attrs[name] for name in ("spec_key", "latency_predicted_ms") if name in trial.user_attrs}
+        study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+        answered.add(key)
+        queued += 1
+    return queued
 
 
 #: A sampler that proposes only repeats this many times in a row has nothing new to propose: the search stops.
 MAX_REPEATS_IN_A_ROW = 30
+#: This many trials in a row refused as disturbed (the machine too busy to time on) stop the search: the next ones
+#: would be refused too; none of them counts, so running the command again later loses nothing.
+MAX_DISTURBED_IN_A_ROW = 3
 
 
 class _StopWhenDone:
@@ -176,16 +235,23 @@ class _StopWhenDone:
         #: a worker process of several: stop after this many distinct trials of its own, so that workers finishing
         #: at once do not overshoot the study's target (each runs its share, as before repeats stopped counting)
         self.own_share, self.own = own_share, 0
-        self.repeats, self.exhausted = 0, ""
+        self.repeats, self.disturbed, self.exhausted = 0, 0, ""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.then:
             self.then(study, trial)
         repeat = "duplicate_of" in trial.user_attrs
         self.repeats = self.repeats + 1 if repeat else 0
-        self.own += 0 if repeat or not trial.state.is_finished() else 1
+        disturbed = trial.user_attrs.get("stopped_by") == "disturbed"
+        self.disturbed = self.disturbed + 1 if disturbed else self.disturbed if repeat else 0  # a repeat times nothing
+        self.own += 1 if _counts(trial) else 0
         distinct = _finished(study)
         if distinct >= self.n_trials or (self.own_share is not None and self.own >= self.own_share):
+            study.stop()
+        elif self.disturbed >= MAX_DISTURBED_IN_A_ROW:
+            self.exhausted = (f"{self.disturbed} trials in a row could not be timed because the machine was too busy (none of them "
+                              "counts): wait until the other work ends, or time with --threads 1 (one core, no barrier to stall "
+                              "at), then run the same command again")
             study.stop()
         elif distinct >= self.space_size:
             self.exhausted = f"every one of the space's {self.space_size} architectures has been tried"
@@ -267,6 +333,9 @@ def run_search(
     study = create_or_load_study(study_name, storage, space, config)
     study.set_user_attr("accuracy_description", estimator.describe())  # what the accuracy column means
     queued_layers, ahead = [], 0
+    requeued = rerun_stopped(study)
+    if requeued:
+        print(f"running again the {requeued} candidate(s) that Ctrl-C or a busy machine stopped last time", file=sys.stderr)
     if config.sampler == "front":  # n_trials caps the measured front members (None: the whole predicted front)
         asked = n_trials
         n_trials, queued_layers, ahead = plan_front(study, space, config, estimator, progress, limit=n_trials)
@@ -415,7 +484,8 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
     in_first = set(first)
     rest = [int(n) for n in spread_order(np.array([n for n in chosen if n not in in_first], dtype=full.dtype))]
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
-    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False)}  # finished, running and queued
+    # counted, running and queued (a trial stopped by Ctrl-C or a busy machine is queued again by rerun_stopped)
+    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False) if _counts(t) or not t.state.is_finished()}
     queued_layers, queued_first = [], 0
     for position, n in enumerate([*first, *rest]):
         layers = predicted.layers(int(n))
@@ -438,7 +508,7 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
     print(f"predicted all {len(predicted.accuracy):,} candidates in {predicted.seconds:.1f} s: the predicted front has "
           f"{len(full)}, {len(beyond_noise)} of them apart beyond noise (measured first); {queued} to measure, "
           f"{len(chosen) - queued} measured before{f', {limit} asked' if limit is not None else ''}", file=sys.stderr, flush=True)
-    return _finished(study) + queued, queued_layers, queued_first
+    return _finished(study) + _waiting(study), queued_layers, queued_first
 
 
 def spread_order(members: np.ndarray) -> np.ndarray:
@@ -555,7 +625,9 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
         return f"trial {trial.number}: pruned after {a.get('fidelity_epochs', '?')} epoch(s), latency {a.get('latency_ms', float('nan')):.2f} ms"
     if trial.state != optuna.trial.TrialState.COMPLETE:
         return f"trial {trial.number}: {trial.state.name.lower()}: {a.get('error', 'no reason recorded')}"
-    acc = f"accuracy {100 * a['accuracy']:.2f} %" if "accuracy" in a else "over budget, not trained"
+    interpolated = ", interpolated" if a.get("accuracy_interpolated") else ""
+    acc = (f"accuracy {100 * a['accuracy']:.2f} % ({a.get('estimator', '?')}{interpolated})" if "accuracy" in a else
+           "over budget, not estimated")
     dup = f" (same spec as trial {a['duplicate_of']})" if "duplicate_of" in a else ""
     return (f"trial {trial.number}: {acc}, latency {a.get('latency_ms', float('nan')):.2f} ms, "
             f"{a.get('ops', float('nan')) / 1e6:.1f} MOPs, {a.get('n_lab', '?')} LAB layers{dup}")

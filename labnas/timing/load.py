@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
-__all__ = ["CpuSnapshot", "cpu_snapshot", "others_busy_cores", "oversubscription", "usable_cores", "OVERSUBSCRIBED_MARGIN"]
+__all__ = ["CpuSnapshot", "cpu_snapshot", "others_busy_cores", "others_in_vm_cores", "oversubscription", "usable_cores", "OVERSUBSCRIBED_MARGIN"]
 
 #: Cores others may keep busy beyond the free ones before a timing counts as oversubscribed (system daemons,
 #: the Python interpreter's own bookkeeping in other processes, tick rounding).
@@ -39,13 +39,15 @@ class CpuSnapshot:
     machine_busy_s: float
     own_busy_s: float
     wall_s: float
+    #: of ``machine_busy_s``, the time the hypervisor gave these CPUs to others outside the VM (steal)
+    steal_s: float = 0.0
 
 
 def cpu_snapshot() -> CpuSnapshot | None:
     """The busy CPU time of this process's CPUs and of this process now, or None where ``/proc`` is not readable."""
     mine = _affinity()
     try:
-        busy = 0.0
+        busy = steal = 0.0
         with open("/proc/stat") as fh:
             for line in fh:
                 name, _, rest = line.partition(" ")
@@ -57,13 +59,15 @@ def cpu_snapshot() -> CpuSnapshot | None:
                     continue  # a CPU this process may not run on: its load does not compete with ours
                 fields = [float(v) for v in rest.split()]
                 # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait
-                busy += sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)
+                # (guest time is already inside user and nice)
+                busy += sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)
+                steal += fields[7] if len(fields) > 7 else 0.0
         with open("/proc/self/stat") as fh:
             own = fh.read().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
     own_ticks = float(own[11]) + float(own[12])  # utime, stime (fields 14 and 15 of the full line)
-    return CpuSnapshot(busy * _TICK_S, own_ticks * _TICK_S, time.perf_counter())
+    return CpuSnapshot(busy * _TICK_S, own_ticks * _TICK_S, time.perf_counter(), steal * _TICK_S)
 
 
 def _affinity() -> set[int] | None:
@@ -82,6 +86,15 @@ def others_busy_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> 
         return None
     others = (after.machine_busy_s - before.machine_busy_s) - (after.own_busy_s - before.own_busy_s)
     return max(0.0, others / wall)
+
+
+def others_in_vm_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
+    """Cores other processes of this machine kept busy between two snapshots, leaving out what the hypervisor stole
+    (a neighbour outside the VM slows every CPU alike: a slow spell, not contention); None when not measurable."""
+    others = others_busy_cores(before, after)
+    if others is None:
+        return None
+    return max(0.0, others - (after.steal_s - before.steal_s) / (after.wall_s - before.wall_s))
 
 
 def usable_cores() -> int:

@@ -53,6 +53,9 @@ class LatencyResult:
     #: or without a C compiler.
     core_round_trip_ns: float | None = None
     cpus_apart: bool | None = None
+    #: Paired on this machine during a slow spell of the host (nothing else running, the reference slower than its
+    #: disturbance limit; :func:`labnas.timing.paired.slow_spell`): the reference's median over its calibration.
+    host_slowdown: float | None = None
     #: Where the figure comes from: "measured" (timed on this machine or a board) or "simulated" (predicted from the
     #: compiled code on ``cpu_model``, :mod:`labnas.simulation`; then every percentile is the one figure).
     source: str = "measured"
@@ -265,6 +268,7 @@ def _paired_series(runner: VmRunner, xi, number: int, repeat: int, reference: Ca
     corrected = np.asarray(paired.candidate_runs_ms) / np.asarray(paired.reference_runs_ms) * calibrated_ms
     fields = {"paired": True, "raw_median_ms": paired.raw_ms, "reference_ms": paired.reference_ms,
               "reference_calibrated_ms": calibrated_ms, "paired_ratio": paired.ratio,
-              "core_round_trip_ns": paired.core_round_trip_ns, "cpus_apart": paired.cpus_apart}
+              "core_round_trip_ns": paired.core_round_trip_ns, "cpus_apart": paired.cpus_apart,
+              "host_slowdown": paired.host_slowdown}
     return (paired.corrected_ms, float(np.percentile(corrected, 10)), float(np.percentile(corrected, 90)),
             list(paired.candidate_runs_ms), paired.attempts, fields)

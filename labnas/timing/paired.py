@@ -33,9 +33,9 @@ import numpy as np
 
 from .._errors import LabnasError
 from .core_latency import Placement
-from .load import CpuSnapshot, others_busy_cores, oversubscription
+from .load import CpuSnapshot, others_busy_cores, others_in_vm_cores, oversubscription
 
-__all__ = ["PairedResult", "TimingDisturbed", "time_paired", "disturbance", "DISTURBED_FACTOR", "DISTURBED_SPREAD", "PLACEMENT_ALLOWANCE"]
+__all__ = ["PairedResult", "TimingDisturbed", "time_paired", "disturbance", "slow_spell", "SLOW_SPELL_LIMIT", "DISTURBED_FACTOR", "DISTURBED_SPREAD", "PLACEMENT_ALLOWANCE"]
 
 #: A reference median more than this factor above its calibration means the machine is not the one calibrated.
 DISTURBED_FACTOR = 1.5
@@ -46,6 +46,14 @@ DISTURBED_SPREAD = 0.5
 #: the all-sign reference networks ran 1.55-1.75x their near-placement calibration with nothing else running, which
 #: is a slower machine for multi-threaded code, not load (the ratio to the reference still holds to a few %).
 PLACEMENT_ALLOWANCE = 2.0
+#: With nothing else of this machine running (other processes kept at most :data:`QUIET_OTHERS_CORES` busy, time
+#: stolen by the hypervisor left out), a reference up to this many times its calibration is the host itself running
+#: slower (a neighbour outside the VM, a lower clock) for a while: a slow spell. That slows the candidate and the
+#: reference alike, the case the paired correction is for, so it is timed as usual and recorded
+#: (``host_slowdown``), not refused. Further above, or with other load in sight, the limits above apply.
+SLOW_SPELL_LIMIT = 2.5
+#: Cores other processes may keep busy while the machine still counts as quiet (daemons, tick rounding).
+QUIET_OTHERS_CORES = 0.35
 #: Seconds to wait before each re-timing of a disturbed measurement.
 BACKOFF_S = (1.0, 4.0)
 
@@ -70,6 +78,26 @@ class PairedResult:
     #: the CPUs' placement during the rounds (:func:`labnas.timing.core_latency.placement_now`), when probed
     core_round_trip_ns: float | None = None
     cpus_apart: bool | None = None
+    #: the reference's median over its calibration when the rounds were a slow spell of the host (:func:`slow_spell`)
+    host_slowdown: float | None = None
+
+
+def slow_spell(reference_runs_ms, calibrated_ms: float, others_in_vm: float | None, cpus_apart: bool = False) -> float | None:
+    """The host's slowdown (reference median / calibration, > 1) when a reference slower than the disturbance limit
+    was a slow spell of the host rather than contention: its rounds are steady (spread within
+    :data:`DISTURBED_SPREAD`), it ran at most :data:`SLOW_SPELL_LIMIT` x its calibration (x the placement allowance
+    with the CPUs apart), and nothing else on this machine was running (``others_in_vm``, from
+    :func:`labnas.timing.load.others_in_vm_cores`, at most :data:`QUIET_OTHERS_CORES`). ``None`` when it was not
+    (or the load could not be read: without it a slow spell cannot be told from contention)."""
+    if others_in_vm is None or others_in_vm > QUIET_OTHERS_CORES:
+        return None
+    runs = np.asarray(reference_runs_ms, dtype=float)
+    median = float(np.median(runs))
+    if float(np.percentile(runs, 90) - np.percentile(runs, 10)) / median > DISTURBED_SPREAD:
+        return None
+    factor = median / calibrated_ms
+    limit = SLOW_SPELL_LIMIT * (PLACEMENT_ALLOWANCE if cpus_apart else 1.0)
+    return factor if 1.0 < factor <= limit else None
 
 
 def disturbance(reference_runs_ms, calibrated_ms: float, cpus_apart: bool = False) -> str | None:
@@ -154,13 +182,17 @@ def time_paired(
             before = cpu_probe() if probing else None
             cand, ref = _rounds(candidate, reference, rounds, calibrated_ms * (PLACEMENT_ALLOWANCE if apart else 1.0))
             after = cpu_probe() if probing else None
-            reason = disturbance(ref, calibrated_ms, apart) or (
-                oversubscription(others_busy_cores(before, after), threads, cores) if probing else None)
+            oversubscribed = oversubscription(others_busy_cores(before, after), threads, cores) if probing else None
+            reason = disturbance(ref, calibrated_ms, apart) or oversubscribed
+            slowdown = None
+            if reason is not None and oversubscribed is None and cpu_probe is not None:
+                slowdown = slow_spell(ref, calibrated_ms, others_in_vm_cores(before, after), apart)
+                reason = None if slowdown is not None else reason
         if reason is None:
             ratio = float(np.median(np.asarray(cand) / np.asarray(ref)))
             return PairedResult(ratio * calibrated_ms, float(np.median(cand)), float(np.median(ref)), calibrated_ms, ratio,
                                 tuple(cand), tuple(ref), attempt + 1,
-                                placement.round_trip_ns if placement else None, apart if placement else None)
+                                placement.round_trip_ns if placement else None, apart if placement else None, slowdown)
         if attempt < retries:
             sleep(backoff_s[min(attempt, len(backoff_s) - 1)])
     raise TimingDisturbed(f"{reason} in all {retries + 1} attempts: the machine is busy; time when it is quiet, stop the other "

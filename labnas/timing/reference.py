@@ -138,7 +138,10 @@ class ReferenceTimer:
         from .calibration import load_or_calibrate
 
         if self.remote is None:
-            return load_or_calibrate(self.time_once, self.key(target_name), recalibrate)
+            from .load import cpu_snapshot
+
+            return load_or_calibrate(self.time_once, self.key(target_name), recalibrate, threads=self.runner.threads,
+                                     cpu_probe=cpu_snapshot)
         opened = []
 
         def time_once_on_board() -> float:
