@@ -205,6 +205,13 @@ class StudyResults:
         return name
 
     @property
+    def estimator_or_default(self) -> str:
+        """:attr:`estimator`, or the default estimator for studies written before it was recorded."""
+        from .accuracy.registry import DEFAULT_ESTIMATOR
+
+        return self.estimator or DEFAULT_ESTIMATOR
+
+    @property
     def simulated_on(self) -> str | None:
         """The CPU model the study's latencies were simulated on (no board was connected), else None."""
         df = self.trials

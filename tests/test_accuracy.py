@@ -249,3 +249,35 @@ def test_unknown_estimator_is_one_clear_error():
         ProxySettings(estimator="magic")
     with pytest.raises(EstimatorError, match="unknown key"):
         ProxySettings.from_table({"epoch": 3})
+
+
+def test_estimators_are_registered_by_name_and_the_cli_offers_exactly_those():
+    import argparse
+
+    from labnas.accuracy import ESTIMATORS, ProxySettings, build_estimator, register_estimator
+    from labnas.accuracy.estimator import AccuracyEstimate
+    from labnas.cli.search import add_search_parser
+
+    assert set(ESTIMATORS) == {"trained", "supernet", "published"}
+    parser = argparse.ArgumentParser()
+    add_search_parser(parser.add_subparsers())
+    accuracy = next(a for sub in parser._subparsers._group_actions for a in sub.choices["search"]._actions if a.dest == "accuracy")
+    assert list(accuracy.choices) == list(ESTIMATORS)
+
+    class Constant:
+        name = "constant"
+
+        def describe(self):
+            return "always 0.5"
+
+        def estimate(self, layers, seed=0, progress=None):
+            return AccuracyEstimate(0.5, [], self.name)
+
+    register_estimator("constant", "always one half", "a constant", needs_data=False)(lambda *args: Constant())
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_estimator("constant", "again", "again")(lambda *args: Constant())
+        estimator = build_estimator("bireal18", ProxySettings(estimator="constant"))
+        assert estimator.estimate([]).accuracy == 0.5
+    finally:
+        ESTIMATORS.pop("constant")

@@ -18,12 +18,22 @@ from .fidelity import (
     spearman_rho,
     stage_layers,
 )
-from .settings import ESTIMATOR_NAMES, ProxySettings
+from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, estimator_entry, register_estimator
+from .settings import ProxySettings
+from . import published, supernet, trained
+
+_REGISTERING = (trained, supernet, published)  # importing each registers its estimator
+
+#: the registered estimators' names
+ESTIMATOR_NAMES = tuple(ESTIMATORS)
 
 __all__ = [
     "AccuracyEstimate",
     "AccuracyEstimator",
     "ESTIMATOR_NAMES",
+    "ESTIMATORS",
+    "DEFAULT_ESTIMATOR",
+    "register_estimator",
     "EstimatorError",
     "ProgressFn",
     "ProxySettings",
@@ -65,24 +75,13 @@ def build_estimator(
     Raises :class:`EstimatorError` (unknown estimator, family not covered, a ``data_dir`` the dataset or
     estimator would ignore) or ``labnas.data.DatasetError`` (missing dataset).
     """
-    if data_dir and (settings.estimator == "published" or settings.dataset == "digits"):
-        takes = "the published estimator trains nothing" if settings.estimator == "published" else "digits ships with scikit-learn"
+    entry = estimator_entry(settings.estimator)
+    if data_dir and (not entry.needs_data or settings.dataset == "digits"):
+        takes = f"the {entry.name} estimator trains nothing" if not entry.needs_data else "digits ships with scikit-learn"
         raise EstimatorError(f"{{opt:data_dir}} {data_dir} is not used: {takes}; drop {{opt:data_dir}} or use a space whose "
                              "[proxy] dataset reads a folder (fashion-mnist, cifar10, imagefolder)")
-    if settings.estimator == "published":
-        from .published import PublishedImageNet
-
-        return PublishedImageNet(family)
-    if data is None:
+    if data is None and entry.needs_data:
         from ..data import load_dataset
 
         data = load_dataset(settings.dataset, data_dir, seed=0, resolution=settings.resolution)
-    if settings.estimator == "trained":
-        from .trained import TrainedProxy
-
-        return TrainedProxy(family, settings, data, device)
-    from .supernet import SupernetEstimator
-
-    if choices is None:
-        raise EstimatorError("the supernet estimator needs the space's per-layer choices")
-    return SupernetEstimator(family, settings, data, choices, device=device, cache_dir=cache_dir)
+    return entry.build(family, settings, data, choices, device, cache_dir)

@@ -33,6 +33,7 @@ from ..models import LayerSpec
 from ..models.families import get_family
 from .estimator import AccuracyEstimate, EstimatorError, ProgressFn
 from .fidelity import STAGE_ABLATION_TOP1, kendall_tau, spearman_rho
+from .registry import register_estimator
 
 __all__ = ["PublishedImageNet", "fit_stage_model", "leave_one_out", "FOUR_NETWORKS_TOP1"]
 
@@ -167,3 +168,9 @@ class PublishedImageNet:
         basis, interpolated = self.basis(layers)
         return AccuracyEstimate(value, [], self.name, 0.0, time.perf_counter() - start,
                                 {"coverage": self.coverage, "basis": basis, "interpolated": interpolated})
+
+
+@register_estimator("published", "fitted to published ImageNet results (sign vs LAB 3x3 only, no training)",
+                    "predicted ImageNet top-1 (published results, not trained)", needs_data=False)
+def _build_published(family, settings, data, choices, device, cache_dir) -> PublishedImageNet:
+    return PublishedImageNet(family)

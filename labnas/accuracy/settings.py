@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from ..train import AdamRecipe, TrainConfig
 from .estimator import EstimatorError
+from .registry import DEFAULT_ESTIMATOR, ESTIMATORS
 
-__all__ = ["ProxySettings", "ESTIMATOR_NAMES"]
-
-ESTIMATOR_NAMES = ("trained", "supernet", "published")
+__all__ = ["ProxySettings"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class ProxySettings(AdamRecipe):
 
     epochs: int = 4
     batch_size: int = 32
-    estimator: str = "trained"
+    estimator: str = DEFAULT_ESTIMATOR
     dataset: str = "digits"
     resolution: int = 0
     width_mult: float = 0.25
@@ -47,8 +46,8 @@ class ProxySettings(AdamRecipe):
     precise_bn_images: int = 2048
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATOR_NAMES:
-            raise EstimatorError(f"unknown accuracy estimator {self.estimator!r}; choose one of {', '.join(ESTIMATOR_NAMES)}")
+        if self.estimator not in ESTIMATORS:
+            raise EstimatorError(f"unknown accuracy estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         problem = self.recipe_problem()
         if problem:
             raise EstimatorError(f"proxy: {problem}")

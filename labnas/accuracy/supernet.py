@@ -34,6 +34,7 @@ from ..nn import LAB, BinaryConv2d, binarize_weight, centre_crop, get_binarizer
 from ..train import TrainingFailed, chance_floor, evaluate, recalibrate_batchnorm, train_model
 from .estimator import AccuracyEstimate, EstimatorError, ProgressFn
 from .settings import ProxySettings
+from .registry import register_estimator
 
 __all__ = ["LayerChoices", "SuperBinaryConv2d", "Supernet", "SupernetEstimator", "load_supernet", "save_supernet"]
 
@@ -281,3 +282,11 @@ class SupernetEstimator:
         return AccuracyEstimate(acc, runs, self.name, float(self.settings.epochs), time.perf_counter() - start,
                                 {"supernets": [str(self.cache_path(seed + k)) for k in range(len(runs))],
                                  "basis": self.describe()})
+
+
+@register_estimator("supernet", "one weight-sharing supernet, candidates scored with inherited weights",
+                    "proxy accuracy (weight-sharing supernet)")
+def _build_supernet(family, settings, data, choices, device, cache_dir) -> SupernetEstimator:
+    if choices is None:
+        raise EstimatorError("the supernet estimator needs the space's per-layer choices")
+    return SupernetEstimator(family, settings, data, choices, device=device, cache_dir=cache_dir)

@@ -11,6 +11,7 @@ from ..models import ArchSpec, LayerSpec
 from ..train import TrainConfig, evaluate, train_proxy
 from .estimator import AccuracyEstimate, ProgressFn
 from .settings import ProxySettings
+from .registry import register_estimator
 
 __all__ = ["TrainedProxy"]
 
@@ -65,3 +66,8 @@ class TrainedProxy:
         return AccuracyEstimate(float(np.mean(runs)), runs, self.name, float(self.settings.epochs),
                                 time.perf_counter() - start, {"seeds": [seed + k for k in range(len(runs))],
                                                                 "basis": self.describe()})
+
+
+@register_estimator("trained", "each candidate trained on the proxy dataset", "proxy accuracy (short training on the proxy dataset)")
+def _build_trained(family, settings, data, choices, device, cache_dir) -> TrainedProxy:
+    return TrainedProxy(family, settings, data, device)

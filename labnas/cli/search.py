@@ -55,10 +55,11 @@ def add_search_parser(sub) -> None:
     p.add_argument("--threads", type=thread_count, help="TVM threads when timing (default: all cores)")
     p.add_argument("--recalibrate", action="store_true",
                    help="time the reference workload's quiet time again before the study uses it (drift correction)")
-    p.add_argument("--accuracy", choices=["trained", "supernet", "published"],
-                   help="accuracy estimator (default: the space's [proxy] estimator): trained = each candidate trained "
-                        "on the proxy dataset; supernet = one weight-sharing supernet, candidates scored with inherited "
-                        "weights; published = fitted to published ImageNet results (sign vs LAB 3x3 only, no training)")
+    from ..accuracy import ESTIMATORS
+
+    p.add_argument("--accuracy", choices=list(ESTIMATORS),
+                   help="accuracy estimator (default: the space's [proxy] estimator): "
+                        + "; ".join(f"{e.name} = {e.summary}" for e in ESTIMATORS.values()))
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the proxy trains")
     p.add_argument("--data-dir", help="dataset directory for fashion-mnist / cifar10 / imagefolder proxies")
     p.add_argument("--latency", choices=["measure", "simulate", "lut"],

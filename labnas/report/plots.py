@@ -30,16 +30,12 @@ X_AXES = {
     "bops": ("bops", "BOPs (G)", 1e9),
 }
 
-#: What the accuracy axis is, by estimator (the study's settings name it).
-ACCURACY_AXIS = {
-    "published": "predicted ImageNet top-1 (published results, not trained)",
-    "trained": "proxy accuracy (short training on the proxy dataset)",
-    "supernet": "proxy accuracy (weight-sharing supernet)",
-}
+def accuracy_axis_label(res: StudyResults) -> str:
+    """The accuracy axis of a study's plots: what its estimator's accuracy is (:mod:`labnas.accuracy.registry`), in %."""
+    from ..accuracy import ESTIMATORS
 
-
-def accuracy_axis_label(settings: dict) -> str:
-    return ACCURACY_AXIS.get(settings.get("accuracy", "trained"), "accuracy") + ", %"
+    entry = ESTIMATORS.get(res.estimator_or_default)
+    return (entry.axis if entry else "accuracy") + ", %"
 
 
 def front_2d(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -86,7 +82,7 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     if x not in X_AXES:
         raise ResultsError(f"{{opt:x}} must be one of {', '.join(X_AXES)}, got {x!r}")
     column, label, unit = X_AXES[x]
-    estimators = {res.name: res.settings.get("accuracy", "trained") for res in results}
+    estimators = {res.name: res.estimator_or_default for res in results}
     if len(set(estimators.values())) > 1:  # e.g. a digits proxy (~0.94) beside predicted ImageNet top-1 (~0.57)
         raise ResultsError("these studies' accuracies are different quantities ("
                            + ", ".join(f"{name}: {est}" for name, est in estimators.items())
@@ -140,13 +136,13 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     if x == "latency" and simulated:
         label = f"latency (ms, SIMULATED on {', '.join(sorted(simulated))}: no board, predicted from the compiled code)"
     ax.set_xlabel(label)
-    ax.set_ylabel(accuracy_axis_label(results[0].settings))
+    ax.set_ylabel(accuracy_axis_label(results[0]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not several:
         r = results[0]
         ax.set_title(f"{r.name}: accuracy vs {x} on {r.settings.get('target', '?')} "
-                     f"({r.settings.get('accuracy', 'trained')} accuracy); {_counts(r)}", fontsize=9)
+                     f"({r.estimator_or_default} accuracy); {_counts(r)}", fontsize=9)
     else:
         ax.set_title(f"accuracy vs {x}", fontsize=9)
         fig.text(0.01, 0.01, "; ".join(f"{name}: {_counts(r)}" for r, name in zip(results, names)), fontsize=7, va="bottom")

@@ -141,7 +141,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         front[col] = front[col].map(lambda v: f"{v:.3g}")
     say("counting the best architecture's OPs (fvcore, thop)")
     ops_table, ops_total = _ops_breakdown(spec, deploy)
-    estimator = res.settings.get("accuracy", "trained")
+    estimator = res.estimator_or_default
     meaning = res.settings.get("accuracy_description") or f"{estimator} estimator"
     caveat = {
         "published": "predicted ImageNet top-1 from published results, not trained; it ranks the LAB authors' stage "

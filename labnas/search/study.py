@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 
 from .._errors import LabnasError
+from ..accuracy.registry import DEFAULT_ESTIMATOR
 from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
 from .results import best_key, write_results
 from ..space import PRUNERS, SearchSpace
@@ -101,7 +102,7 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
                 "latency": config.latency, "accuracy": estimator_name(space, config)}
     stored = study.user_attrs.get("labnas")
     if stored is not None:  # keys added later default to what studies without them did
-        stored = {"latency": "measure", "accuracy": "trained", **stored}
+        stored = {"latency": "measure", "accuracy": DEFAULT_ESTIMATOR, **stored}
     if stored is None:
         study.set_user_attr("labnas", settings)
     elif stored != settings:
