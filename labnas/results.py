@@ -113,10 +113,13 @@ class SearchSummary:
             lines.append(f"  ... {len(groups) - most} more reasons (the error column of trials.csv has each)")
         return lines
 
+    @property
+    def _budget_text(self) -> str:
+        return f"{self.budget_ms:g} ms" if self.budget_ms is not None else "the budget"
+
     def next_step(self) -> str:
         """What to do when no candidate fit: the advice depends on why."""
         disturbed, interrupted = self.stopped.get("disturbed", 0), self.stopped.get("interrupted", 0)
-        budget = f"{self.budget_ms:g} ms" if self.budget_ms is not None else "the budget"
         if self.complete == 0 and disturbed:
             return (f"no candidate was timed: {disturbed} trial(s) found the machine too busy to time on (they do not count): "
                     "wait until the other work ends, or pass --threads 1, then run the same command again")
@@ -124,7 +127,7 @@ class SearchSummary:
             return "no candidate was timed before the interrupt: run the same command again to resume"
         if self.complete == 0 and self.failed:
             return "no candidate finished: every trial failed (reasons above); fix what they name, then run again"
-        return f"no candidate fit within {budget} yet: raise --budget-ms or run more --trials"
+        return f"no candidate fit within {self._budget_text} yet: raise --budget-ms or run more --trials"
 
     def notes(self) -> list[str]:
         """Every warning the CLI prints in yellow: the calibration, the budget, trials stopped and to be run again."""
@@ -140,8 +143,7 @@ class SearchSummary:
 
     def lines(self) -> list[str]:
         """The summary as the CLI prints it, without colour (the front table apart)."""
-        budget = f"{self.budget_ms:g} ms" if self.budget_ms is not None else "the budget"
-        out = [f"{self.trials} trials: {self.complete} complete ({self.feasible} within {budget}, "
+        out = [f"{self.trials} trials: {self.complete} complete ({self.feasible} within {self._budget_text}, "
                f"{self.complete - self.feasible} over budget and not estimated), {self.failed} failed"
                + (f", {self.pruned} pruned early" if self.pruned else "")]
         out += self.failure_lines()

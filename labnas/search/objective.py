@@ -48,11 +48,6 @@ def watch_interrupts():
     return signal.signal(signal.SIGINT, handler)
 
 
-#: ``stopped_by`` values of trials stopped by something other than their candidate: they do not count toward
-#: ``--trials`` and a re-run (:func:`labnas.search.study.rerun_stopped`) runs their candidate again.
-NOT_THE_CANDIDATES_FAULT = ("interrupted", "disturbed")
-
-
 def _reraise_interrupt(trial: optuna.Trial, err: BaseException) -> None:
     if INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt):
         store(trial, stopped_by="interrupted",

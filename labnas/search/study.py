@@ -203,11 +203,16 @@ def _waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
+def _specs_answered_or_pending(study: optuna.Study) -> set:
+    """Spec keys of the trials that count, are running or are queued: a spec among them needs no new trial."""
+    return {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False) if _counts(t) or not t.state.is_finished()}
+
+
 def rerun_stopped(study: optuna.Study) -> int:
     """Queue again the candidate of every trial that Ctrl-C or a disturbed machine stopped (``stopped_by``), unless
     a counted trial, a queued one or one in flight already has its spec; return how many were queued. A resumed
     search then ends with the trials it was asked for, each with its own answer."""
-    answered = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False) if _counts(t) or not t.state.is_finished()}
+    answered = _specs_answered_or_pending(study)
     queued = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         key = trial.user_attrs.get("spec_key")
@@ -485,8 +490,7 @@ def plan_front(study: optuna.Study, space: SearchSpace, config: SearchConfig, es
     in_first = set(first)
     rest = [int(n) for n in spread_order(np.array([n for n in chosen if n not in in_first], dtype=full.dtype))]
     ref_acc, ref_lat = float(predicted.accuracy.min()), float(predicted.latency_ms.max())
-    # counted, running and queued (a trial stopped by Ctrl-C or a busy machine is queued again by rerun_stopped)
-    seen = {t.user_attrs.get("spec_key") for t in study.get_trials(deepcopy=False) if _counts(t) or not t.state.is_finished()}
+    seen = _specs_answered_or_pending(study)  # a trial stopped by Ctrl-C or a busy machine is queued by rerun_stopped
     queued_layers, queued_first = [], 0
     for position, n in enumerate([*first, *rest]):
         layers = predicted.layers(int(n))

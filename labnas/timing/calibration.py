@@ -79,10 +79,9 @@ def calibration_disturbance(medians: list[float], others_in_vm: float | None, th
     than the ``threads`` calibrated left free (``others_in_vm``, :func:`labnas.timing.load.others_in_vm_cores`), or
     its series ranged wider than :data:`CALIBRATION_SPREAD`. Every later latency is scaled by a calibration, so one
     taken on a busy machine would inflate studies run long after the load is gone."""
-    from .load import OVERSUBSCRIBED_MARGIN
+    from .load import more_than_free
 
-    free = max(0, cores - threads)
-    if others_in_vm is not None and others_in_vm > free + OVERSUBSCRIBED_MARGIN:
+    if others_in_vm is not None and more_than_free(others_in_vm, threads, cores):
         return (f"other processes kept {others_in_vm:.2f} of {cores} cores busy while the reference was calibrated on "
                 f"{threads} thread(s)")
     if max(medians) > CALIBRATION_SPREAD * min(medians):

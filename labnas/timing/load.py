@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
-__all__ = ["CpuSnapshot", "cpu_snapshot", "others_busy_cores", "others_in_vm_cores", "oversubscription", "usable_cores", "OVERSUBSCRIBED_MARGIN"]
+__all__ = ["CpuSnapshot", "cpu_snapshot", "others_busy_cores", "others_in_vm_cores", "more_than_free", "oversubscription", "usable_cores", "OVERSUBSCRIBED_MARGIN"]
 
 #: Cores others may keep busy beyond the free ones before a timing counts as oversubscribed (system daemons,
 #: the Python interpreter's own bookkeeping in other processes, tick rounding).
@@ -105,6 +105,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def more_than_free(others_cores: float, threads: int, cores: int) -> bool:
+    """Whether others kept more cores busy than ``threads`` on ``cores`` left free, beyond
+    :data:`OVERSUBSCRIBED_MARGIN`: they competed for the cores the threads ran on."""
+    return others_cores > max(0, cores - threads) + OVERSUBSCRIBED_MARGIN
+
+
 def oversubscription(others_cores: float | None, threads: int, cores: int | None = None) -> str | None:
     """Why a timing with ``threads`` TVM threads was oversubscribed while others kept ``others_cores`` busy, or
     None when it was not (or could not be told). A single thread is never oversubscribed in this sense: sharing
@@ -112,8 +118,7 @@ def oversubscription(others_cores: float | None, threads: int, cores: int | None
     if others_cores is None or threads < 2:  # one thread has no barrier to stall at: time slicing slows it
         return None                          # uniformly, which the paired correction repairs
     cores = cores or usable_cores()
-    free = max(0, cores - threads)
-    if others_cores > free + OVERSUBSCRIBED_MARGIN:
+    if more_than_free(others_cores, threads, cores):
         return (f"other processes kept {others_cores:.2f} of {cores} cores busy while {threads} TVM thread(s) timed "
-                f"({free} left free): oversubscribed")
+                f"({max(0, cores - threads)} left free): oversubscribed")
     return None
