@@ -33,37 +33,9 @@ from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_
 from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
 from labnas.timing.measure import verify  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm import strategy as strategy_module  # noqa: E402
+from labnas.tvm.strategy import LabPolicy, LabShape, lab_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class PinnedLab:
-    """Wraps ``PopcountChooser.choose_lab`` so one LAB shape (by key) gets a given strategy; records every shape."""
-
-    def __init__(self) -> None:
-        self.original = strategy_module.PopcountChooser.choose_lab
-        self.pins: dict[str, str] = {}
-        self.shapes: dict[str, strategy_module.LabShape] = {}
-
-    def __enter__(self) -> PinnedLab:
-        wrapper = self
-
-        def choose_lab(chooser, shape):
-            wrapper.shapes.setdefault(shape.key, shape)
-            pinned = wrapper.pins.get(shape.key)
-            if pinned is None:
-                return wrapper.original(chooser, shape)
-            if shape.key not in chooser._lab_memo:
-                chooser.decisions.append(strategy_module.Decision(shape.key, pinned, "pinned"))
-                chooser._lab_memo[shape.key] = strategy_module.parse_lab_strategy(pinned)
-            return chooser._lab_memo[shape.key]
-
-        strategy_module.PopcountChooser.choose_lab = choose_lab
-        return self
-
-    def __exit__(self, *exc) -> None:
-        strategy_module.PopcountChooser.choose_lab = self.original
 
 
 def main() -> None:
@@ -80,34 +52,32 @@ def main() -> None:
     facts = machine_facts(args.threads)
     print(f"{facts['cpu']} ({facts['isa']}); {args.family} all-LAB 3x3 at 224, {args.threads} threads", file=sys.stderr)
 
-    def build():
-        """The network compiled with the current pins, checked against PyTorch: (call, LAB/xnor decisions)."""
-        compiled = compile_model(model, shape, target, threads=args.threads)
+    def build(pins: dict[str, str]):
+        """The network compiled with LAB shapes pinned (:class:`labnas.tvm.strategy.LabPolicy`), every other shape at
+        the chooser's answer, checked against PyTorch: (call, LAB/xnor decisions)."""
+        compiled = compile_model(model, shape, target, threads=args.threads, lab_policy=LabPolicy(pins=pins))
         verify(compiled)
         return tvm_runner(compiled, x, args.threads)[0], compiled.strategies
 
     rows = []
-    with PinnedLab() as pins:
-        chooser_call, decisions = build()
-        chosen = {d.shape: d.strategy for d in decisions if d.shape in pins.shapes}
-        for key, lab_shape in pins.shapes.items():
-            for candidate in strategy_module.lab_candidates(lab_shape, target.vector_lanes):
-                pins.pins = {key: candidate}
-                candidate_call, _ = build()
-                trips: list[float] = []
-                rounds = round_robin({"candidate": candidate_call, "chooser": chooser_call}, rounds=args.rounds,
-                                     before_round=lambda: trips.append(core_round_trip_ns(rounds=PROBE_ROUNDS) or np.nan))
-                ratios = [c / b for c, b in zip(rounds["candidate"], rounds["chooser"])]
-                row = {**facts, **dict(family=args.family, lab_shape=key, candidate=candidate, chooser=chosen.get(key),
-                           is_chooser=candidate == chosen.get(key),
-                           ratio_to_chooser=round(paired_ratio(rounds, "candidate", "chooser"), 4),
-                           ratio_min=round(min(ratios), 4), ratio_max=round(max(ratios), 4),
-                           core_round_trip_ns=round(float(np.nanmedian(trips)), 1), rounds=args.rounds,
-                           date=date.today().isoformat())}  # this candidate's probe replaces the facts' one
-                rows.append(row)
-                mark = "  (the chooser's)" if row["is_chooser"] else ""
-                print(f"{key}: {candidate:22s} {row['ratio_to_chooser']:.3f} x the chooser's build{mark}", flush=True)
-            pins.pins = {}
+    chooser_call, decisions = build({})
+    chosen = {d.shape: d.strategy for d in decisions if d.shape.startswith("lab ")}
+    for key in chosen:  # every LAB shape of the network, as the chooser saw it
+        for candidate in lab_candidates(LabShape.from_key(key), target.vector_lanes):
+            candidate_call, _ = build({key: candidate})
+            trips: list[float] = []
+            rounds = round_robin({"candidate": candidate_call, "chooser": chooser_call}, rounds=args.rounds,
+                                 before_round=lambda: trips.append(core_round_trip_ns(rounds=PROBE_ROUNDS) or np.nan))
+            ratios = [c / b for c, b in zip(rounds["candidate"], rounds["chooser"])]
+            row = {**facts, **dict(family=args.family, lab_shape=key, candidate=candidate, chooser=chosen.get(key),
+                       is_chooser=candidate == chosen.get(key),
+                       ratio_to_chooser=round(paired_ratio(rounds, "candidate", "chooser"), 4),
+                       ratio_min=round(min(ratios), 4), ratio_max=round(max(ratios), 4),
+                       core_round_trip_ns=round(float(np.nanmedian(trips)), 1), rounds=args.rounds,
+                       date=date.today().isoformat())}  # this candidate's probe replaces the facts' one
+            rows.append(row)
+            mark = "  (the chooser's)" if row["is_chooser"] else ""
+            print(f"{key}: {candidate:22s} {row['ratio_to_chooser']:.3f} x the chooser's build{mark}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"rows: {args.out}", file=sys.stderr)

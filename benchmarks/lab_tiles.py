@@ -36,31 +36,22 @@ os.environ["LABNAS_CACHE"] = tempfile.mkdtemp(prefix="labnas-lab-tiles-")  # bef
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import labnas.tvm.strategy as strategy  # noqa: E402
-from labnas._cache import read_json, write_json_atomic  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
 from labnas.timing.measure import verify  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
+from labnas.tvm.strategy import LabPolicy, strategy_counts  # noqa: E402
 
-ALL_CANDIDATES = strategy.lab_candidates
 #: configuration -> the kinds of LAB tile its chooser may pick (None: every kind)
 KINDS = {"all sign": None, "all LAB 3x3, whole-map padding": ("fused", "two"), "all LAB 3x3, padded near": None}
 
 
 def compile_with(kinds: tuple[str, ...] | None, binarizer: str, family: str, shape, threads: int):
-    """The network compiled with LAB tiles of ``kinds`` only. The xnor choices are shared by all
-    configurations (one measurement, this run's cache); the LAB choices are forgotten after each compile."""
-    strategy.lab_candidates = lambda shape_, vector: [
-        c for c in ALL_CANDIDATES(shape_, vector) if kinds is None or c.split()[0] in kinds
-    ]
-    try:
-        return compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"], threads=threads)
-    finally:
-        strategy.lab_candidates = ALL_CANDIDATES
-        cache = read_json(strategy.STRATEGY_CACHE)
-        write_json_atomic(strategy.STRATEGY_CACHE, {cpu: {k: v for k, v in entries.items() if not k.startswith("lab ")}
-                                                    for cpu, entries in cache.items()})
+    """The network compiled with LAB tiles of ``kinds`` only (:class:`labnas.tvm.strategy.LabPolicy`). The xnor
+    choices are shared by all configurations (one measurement, this run's cache); a restricted LAB choice is cached
+    under its own key, so the unrestricted configuration measures its own."""
+    return compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"], threads=threads,
+                         lab_policy=LabPolicy(kinds=kinds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         compiled = compile_with(kinds, "sign" if name == "all sign" else "lab", args.family, shape, args.threads)
         verify(compiled)
         calls[name], _ = tvm_runner(compiled, x, args.threads)
-        strategies[name] = strategy.strategy_counts([d for d in compiled.strategies if d.shape.startswith("lab")])
+        strategies[name] = strategy_counts([d for d in compiled.strategies if d.shape.startswith("lab")])
         print(f"{name}: {strategies[name]}", file=sys.stderr)
     facts = machine_facts(args.threads)
     times = round_robin(calls, args.rounds, args.repeat, args.number, progress="configurations")

@@ -104,3 +104,38 @@ def test_the_benchmarks_page_is_what_the_committed_csvs_say():
     sys.modules["labnas_benchmarks_summarize"] = summarize  # dataclasses look their module up there
     spec.loader.exec_module(summarize)
     assert summarize.render() == (PACKAGE.parent / "docs" / "benchmarks.md").read_text()
+
+
+#: Benchmarks that still steer the library through module state, each with the issue that removes the need.
+STILL_PATCHING = {"bench_partition.py": "schedule_float.PARTITION is a module global until the typed schedule policy (#34)"}
+
+
+def test_no_benchmark_patches_the_library():
+    """Benchmarks pin choices through arguments (e.g. ``compile_model(..., lab_policy=LabPolicy(...))``), never by
+    assigning to an attribute of a labnas module or class."""
+    import ast
+
+    offenders = []
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        if path.name in STILL_PATCHING:
+            continue
+        tree = ast.parse(path.read_text())
+        labnas_names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                labnas_names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("labnas")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labnas"):
+                labnas_names |= {a.asname or a.name for a in node.names}
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                base = target
+                while isinstance(base, ast.Attribute):
+                    base = base.value
+                if isinstance(target, ast.Attribute) and isinstance(base, ast.Name) and base.id in labnas_names:
+                    offenders.append(f"{path.name}:{node.lineno} assigns {ast.unparse(target)}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" and node.args \
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id in labnas_names:
+                offenders.append(f"{path.name}:{node.lineno} calls setattr on {node.args[0].id}")
+    assert offenders == []
+    assert all((PACKAGE.parent / "benchmarks" / name).exists() for name in STILL_PATCHING)

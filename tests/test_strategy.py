@@ -347,3 +347,20 @@ def test_hand_kernels_are_bound_to_their_schedules_by_registration_not_by_name()
     assert set(HAND_KERNELS) >= {"labnas_pack", "labnas_xnor", "labnas_lab", "labnas_lab_pack", "labnas_maxpool"}
     with pytest.raises(KeyError, match="no hand kernel 'labnas_conv'"):
         emit_kernel(None, "labnas_conv", None)
+
+
+def test_a_lab_policy_pins_or_restricts_strategies_through_the_compile_argument(tmp_path):
+    from labnas.tvm.strategy import LabPolicy, LabShape
+
+    for shape in (LAB_SHAPE, dataclasses.replace(LAB_SHAPE, strict=False, can_fuse=False, sources=1)):
+        assert LabShape.from_key(shape.key) == shape  # the key a Decision records names its shape
+    with pytest.raises(ValueError, match="not a LAB shape key"):
+        LabShape.from_key("xnor 3x3")
+    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json", lab_policy=LabPolicy(pins={LAB_SHAPE.key: "near 16x2x8"}))
+    assert chooser.choose_lab(LAB_SHAPE) == parse_lab_strategy("near 16x2x8")
+    assert (chooser.decisions[0].strategy, chooser.decisions[0].source) == ("near 16x2x8", "pinned")
+    assert not (tmp_path / "s.json").exists()  # a pin measures nothing and caches nothing
+    whole_map = LabPolicy(kinds=("fused", "two"))
+    kept = whole_map.candidates(LAB_SHAPE, 8)
+    assert kept == [c for c in lab_candidates(LAB_SHAPE, 8) if c.split()[0] in ("fused", "two")] and kept
+    assert whole_map.cache_key(LAB_SHAPE) == f"{LAB_SHAPE.key} | kinds fused/two" and LabPolicy().cache_key(LAB_SHAPE) == LAB_SHAPE.key

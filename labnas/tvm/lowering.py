@@ -192,20 +192,22 @@ class CompiledModel:
 
 
 def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset, timing_lock=None,
-                  threads: int | None = None) -> CompiledModel:
+                  threads: int | None = None, lab_policy=None) -> CompiledModel:
     """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224)).
 
     ``timing_lock``: a context-manager factory held while kernel strategies are timed (first compiles of new
     shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock. ``threads``: the TVM worker count the
-    network will run with here (``None``: every CPU), which kernel strategies are measured for."""
+    network will run with here (``None``: every CPU), which kernel strategies are measured for. ``lab_policy``: a
+    :class:`labnas.tvm.strategy.LabPolicy` pinning or restricting LAB strategies (``None``: measured among all)."""
     import tvm
 
     from .registry import schedule_registered
     from .schedule_float import labnas_pipeline
 
-    from .strategy import PopcountChooser
+    from .strategy import LabPolicy, PopcountChooser
 
-    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext, threads=threads)
+    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext, threads=threads,
+                              lab_policy=lab_policy or LabPolicy())
     mod, frozen = import_model(
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )

@@ -33,7 +33,7 @@ from .._cache import cache_dir, read_json, write_json_atomic
 from .threadpool import threads_meanwhile
 
 __all__ = [
-    "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
+    "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "LabPolicy", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
     "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK", "strategy_counts",
 ]
 
@@ -121,6 +121,38 @@ class LabShape:
         return (f"lab c{self.channels} h{self.height} w{self.width} k{self.kernel} src{self.sources} "
                 f"pad{self.padding}/{self.pad_bit}{'s' if self.strict else ''}{' fusable' if self.can_fuse else ''}")
 
+    @classmethod
+    def from_key(cls, key: str) -> "LabShape":
+        """The shape a :attr:`key` (as a :class:`Decision` records it) names."""
+        import re
+
+        match = re.fullmatch(r"lab c(\d+) h(\d+) w(\d+) k(\d+) src(\d+) pad(\d+)/(\d+)(s?)( fusable)?", key)
+        if match is None:
+            raise ValueError(f"not a LAB shape key: {key!r}")
+        *numbers, strict, fusable = match.groups()
+        c, h, w, k, src, pad, bit = map(int, numbers)
+        return cls(c, h, w, k, src, pad, bit, bool(strict), bool(fusable))
+
+
+@dataclass(frozen=True)
+class LabPolicy:
+    """How one compile chooses its LAB strategies: an argument of :func:`labnas.tvm.compile_model`, passed to the
+    chooser, never module state. ``pins``: LAB shapes (by :attr:`LabShape.key`) answered with the given strategy,
+    unmeasured (a decision of source ``pinned``). ``kinds``: the tile kinds the chooser may measure among (the
+    first word of a strategy: ``fused``, ``two``, ``fused-near``, ``near``; ``None``: all of
+    :func:`lab_candidates`). A restricted choice is cached under its own key (:meth:`cache_key`), so it never
+    stands in for the unrestricted answer."""
+
+    pins: Mapping[str, str] = field(default_factory=dict)
+    kinds: tuple[str, ...] | None = None
+
+    def candidates(self, shape: LabShape, vector: int) -> list[str]:
+        """:func:`lab_candidates` of ``shape`` restricted to :attr:`kinds`, the rule's choice first when kept."""
+        return [c for c in lab_candidates(shape, vector) if self.kinds is None or c.split()[0] in self.kinds]
+
+    def cache_key(self, shape: LabShape) -> str:
+        return shape.key if self.kinds is None else f"{shape.key} | kinds {'/'.join(self.kinds)}"
+
 
 def lab_rule(shape: LabShape, vector: int) -> tuple[bool, None]:
     """The kernels' own rule (:func:`~labnas.tvm.kernels.lab_pack_tile`, tuned on AVX2): fused where it has
@@ -179,6 +211,8 @@ class PopcountChooser:
     #: cache keeps choices per thread count: a kernel that scales to two threads and one that is bound by a
     #: pass over memory rank differently on one thread than on two.
     threads: int | None = None
+    #: pinned and restricted LAB strategies (:class:`LabPolicy`; the default measures among all candidates)
+    lab_policy: LabPolicy = field(default_factory=LabPolicy)
     _lab_memo: dict = field(default_factory=dict, repr=False)
 
     def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
@@ -205,13 +239,15 @@ class PopcountChooser:
         with a measured register tile (``None``: the kernels' rule, where this machine cannot measure)."""
         if shape.key in self._lab_memo:  # asked by the LAB node and by its conv: one answer, one record
             return self._lab_memo[shape.key]
-        vector = self.target.vector_lanes
-        if not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
+        vector, policy = self.target.vector_lanes, self.lab_policy
+        if shape.key in policy.pins:
+            strategy, source, speedup = policy.pins[shape.key], "pinned", None
+        elif not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
             source = "default" if not self.target.runs_here else "small"
             strategy, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), None
         else:
             strategy, source, speedup = self._cached_or_measured(
-                shape.key, lambda: self._measure_lab(shape, lab_candidates(shape, vector))
+                policy.cache_key(shape), lambda: self._measure_lab(shape, policy.candidates(shape, vector))
             )
         self.decisions.append(Decision(shape.key, strategy, source, speedup))
         self._lab_memo[shape.key] = parse_lab_strategy(strategy)
