@@ -33,7 +33,8 @@ from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_
 from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
 from labnas.timing.measure import verify  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.strategy import LabPolicy, LabShape, lab_candidates  # noqa: E402
+from labnas.tvm import LabPolicy, SchedulePolicy  # noqa: E402
+from labnas.tvm.strategy import LabShape, lab_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,9 @@ def main() -> None:
     print(f"{facts['cpu']} ({facts['isa']}); {args.family} all-LAB 3x3 at 224, {args.threads} threads", file=sys.stderr)
 
     def build(pins: dict[str, str]):
-        """The network compiled with LAB shapes pinned (:class:`labnas.tvm.strategy.LabPolicy`), every other shape at
+        """The network compiled with LAB shapes pinned (:class:`labnas.tvm.LabPolicy`), every other shape at
         the chooser's answer, checked against PyTorch: (call, LAB/xnor decisions)."""
-        compiled = compile_model(model, shape, target, threads=args.threads, lab_policy=LabPolicy(pins=pins))
+        compiled = compile_model(model, shape, target, threads=args.threads, policy=SchedulePolicy(lab=LabPolicy(pins=pins)))
         verify(compiled)
         return tvm_runner(compiled, x, args.threads)[0], compiled.strategies
 

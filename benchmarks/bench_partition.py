@@ -2,7 +2,7 @@
 
 The convs and the binary kernels split an NCHW map between threads by output rows; the element-wise kernels
 (BatchNorm, residual add), the max pool and the LAB kernels can split it by rows too, or by channels
-(:data:`labnas.tvm.schedule_float.PARTITION`). Split by channels, a thread reads about half of every map from
+(:attr:`labnas.tvm.SchedulePolicy.partition`, an argument of ``compile_model``). Split by channels, a thread reads about half of every map from
 rows the other thread wrote: free when the two CPUs share a cache, a cross-core transfer when a VM's host puts
 its vCPUs on cores that share none (:mod:`labnas.timing.core_latency`). Each network is compiled both ways and
 the builds are timed round-robin in one process (``--rounds`` rounds), every round preceded by a probe of the
@@ -29,22 +29,16 @@ from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
 from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
 from labnas.timing.measure import verify  # noqa: E402
-from labnas.tvm import TARGETS, compile_model, schedule_float  # noqa: E402
+from labnas.tvm import PARTITIONS, TARGETS, SchedulePolicy, compile_model  # noqa: E402
 
 NETWORKS = {"bireal18 all-sign": ("bireal18", "sign"), "bireal18 all-LAB": ("bireal18", "lab"),
             "labbnn all-sign": ("labbnn", "sign"), "labbnn all-LAB": ("labbnn", "lab")}
-PARTITIONS = ("rows", "channels")
 
 
 def build(family: str, binarizer: str, partition: str, threads: int | None):
     """The network compiled with the element-wise, pool and LAB kernels split by ``partition``, checked against PyTorch."""
-    previous = schedule_float.PARTITION
-    schedule_float.PARTITION = partition
-    try:
-        compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), (1, 3, 224, 224), TARGETS["host"],
-                                 threads=threads)
-    finally:
-        schedule_float.PARTITION = previous
+    compiled = compile_model(create_model(default_spec(family, binarizer)).eval(), (1, 3, 224, 224), TARGETS["host"],
+                             threads=threads, policy=SchedulePolicy(partition=partition))
     verify(compiled)
     return compiled
 

@@ -39,19 +39,19 @@ import pandas as pd  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
 from labnas.timing.measure import verify  # noqa: E402
-from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.strategy import LabPolicy, strategy_counts  # noqa: E402
+from labnas.tvm import TARGETS, LabPolicy, SchedulePolicy, compile_model  # noqa: E402
+from labnas.tvm.strategy import strategy_counts  # noqa: E402
 
 #: configuration -> the kinds of LAB tile its chooser may pick (None: every kind)
 KINDS = {"all sign": None, "all LAB 3x3, whole-map padding": ("fused", "two"), "all LAB 3x3, padded near": None}
 
 
 def compile_with(kinds: tuple[str, ...] | None, binarizer: str, family: str, shape, threads: int):
-    """The network compiled with LAB tiles of ``kinds`` only (:class:`labnas.tvm.strategy.LabPolicy`). The xnor
+    """The network compiled with LAB tiles of ``kinds`` only (:class:`labnas.tvm.LabPolicy`). The xnor
     choices are shared by all configurations (one measurement, this run's cache); a restricted LAB choice is cached
     under its own key, so the unrestricted configuration measures its own."""
     return compile_model(create_model(default_spec(family, binarizer)).eval(), shape, TARGETS["host"], threads=threads,
-                         lab_policy=LabPolicy(kinds=kinds))
+                         policy=SchedulePolicy(lab=LabPolicy(kinds=kinds)))
 
 
 def main(argv: list[str] | None = None) -> int:

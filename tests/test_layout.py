@@ -106,19 +106,13 @@ def test_the_benchmarks_page_is_what_the_committed_csvs_say():
     assert summarize.render() == (PACKAGE.parent / "docs" / "benchmarks.md").read_text()
 
 
-#: Benchmarks that still steer the library through module state, each with the issue that removes the need.
-STILL_PATCHING = {"bench_partition.py": "schedule_float.PARTITION is a module global until the typed schedule policy (#34)"}
-
-
 def test_no_benchmark_patches_the_library():
-    """Benchmarks pin choices through arguments (e.g. ``compile_model(..., lab_policy=LabPolicy(...))``), never by
+    """Benchmarks pin choices through arguments (``compile_model(..., policy=SchedulePolicy(...))``), never by
     assigning to an attribute of a labnas module or class."""
     import ast
 
     offenders = []
     for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
-        if path.name in STILL_PATCHING:
-            continue
         tree = ast.parse(path.read_text())
         labnas_names = set()
         for node in ast.walk(tree):
@@ -138,4 +132,22 @@ def test_no_benchmark_patches_the_library():
                     and isinstance(node.args[0], ast.Name) and node.args[0].id in labnas_names:
                 offenders.append(f"{path.name}:{node.lineno} calls setattr on {node.args[0].id}")
     assert offenders == []
-    assert all((PACKAGE.parent / "benchmarks" / name).exists() for name in STILL_PATCHING)
+
+
+def test_no_module_state_steers_compilation():
+    """What a compile does is decided by its arguments (``compile_model(..., policy=SchedulePolicy(...))``): no module
+    of labnas.tvm rebinds a module-level name at run time (``global``), and none is assigned from outside its module."""
+    import ast
+
+    offenders = []
+    tvm_modules = {p.stem for p in (PACKAGE / "tvm").glob("*.py")}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global) and path.parent.name == "tvm":
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} global {', '.join(node.names)}")
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+            for target in targets:
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id in tvm_modules:
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} assigns {ast.unparse(target)}")
+    assert offenders == []

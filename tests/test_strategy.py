@@ -156,17 +156,17 @@ def test_candidates_are_timed_with_the_threads_the_network_runs_with(tmp_path, m
 def test_strategies_measured_under_one_map_split_are_not_reused_under_the_other(tmp_path, monkeypatch):
     """LAB tiles are ranked with the float kernels around them splitting maps one way (rows or channels); the
     answers for one split are cached apart from the other's."""
-    from labnas.tvm import schedule_float
+    from labnas.tvm import PolicyError, SchedulePolicy
 
     cache = tmp_path / "s.json"
-    monkeypatch.setattr(schedule_float, "PARTITION", "rows")
-    rows = PopcountChooser(HOST, cache_path=cache)
+    rows = PopcountChooser(HOST, cache_path=cache, policy=SchedulePolicy(partition="rows"))
     rows.carry_save(SHAPE)
-    monkeypatch.setattr(schedule_float, "PARTITION", "channels")
-    channels = PopcountChooser(HOST, cache_path=cache)
+    channels = PopcountChooser(HOST, cache_path=cache, policy=SchedulePolicy(partition="channels"))
     channels.carry_save(SHAPE)
     assert rows._cpu_key.endswith("| split rows") and channels._cpu_key.endswith("| split channels")
     assert channels.decisions[0].source == "measured" and len(json.loads(cache.read_text())) == 2
+    with pytest.raises(PolicyError, match="unknown map partition 'columns'; choose one of rows, channels"):
+        SchedulePolicy(partition="columns")
 
 
 def test_a_layer_too_long_for_the_tree_never_gets_it(tmp_path):
@@ -188,17 +188,16 @@ def test_candidates_and_their_names():
 
 
 @pytest.mark.parametrize("strategy", ["carry-save", "native", "native px2", "native px4"])
-def test_every_xnor_strategy_this_cpu_runs_is_bit_exact(strategy, monkeypatch):
+def test_every_xnor_strategy_this_cpu_runs_is_bit_exact(strategy):
     """Each candidate compiled into a real network layer (a zero-padded stride-2 conv with a partial word)."""
-    import labnas.tvm.strategy as strategy_module
+    from labnas.tvm import SchedulePolicy, XnorPolicy
 
-    monkeypatch.setattr(strategy_module.PopcountChooser, "choose", lambda self, shape: self._answer(shape, strategy, "pinned"))
     rng = np.random.default_rng(3)
     conv = BinaryConv2d(96, 32, 3, 2, binarizer="ste_sign", pad_value=0)
     conv.weight.data = torch.from_numpy(rng.standard_normal(conv.weight.shape).astype(np.float32))
     x = rng.standard_normal((1, 96, 16, 16)).astype(np.float32)
-    compiled = compile_model(nn.Sequential(conv).eval(), x.shape, HOST)
-    assert [d.strategy for d in compiled.strategies] == [strategy]
+    compiled = compile_model(nn.Sequential(conv).eval(), x.shape, HOST, policy=SchedulePolicy(xnor=XnorPolicy(every=strategy)))
+    assert [(d.strategy, d.source) for d in compiled.strategies] == [(strategy, "pinned")]
     assert ("labnas_xnor_t" in compiled.executable.as_text()) == ("px" in strategy)
     ref = numpy_xnor_popcount(x, conv.weight.detach().numpy(), 2, 1, 0)
     assert np.array_equal(compiled.run_local(x), ref.astype(np.float32))
@@ -272,17 +271,13 @@ def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cache
 
 @pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1", "near 16x2x8", "near 16x1x16",
                                       "fused-near 16x16x2x1"])
-def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy, monkeypatch):
-    import labnas.tvm.strategy as strategy_module
+def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy):
+    from labnas.tvm import LabPolicy, SchedulePolicy
 
-    def pinned(self, shape):
-        self.decisions.append(strategy_module.Decision(shape.key, strategy, "pinned"))
-        return parse_lab_strategy(strategy)
-
-    monkeypatch.setattr(strategy_module.PopcountChooser, "choose_lab", pinned)
     model = create_model(default_spec("labbnn", "lab", stem="small", num_classes=10, width_mult=0.25)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    compiled = compile_model(model, x.shape, HOST)
+    compiled = compile_model(model, x.shape, HOST, policy=SchedulePolicy(lab=LabPolicy(every=strategy)))
+    assert {d.strategy for d in compiled.strategies if d.shape.startswith("lab")} == {strategy}
     text = compiled.executable.as_text()
     assert ("labnas_lab_pack_t" in text) == strategy.startswith("fused") and ("labnas_lab_t" in text) == (not strategy.startswith("fused"))
     np.testing.assert_allclose(compiled.run_local(x), compiled.reference(x), rtol=1e-4, atol=1e-4)
@@ -350,17 +345,18 @@ def test_hand_kernels_are_bound_to_their_schedules_by_registration_not_by_name()
 
 
 def test_a_lab_policy_pins_or_restricts_strategies_through_the_compile_argument(tmp_path):
-    from labnas.tvm.strategy import LabPolicy, LabShape
+    from labnas.tvm import LabPolicy, SchedulePolicy
+    from labnas.tvm.strategy import LabShape
 
     for shape in (LAB_SHAPE, dataclasses.replace(LAB_SHAPE, strict=False, can_fuse=False, sources=1)):
         assert LabShape.from_key(shape.key) == shape  # the key a Decision records names its shape
     with pytest.raises(ValueError, match="not a LAB shape key"):
         LabShape.from_key("xnor 3x3")
-    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json", lab_policy=LabPolicy(pins={LAB_SHAPE.key: "near 16x2x8"}))
+    chooser = PopcountChooser(HOST, cache_path=tmp_path / "s.json", policy=SchedulePolicy(lab=LabPolicy(pins={LAB_SHAPE.key: "near 16x2x8"})))
     assert chooser.choose_lab(LAB_SHAPE) == parse_lab_strategy("near 16x2x8")
     assert (chooser.decisions[0].strategy, chooser.decisions[0].source) == ("near 16x2x8", "pinned")
     assert not (tmp_path / "s.json").exists()  # a pin measures nothing and caches nothing
     whole_map = LabPolicy(kinds=("fused", "two"))
-    kept = whole_map.candidates(LAB_SHAPE, 8)
+    kept = [c for c in lab_candidates(LAB_SHAPE, 8) if whole_map.allows(c)]
     assert kept == [c for c in lab_candidates(LAB_SHAPE, 8) if c.split()[0] in ("fused", "two")] and kept
-    assert whole_map.cache_key(LAB_SHAPE) == f"{LAB_SHAPE.key} | kinds fused/two" and LabPolicy().cache_key(LAB_SHAPE) == LAB_SHAPE.key
+    assert whole_map.cache_key(LAB_SHAPE.key) == f"{LAB_SHAPE.key} | kinds fused/two" and LabPolicy().cache_key(LAB_SHAPE.key) == LAB_SHAPE.key

@@ -4,15 +4,21 @@ Running and timing what this package compiles is :mod:`labnas.timing`'s job."""
 
 from .lowering import CompiledModel, LoweringError, check_numerics, compile_model, import_model
 from .packed import PackedBinaryConv2d, freeze
+from .policy import PARTITIONS, LabPolicy, PolicyError, SchedulePolicy, XnorPolicy
 from .targets import TARGETS, TargetError, TargetPreset, resolve_target
 
 __all__ = [
     "TARGETS",
     "CompiledModel",
+    "LabPolicy",
+    "PARTITIONS",
+    "PolicyError",
+    "SchedulePolicy",
     "LoweringError",
     "PackedBinaryConv2d",
     "TargetError",
     "TargetPreset",
+    "XnorPolicy",
     "check_numerics",
     "compile_model",
     "freeze",

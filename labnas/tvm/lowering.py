@@ -192,29 +192,31 @@ class CompiledModel:
 
 
 def compile_model(model: nn.Module, input_shape: tuple[int, ...], target: TargetPreset, timing_lock=None,
-                  threads: int | None = None, lab_policy=None) -> CompiledModel:
+                  threads: int | None = None, policy=None) -> CompiledModel:
     """Lower and compile a labnas model for ``target`` at ``input_shape`` (with batch, e.g. (1, 3, 224, 224)).
 
     ``timing_lock``: a context-manager factory held while kernel strategies are timed (first compiles of new
     shapes, :mod:`labnas.tvm.strategy`); a search passes its host lock. ``threads``: the TVM worker count the
-    network will run with here (``None``: every CPU), which kernel strategies are measured for. ``lab_policy``: a
-    :class:`labnas.tvm.strategy.LabPolicy` pinning or restricting LAB strategies (``None``: measured among all)."""
+    network will run with here (``None``: every CPU), which kernel strategies are measured for. ``policy``: the
+    :class:`labnas.tvm.SchedulePolicy` (map partition, pinned or restricted LAB strategies) that reaches the chooser
+    and every schedule (``None``: the default policy)."""
     import tvm
 
     from .registry import schedule_registered
     from .schedule_float import labnas_pipeline
 
-    from .strategy import LabPolicy, PopcountChooser
+    from .policy import SchedulePolicy
+    from .strategy import PopcountChooser
 
-    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext, threads=threads,
-                              lab_policy=lab_policy or LabPolicy())
+    policy = policy or SchedulePolicy()
+    chooser = PopcountChooser(target, timing_lock=timing_lock or contextlib.nullcontext, threads=threads, policy=policy)
     mod, frozen = import_model(
         model, input_shape, carry_save=chooser.choose, lab_pack_vector=target.vector_lanes, lab_choice=chooser.choose_lab
     )
     tvm_target = target.tvm_target()
-    mod = schedule_registered(mod, target.vector_lanes, target.float_lanes)
+    mod = schedule_registered(mod, target.vector_lanes, target.float_lanes, policy.by_rows)
     with tvm_target:
-        lowered = labnas_pipeline(tvm_target, target.float_lanes)(mod)
+        lowered = labnas_pipeline(tvm_target, target.float_lanes, policy.by_rows)(mod)
     executable = tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None)  # what tvm.compile does, keeping `lowered`
     return CompiledModel(executable, target, tuple(input_shape), frozen, chooser.decisions, lowered)
 

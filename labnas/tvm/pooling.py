@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .schedule_float import split_by_rows, vectorize_inner
+from .schedule_float import vectorize_inner
 
 __all__ = ["maxpool_compute", "schedule_maxpool", "supports"]
 
@@ -55,13 +55,13 @@ def maxpool_compute(x: te.Tensor, kernel: tuple[int, int], stride: tuple[int, in
     )
 
 
-def schedule_maxpool(sch, lanes: int) -> None:
-    """Parallel over (image, output row, channel) chunks, or (image, channel, output row) with
-    :data:`labnas.tvm.schedule_float.PARTITION` ``"channels"``; the row pass computed per output row, vectorised
+def schedule_maxpool(sch, lanes: int, by_rows: bool = True) -> None:
+    """Parallel over (image, output row, channel) chunks, or (image, channel, output row) when not ``by_rows``
+    (:attr:`labnas.tvm.policy.SchedulePolicy.partition` ``"channels"``); the row pass computed per output row, vectorised
     along the input row; the column pass vectorised along the output row (strided taps become gathers)."""
     rows_block, cols_block = sch.get_sblock("pool_rows"), sch.get_sblock("pool_cols")
     n, c, y, x, rx = sch.get_loops(cols_block)
-    split = (n, y, c) if split_by_rows() else (n, c, y)
+    split = (n, y, c) if by_rows else (n, c, y)
     sch.reorder(*split, rx, x)
     outer = sch.fuse(*split)
     sch.parallel(outer)

@@ -19,7 +19,7 @@ __all__ = ["HandKernel", "HAND_KERNELS", "emit_kernel", "registered_kernel", "sc
 
 @dataclass(frozen=True)
 class HandKernel:
-    """A kernel's schedule ``schedule(sch, lanes, tile)`` and the lanes it vectorises over: ``"words"`` (int64
+    """A kernel's schedule ``schedule(sch, lanes, tile, by_rows=...)`` and the lanes it vectorises over: ``"words"`` (int64
     lanes of the bitpacked kernels, :attr:`TargetPreset.vector_lanes`) or ``"float"`` (float32 lanes)."""
 
     schedule: Callable[..., None]
@@ -32,7 +32,7 @@ HAND_KERNELS: dict[str, HandKernel] = {
     "labnas_xnor": HandKernel(kernels.SCHEDULES["labnas_xnor"], "words"),
     "labnas_lab": HandKernel(kernels.SCHEDULES["labnas_lab"], "words"),
     "labnas_lab_pack": HandKernel(kernels.SCHEDULES["labnas_lab_pack"], "words"),
-    "labnas_maxpool": HandKernel(lambda sch, lanes, tile=None: pooling.schedule_maxpool(sch, lanes), "float"),
+    "labnas_maxpool": HandKernel(lambda sch, lanes, tile=None, by_rows=True: pooling.schedule_maxpool(sch, lanes, by_rows), "float"),
 }
 
 
@@ -53,25 +53,28 @@ def registered_kernel(func) -> tuple[str, tuple[int, ...] | None] | None:
     return str(attrs["labnas_kernel"]), (tuple(int(v) for v in tile) if tile is not None else None)
 
 
-def schedule_kernel(func, kind: str, lanes: int = 8, tile: tuple[int, ...] | None = None):
+def schedule_kernel(func, kind: str, lanes: int = 8, tile: tuple[int, ...] | None = None, by_rows: bool = True):
     """The hand schedule of ``kind`` applied to ``func``; returns the PrimFunc marked opaque (op_pattern 8, so
     FuseOps keeps it whole) and scheduled.
 
     ``lanes``: int64 lanes for the bitpacked kernels, float lanes for max pooling (8 fills two AVX2 or four
     NEON registers). ``tile``: a measured register tile (:mod:`labnas.tvm.strategy`) instead of the kernel's
     rule: ``(pixels,)`` for ``labnas_xnor``, ``(pixels, rows)`` for ``labnas_lab``, ``(rows, pixels, channels,
-    chunks)`` for ``labnas_lab_pack``.
+    chunks)`` for ``labnas_lab_pack``. ``by_rows``: the compile's map partition
+    (:attr:`labnas.tvm.policy.SchedulePolicy.by_rows`): threads take image rows, else channels.
     """
     entry = HAND_KERNELS[kind]
-    return kernels.mark_scheduled(func, lambda sch, n: entry.schedule(sch, n, tile), lanes)
+    return kernels.mark_scheduled(func, lambda sch, n: entry.schedule(sch, n, tile, by_rows=by_rows), lanes)
 
 
-def schedule_registered(mod, word_lanes: int, float_lanes: int):
-    """Every registered hand kernel of ``mod`` scheduled (and marked opaque, so fusion keeps it whole)."""
+def schedule_registered(mod, word_lanes: int, float_lanes: int, by_rows: bool = True):
+    """Every registered hand kernel of ``mod`` scheduled (and marked opaque, so fusion keeps it whole), with the
+    compile's map partition ``by_rows``."""
     for gv, func in list(mod.functions.items()):
         found = registered_kernel(func)
         if found is None:
             continue
         kind, tile = found
-        mod[gv] = schedule_kernel(func, kind, word_lanes if HAND_KERNELS[kind].lanes == "words" else float_lanes, tile)
+        lanes = word_lanes if HAND_KERNELS[kind].lanes == "words" else float_lanes
+        mod[gv] = schedule_kernel(func, kind, lanes, tile, by_rows)
     return mod

@@ -16,24 +16,12 @@ falls back to a plainer one if TVM refuses it, so scheduling never breaks a buil
 
 from __future__ import annotations
 
-__all__ = ["schedule_float_ops", "labnas_pipeline", "vectorize_inner", "split_by_rows", "PARTITION", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
+__all__ = ["schedule_float_ops", "labnas_pipeline", "vectorize_inner", "SCHEDULED_ATTR", "RULES_ATTR", "RULES"]
 
 SCHEDULED_ATTR = "labnas_scheduled"
 RULES_ATTR = "labnas_rules"
 LANES = 8
 PARALLEL_MIN = 4  # fuse outer loops until at least this many parallel iterations
-#: How the NCHW element-wise kernels (BatchNorm, residual add, activation), the max pool and the LAB kernels split
-#: their work between threads: ``"rows"`` (by image rows, as the convs and the binary kernels do, so each thread
-#: mostly reads what it wrote itself one kernel earlier) or ``"channels"``. With a VM's two vCPUs on cores that
-#: share no cache, every map a kernel reads from the other core's writes costs a cross-core transfer.
-PARTITION = "rows"
-
-
-def split_by_rows() -> bool:
-    """Whether kernels split an NCHW map between threads by rows (:data:`PARTITION`, read when a kernel is scheduled)."""
-    return PARTITION == "rows"
-
-
 def _extent(sch, loop) -> int | None:
     try:
         return int(sch.get(loop).extent)
@@ -151,8 +139,10 @@ def _schedule_group_conv(sch, block, loops, lanes: int) -> None:
     sch.decompose_reduction(block, rc)
 
 
-def _schedule_spatial(sch, block, loops, lanes: int) -> None:
-    if split_by_rows() and len(loops) == 4 and (_extent(sch, loops[2]) or 0) >= PARALLEL_MIN:
+def _schedule_spatial(sch, block, loops, lanes: int, by_rows: bool = True) -> None:
+    """An element-wise block: NCHW maps split between threads by image rows when ``by_rows`` (see
+    :class:`labnas.tvm.policy.SchedulePolicy`), else the leading loops fused and run in parallel; vectorised."""
+    if by_rows and len(loops) == 4 and (_extent(sch, loops[2]) or 0) >= PARALLEL_MIN:
         n, c, y, x = loops  # NCHW: threads take whole image rows, every channel of them
         sch.reorder(n, y, c, x)
         sch.parallel(sch.fuse(n, y))
@@ -178,7 +168,7 @@ def _schedule_spatial(sch, block, loops, lanes: int) -> None:
 RULES = ("conv2d", "group-conv", "reduction", "in-consumer", "elementwise", "parallel-only", "default")
 
 
-def _schedule_block(func, block_name: str, lanes: int):
+def _schedule_block(func, block_name: str, lanes: int, by_rows: bool = True):
     """Try the full rule, then parallel-only; return ``(func, rule)``, the input unchanged when no rule fits."""
     from tvm import s_tir
 
@@ -210,7 +200,7 @@ def _schedule_block(func, block_name: str, lanes: int):
                     _schedule_reduction(sch, block, spatial, reduce, lanes)
                     rule = "reduction"
                 elif spatial:
-                    _schedule_spatial(sch, block, spatial, lanes)
+                    _schedule_spatial(sch, block, spatial, lanes, by_rows)
                     rule = "elementwise"
             else:
                 _parallel_prefix(sch, spatial or loops[:1])
@@ -255,10 +245,12 @@ def _inline_injective(func):
     return sch.mod["main"]
 
 
-def schedule_float_ops(mod, lanes: int = LANES):
+def schedule_float_ops(mod, lanes: int = LANES, by_rows: bool = True):
     """Schedule every PrimFunc of ``mod`` that has no schedule yet (see the module docstring).
 
     ``lanes``: float32 lanes of the target's vectors (8 for AVX2 or two NEON registers, 16 for AVX-512).
+    ``by_rows``: element-wise NCHW kernels split between threads by image rows (else by channels), the compile's
+    :attr:`labnas.tvm.policy.SchedulePolicy.by_rows`.
     Each function gets the attribute ``labnas_rules``, ``"block:rule, ..."`` (a rule of :data:`RULES`), so
     a test or a profile can tell which kernels run a real schedule.
     """
@@ -274,14 +266,14 @@ def schedule_float_ops(mod, lanes: int = LANES):
         # as it is and recorded as in-consumer)
         convs = [n for n in _block_names(func) if n.startswith(("conv2d_nchw", "group_conv2d_nchw"))]
         for name in convs + [n for n in _block_names(func) if n not in convs]:
-            func, rule = _schedule_block(func, name, lanes)
+            func, rule = _schedule_block(func, name, lanes, by_rows)
             rules.append(f"{name}:{rule}")
         mod[gv] = func.with_attr(SCHEDULED_ATTR, 1).with_attr(RULES_ATTR, ", ".join(rules))
     return mod
 
 
-def labnas_pipeline(target, lanes: int = LANES):
-    """TVM's CPU pipeline with :func:`schedule_float_ops` run on the fused kernels."""
+def labnas_pipeline(target, lanes: int = LANES, by_rows: bool = True):
+    """TVM's CPU pipeline with :func:`schedule_float_ops` (``lanes``, ``by_rows``) run on the fused kernels."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
@@ -289,7 +281,7 @@ def labnas_pipeline(target, lanes: int = LANES):
     def _pipeline(mod, _ctx):
         with target:
             mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
-            mod = schedule_float_ops(mod, lanes)
+            mod = schedule_float_ops(mod, lanes, by_rows)
             mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
         return mod
 

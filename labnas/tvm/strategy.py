@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from .._cache import cache_dir, read_json, write_json_atomic
+from .policy import LabPolicy, SchedulePolicy
 from .threadpool import threads_meanwhile
 
 __all__ = [
-    "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "LabPolicy", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
+    "choose_fastest", "PopcountChooser", "XnorShape", "LabShape", "STRATEGY_CACHE", "Decision", "candidates", "parse_strategy",
     "PIXEL_TILES", "lab_rule", "lab_candidates", "parse_lab_strategy", "MEASURE_MIN_WORK", "strategy_counts",
 ]
 
@@ -134,26 +135,6 @@ class LabShape:
         return cls(c, h, w, k, src, pad, bit, bool(strict), bool(fusable))
 
 
-@dataclass(frozen=True)
-class LabPolicy:
-    """How one compile chooses its LAB strategies: an argument of :func:`labnas.tvm.compile_model`, passed to the
-    chooser, never module state. ``pins``: LAB shapes (by :attr:`LabShape.key`) answered with the given strategy,
-    unmeasured (a decision of source ``pinned``). ``kinds``: the tile kinds the chooser may measure among (the
-    first word of a strategy: ``fused``, ``two``, ``fused-near``, ``near``; ``None``: all of
-    :func:`lab_candidates`). A restricted choice is cached under its own key (:meth:`cache_key`), so it never
-    stands in for the unrestricted answer."""
-
-    pins: Mapping[str, str] = field(default_factory=dict)
-    kinds: tuple[str, ...] | None = None
-
-    def candidates(self, shape: LabShape, vector: int) -> list[str]:
-        """:func:`lab_candidates` of ``shape`` restricted to :attr:`kinds`, the rule's choice first when kept."""
-        return [c for c in lab_candidates(shape, vector) if self.kinds is None or c.split()[0] in self.kinds]
-
-    def cache_key(self, shape: LabShape) -> str:
-        return shape.key if self.kinds is None else f"{shape.key} | kinds {'/'.join(self.kinds)}"
-
-
 def lab_rule(shape: LabShape, vector: int) -> tuple[bool, None]:
     """The kernels' own rule (:func:`~labnas.tvm.kernels.lab_pack_tile`, tuned on AVX2): fused where it has
     a tile for the map, with the rule's tiles (``None``)."""
@@ -184,7 +165,7 @@ def strategy_counts(decisions: list[Decision], with_source: bool = False) -> str
 def _code_hash() -> str:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha1()
-    for name in ("kernels.py", "carry_save.py", "strategy.py"):
+    for name in ("compute.py", "schedules.py", "carry_save.py", "strategy.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -211,8 +192,9 @@ class PopcountChooser:
     #: cache keeps choices per thread count: a kernel that scales to two threads and one that is bound by a
     #: pass over memory rank differently on one thread than on two.
     threads: int | None = None
-    #: pinned and restricted LAB strategies (:class:`LabPolicy`; the default measures among all candidates)
-    lab_policy: LabPolicy = field(default_factory=LabPolicy)
+    #: the compile's schedule policy: map partition, pinned and restricted LAB strategies
+    #: (:class:`~labnas.tvm.policy.SchedulePolicy`; the default splits by rows and measures every LAB candidate)
+    policy: SchedulePolicy = field(default_factory=SchedulePolicy)
     _lab_memo: dict = field(default_factory=dict, repr=False)
 
     def choose(self, shape: XnorShape) -> tuple[bool, int | None]:
@@ -221,6 +203,9 @@ class PopcountChooser:
 
         k, _, words, _ = shape.weights
         tree = k * k * words <= CARRY_SAVE_MAX_TERMS
+        strategy = self.policy.xnor.pin_for(shape.key)
+        if strategy is not None:
+            return self._answer(shape, strategy, "pinned")
         pinned = self.target.carry_save_popcount
         if pinned is not None:
             return self._answer(shape, CARRY_SAVE if (pinned and tree) else NATIVE, "pinned")
@@ -239,15 +224,16 @@ class PopcountChooser:
         with a measured register tile (``None``: the kernels' rule, where this machine cannot measure)."""
         if shape.key in self._lab_memo:  # asked by the LAB node and by its conv: one answer, one record
             return self._lab_memo[shape.key]
-        vector, policy = self.target.vector_lanes, self.lab_policy
-        if shape.key in policy.pins:
-            strategy, source, speedup = policy.pins[shape.key], "pinned", None
+        vector, policy = self.target.vector_lanes, self.policy.lab
+        if policy.pin_for(shape.key) is not None:
+            strategy, source, speedup = policy.pin_for(shape.key), "pinned", None
         elif not self.target.runs_here or shape.work < MEASURE_MIN_WORK:
             source = "default" if not self.target.runs_here else "small"
             strategy, speedup = ("fused" if lab_rule(shape, vector)[0] else "two"), None
         else:
             strategy, source, speedup = self._cached_or_measured(
-                policy.cache_key(shape), lambda: self._measure_lab(shape, policy.candidates(shape, vector))
+                policy.cache_key(shape.key),
+                lambda: self._measure_lab(shape, [c for c in lab_candidates(shape, vector) if policy.allows(c)])
             )
         self.decisions.append(Decision(shape.key, strategy, source, speedup))
         self._lab_memo[shape.key] = parse_lab_strategy(strategy)
@@ -271,7 +257,8 @@ class PopcountChooser:
         packed_shape = (1, h + 2 * p, -(-c // 64), w + 2 * p)
 
         def build(tensors, kind, tile):
-            func = schedule_kernel(te.create_prim_func(tensors), kind, self.target.vector_lanes, tile=tile)
+            func = schedule_kernel(te.create_prim_func(tensors), kind, self.target.vector_lanes, tile=tile,
+                                   by_rows=self.policy.by_rows)
             return tvm.compile(tvm.IRModule({"main": func}), target=self.target.tvm_target())
 
         runs, reference = {}, None
@@ -329,12 +316,10 @@ class PopcountChooser:
 
     @functools.cached_property
     def _cpu_key(self) -> str:
-        from . import schedule_float
         from .cpu import cpu_model, isa_summary
 
-        # the map split enters the key: LAB tiles measured with maps split by rows are not the answer for channels
         return (f"{cpu_model()} | {' '.join(isa_summary())} | {self.target.tvm_target()} | threads {self.run_threads} "
-                f"| code {_code_hash()} | split {schedule_float.PARTITION}")
+                f"| code {_code_hash()} | {self.policy.cache_tag}")
 
     @property
     def run_threads(self) -> int:
@@ -389,7 +374,7 @@ def lab_candidates(shape: LabShape, vector: int) -> list[str]:
     """LAB strategies worth timing: the rule's choice first (with its tile spelled out), then fused tiles
     (whole small maps x 2 channels, a row x 1 channel, 2 rows x 8 pixels), LAB-kernel tiles (a whole
     row x 1 or 2 rows) and near tiles (a whole row x 1 or 2 rows, or a whole map of at most 64 pixels, in
-    chunks of 8 or 16 floats or the whole row; the input padded per channel pair, :func:`~labnas.tvm.kernels._schedule_lab`),
+    chunks of 8 or 16 floats or the whole row; the input padded per channel pair, :func:`~labnas.tvm.schedules._schedule_lab`),
     each only where it divides the map."""
     from .kernels import lab_pack_tile, lab_tile
 
