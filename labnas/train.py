@@ -10,6 +10,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -217,16 +218,36 @@ def train_step(model: torch.nn.Module, opt, sched, xb: torch.Tensor, yb: torch.T
     return loss.item()
 
 
+def _memory_format(device: str) -> torch.memory_format:
+    """The activation layout training runs in: channels-last on the CPU, where oneDNN's depthwise convolutions
+    (every LAB) train 2-3x faster in it (all-LAB7 Bi-Real-18 at 28x28, one thread: 0.73 -> 0.32 s a step);
+    the framework's default elsewhere."""
+    return torch.channels_last if device == "cpu" else torch.contiguous_format
+
+
+def _save_checkpoint(path: Path, model, opt, sched, rng: np.random.Generator, epochs_done: int, loss: float) -> None:
+    """Everything a run needs to continue after ``epochs_done`` epochs, written atomically (temp file, rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epochs_done": epochs_done,
+                "loss": loss}, tmp)
+    tmp.replace(path)
+
+
 def train_model(
     model: torch.nn.Module,
     data: Dataset,
     config: TrainConfig,
     progress: Callable[[int, float], None] | None = None,
     before_step: Callable[[np.random.Generator], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> float:
     """Train ``model`` in place on ``data.x_train``; return the last epoch's mean training loss.
 
     ``before_step(rng)`` runs before every step (the supernet samples its sub-network there).
+    ``checkpoint``: a file the run's state (weights, optimiser, schedule, batch order) is saved to after every
+    epoch and resumed from when it exists, so a long run stopped midway loses at most one epoch; the resumed run
+    takes the same batches and schedule as an uninterrupted one. The caller deletes it once the result is kept.
     Raises :class:`TrainingFailed` ("diverged") as soon as an epoch's loss is not finite.
     """
     torch.manual_seed(config.seed)
@@ -236,9 +257,20 @@ def train_model(
         keep = rng.choice(len(x), config.subset, replace=False)
         x, y = x[keep], y[keep]
     steps_per_epoch = max(1, -(-len(x) // config.batch_size))
+    layout = _memory_format(config.device)
+    model.to(memory_format=layout)
     opt, sched = config.optimizer(model, steps_per_epoch)
     loss_value = float("nan")
-    for epoch in range(config.epochs):
+    first_epoch = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first_epoch, loss_value = int(state["epochs_done"]), float(state["loss"])
+    for epoch in range(first_epoch, config.epochs):
         model.train()
         order = rng.permutation(len(x))
         losses = []
@@ -248,22 +280,27 @@ def train_model(
                 continue
             if before_step is not None:
                 before_step(rng)
-            xb = torch.from_numpy(x[idx]).to(config.device)
+            xb = torch.from_numpy(x[idx]).to(config.device).contiguous(memory_format=layout)
             yb = torch.from_numpy(y[idx]).to(config.device)
             losses.append(train_step(model, opt, sched, xb, yb, epoch + 1, config.grad_clip))
         loss_value = float(np.mean(losses)) if losses else float("nan")
+        if checkpoint is not None:
+            _save_checkpoint(Path(checkpoint), model, opt, sched, rng, epoch + 1, loss_value)
         if progress is not None:
             progress(epoch + 1, loss_value)
+    model.to(memory_format=torch.contiguous_format)  # what export, comparison and inference code expect
     return loss_value
 
 
-def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None, on_epoch=None) -> TrainResult:
+def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=None, on_epoch=None,
+                checkpoint: Path | None = None) -> TrainResult:
     """Build ``spec``, train it on ``data`` and return its test accuracy.
 
     ``progress`` is an optional callable ``(epoch, loss)`` called after each epoch (for progress bars
     and for Optuna to notice interrupts between epochs); ``on_epoch(model, epoch)`` too, with the model
     (multi-fidelity pruning scores it there and may stop the run by raising). Raises
     :class:`TrainingFailed` when the run diverges or its test accuracy is below :func:`chance_floor`.
+    ``checkpoint``: see :func:`train_model` (a resumed run calls ``progress``/``on_epoch`` for its remaining epochs).
     """
     torch.manual_seed(config.seed)
     model = create_model(spec).to(config.device)
@@ -275,7 +312,7 @@ def train_proxy(spec: ArchSpec, data: Dataset, config: TrainConfig, progress=Non
         if on_epoch is not None:
             on_epoch(model, epoch)
 
-    loss_value = train_model(model, data, config, after_epoch)
+    loss_value = train_model(model, data, config, after_epoch, checkpoint=checkpoint)
     if config.precise_bn_images:
         pick = np.random.default_rng(config.seed).permutation(len(data.x_train))[: config.precise_bn_images]
         recalibrate_batchnorm(model, data.x_train[np.sort(pick)], config.device)

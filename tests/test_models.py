@@ -86,3 +86,40 @@ def test_small_lab_bnn_learns_digits():
     spec = default_spec("bireal18", "lab", stem="small", num_classes=10, in_channels=1, width_mult=0.25)
     result = train_proxy(spec, load_digits(), TrainConfig(epochs=5, batch_size=64, seed=0))
     assert result.accuracy >= 0.85
+
+
+def test_a_run_stopped_after_an_epoch_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    """A long reference training stopped midway (a sitting ends) continues from its last epoch: same batches,
+    same schedule, bit-identical weights to a run never stopped; the finished model is back in NCHW layout."""
+    from labnas.data import load_digits
+    from labnas.train import TrainConfig, train_model
+
+    data = load_digits()
+    spec = default_spec("bireal18", "lab", width_mult=0.25, in_channels=1, num_classes=10, stem="small")
+    config = TrainConfig(epochs=2, batch_size=64, seed=3, subset=300)
+
+    torch.manual_seed(0)
+    straight = create_model(spec)
+    train_model(straight, data, config)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, loss):
+        if epoch == 1:
+            raise Stop
+
+    ckpt = tmp_path / "run.pt"
+    torch.manual_seed(0)
+    stopped = create_model(spec)
+    with pytest.raises(Stop):
+        train_model(stopped, data, config, stop_after_first, checkpoint=ckpt)
+    assert ckpt.exists()
+    torch.manual_seed(0)
+    resumed = create_model(spec)
+    epochs_run = []
+    train_model(resumed, data, config, lambda epoch, loss: epochs_run.append(epoch), checkpoint=ckpt)
+    assert epochs_run == [2]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert all(p.is_contiguous() for p in resumed.parameters())

@@ -17,6 +17,9 @@ from .fidelity import (
     rank_fidelity,
     spearman_rho,
     stage_layers,
+    config_layers,
+    kernel_config_code,
+    kernel_config_layers,
 )
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, estimator_entry, register_estimator
 from .settings import ProxySettings
@@ -47,6 +50,9 @@ __all__ = [
     "rank_fidelity",
     "spearman_rho",
     "stage_layers",
+    "config_layers",
+    "kernel_config_code",
+    "kernel_config_layers",
 ]
 
 

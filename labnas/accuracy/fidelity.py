@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ __all__ = [
     "STAGE_ABLATION_TOP1",
     "ReferenceTableError",
     "stage_layers",
+    "kernel_config_layers",
+    "config_layers",
+    "kernel_config_code",
     "kendall_tau",
     "spearman_rho",
     "bootstrap_interval",
@@ -52,6 +56,36 @@ def stage_layers(code: str, blocks_per_stage: int = 4, lab_kernel: int = 3) -> l
         for bit in code
         for _ in range(blocks_per_stage)
     ]
+
+
+_KERNEL_CODE = re.compile(r"^lab([0-7]+)-conv([1-7]+)$")
+
+
+def kernel_config_code(lab_kernels: tuple[int, ...], conv_kernels: tuple[int, ...]) -> str:
+    """The name of a stage-level kernel configuration: ``lab`` + one digit per stage (the LAB kernel, 0 for the
+    family's sign) + ``-conv`` + one digit per stage (the binary conv kernel), e.g. ``lab3377-conv5353``."""
+    return "lab" + "".join(map(str, lab_kernels)) + "-conv" + "".join(map(str, conv_kernels))
+
+
+def kernel_config_layers(code: str, blocks_per_stage: int = 4) -> list[LayerSpec]:
+    """The binary layers of a Bi-Real-18 body for a kernel configuration such as ``"lab3377-conv5353"``
+    (see :func:`kernel_config_code`): every layer of stage s takes LAB with the s-th LAB digit as its kernel
+    (sign for 0) and a binary conv with the s-th conv digit as its kernel."""
+    match = _KERNEL_CODE.match(code)
+    if not match or len(match[1]) != len(match[2]) or any(int(k) % 2 == 0 and k != "0" for k in match[1] + match[2]):
+        raise ValueError(f"kernel configuration must look like lab3377-conv5353 (odd kernels, 0 = sign, one digit per "
+                         f"stage), got {code!r}")
+    return [
+        LayerSpec(binarizer="lab" if lab != "0" else "sign", lab_kernel=int(lab) if lab != "0" else 3, kernel=int(conv))
+        for lab, conv in zip(match[1], match[2])
+        for _ in range(blocks_per_stage)
+    ]
+
+
+def config_layers(code: str) -> list[LayerSpec]:
+    """The layers of a reference configuration, a stage code (``"0110"``, :func:`stage_layers`) or a kernel
+    configuration (``"lab3377-conv5353"``, :func:`kernel_config_layers`)."""
+    return kernel_config_layers(code) if code.startswith("lab") else stage_layers(code)
 
 
 def kendall_tau(x, y) -> float:
