@@ -281,3 +281,96 @@ def test_estimators_are_registered_by_name_and_the_cli_offers_exactly_those():
         assert estimator.estimate([]).accuracy == 0.5
     finally:
         ESTIMATORS.pop("constant")
+
+
+def test_kernel_configurations_name_their_layers_and_reject_malformed_codes():
+    from labnas.accuracy import config_layers, kernel_config_code, kernel_config_layers
+
+    layers = kernel_config_layers("lab3077-conv5353")
+    assert len(layers) == 16
+    assert [(l.binarizer, l.lab_kernel, l.kernel) for l in layers[::4]] == [("lab", 3, 5), ("sign", 3, 3), ("lab", 7, 5), ("lab", 7, 3)]
+    assert kernel_config_code((3, 0, 7, 7), (5, 3, 5, 3)) == "lab3077-conv5353"
+    assert config_layers("0110") == config_layers("lab0330-conv3333")  # a stage code is a kernel configuration too
+    for bad in ("lab337-conv5353", "lab3477-conv5353", "lab3377-conv0353", "3377"):
+        with pytest.raises(ValueError):
+            config_layers(bad)
+
+
+def _kernel_reference_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_reference.py"
+    spec = importlib.util.spec_from_file_location("labnas_benchmarks_kernel_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_kernel_reference_design_estimates_every_main_effect_free_of_two_factor_interactions():
+    """The 2^(6-2) design is of resolution IV: its 16 runs are distinct, every factor is balanced, and every main-effect
+    column is orthogonal to every other main effect and to every two-factor interaction column."""
+    import itertools
+
+    ref = _kernel_reference_module()
+    x = np.array(ref.design(), float)
+    assert x.shape == (16, 6) and len(ref.CONFIGS) == 16 and len({tuple(r) for r in x}) == 16
+    assert np.all(x.sum(0) == 0)
+    for j in range(6):
+        for a, b in itertools.combinations(range(6), 2):
+            if j not in (a, b):
+                assert x[:, j] @ (x[:, a] * x[:, b]) == 0, (j, a, b)
+        for k in range(6):
+            assert (x[:, j] @ x[:, k] == 0) == (j != k)
+
+
+def test_kernel_reference_main_effects_and_their_seed_noise_come_out_of_the_rows(tmp_path):
+    """Accuracies built from known effects plus a known seed offset: the analysis returns the effects, the noise the
+    seeds put on them and which are resolvable (>= 3x the noise)."""
+    ref = _kernel_reference_module()
+    effects = np.array([0.8, 0.0, -0.4, 0.05, 1.2, 0.0])  # high minus low, in points
+    rows = []
+    for config, levels in ref.CONFIGS.items():
+        for seed, offset in ((0, 0.1), (1, -0.1)):
+            acc = 90 + float(np.array(levels) @ effects) / 2 + offset
+            rows.append({"config": config, "seed": seed, "accuracy": f"{acc:.4f}", "status": "ok"})
+    found = {e["factor"]: e for e in ref.main_effects(rows)}
+    assert [round(found[f]["effect_pts"], 3) for f in ref.FACTORS] == list(effects)
+    sigma = np.sqrt(0.02)  # two seeds 0.2 apart: variance 0.02
+    assert all(abs(e["noise_pts"] - sigma * np.sqrt(1 / 16 + 1 / 16)) < 1e-6 for e in found.values())
+    assert [found[f]["resolvable"] for f in ref.FACTORS] == [True, False, True, False, True, False]
+    table = ref.summarise(rows, out=tmp_path / "t.csv")
+    assert len(table) == 16 and all(r["seeds"] == 2 for r in table) and table[0]["accuracy"] >= table[-1]["accuracy"]
+
+
+def test_the_validations_shipped_in_the_package_are_the_committed_fidelity_results():
+    """labnas.accuracy.validation copies tau and its interval from results/benchmarks/proxy_fidelity.csv; each entry
+    equals the CSV's row of its setting, with the settings and the number of runs averaged the study used."""
+    import csv
+    import json
+
+    from labnas.accuracy import VALIDATIONS, ProxySettings
+
+    rows = {r["setting"]: r for r in csv.DictReader((Path(__file__).resolve().parents[1] / "results" / "benchmarks" /
+                                                     "proxy_fidelity.csv").open())}
+    for v in VALIDATIONS:
+        row = rows[v.setting]
+        assert (v.tau, v.tau_lo, v.tau_hi, v.seeds) == (float(row["kendall_tau"]), float(row["tau_lo90"]),
+                                                        float(row["tau_hi90"]), int(row["seeds"])), v.setting
+        settings = ProxySettings(**{k: val for k, val in json.loads(row["settings"]).items()}).replace(seeds=v.seeds)
+        assert v.matches(settings), v.setting
+
+
+def test_a_trial_says_whether_its_choices_lie_inside_the_estimators_validation():
+    from labnas.accuracy import ProxySettings, config_layers, validation_of
+
+    published = ProxySettings(estimator="published")
+    assert "Kendall tau +0.90" in validation_of(published, config_layers("0110"))
+    assert validation_of(published, config_layers("lab3333-conv5333")).startswith("outside its validation")
+    trained = ProxySettings(estimator="trained", dataset="fashion-mnist", resolution=14, width_mult=0.125, epochs=2,
+                            batch_size=64, lr=2.5e-3, schedule="cosine", warmup_epochs=0.25, seeds=6)
+    assert "fmnist14-w12-full-e2-cos" in validation_of(trained, config_layers("1111"))
+    assert validation_of(trained.replace(seeds=2), config_layers("1111")).startswith("not validated")  # tau was for 6 runs
+    assert validation_of(trained.replace(epochs=3), config_layers("1111")).startswith("not validated")

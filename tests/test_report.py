@@ -14,6 +14,8 @@ from labnas.search.results import pareto_front
 
 
 def make_results(path, budget=20.0, feasible=True):
+    from labnas.accuracy import ProxySettings, validation_of
+
     """A results directory in the format labnas search writes (trials.csv, pareto.csv, study.json)."""
     rng = np.random.default_rng(0)
     rows = []
@@ -25,7 +27,8 @@ def make_results(path, budget=20.0, feasible=True):
         ok = feasible and lat <= budget
         rows.append({"trial": i, "state": "COMPLETE", "accuracy": float(rng.uniform(0.6, 0.97)) if ok else None,
                      "latency_ms": lat, "ops": float(rng.uniform(5e7, 1.2e8)), "bops": 1.7e9, "flops": 3e7,
-                     "n_lab": spec.n_lab, "feasible": ok, "trained": ok, "duplicate_of": None, "spec": spec.to_json()})
+                     "n_lab": spec.n_lab, "feasible": ok, "trained": ok, "duplicate_of": None, "spec": spec.to_json(),
+                     "accuracy_validated": validation_of(ProxySettings(estimator="trained", lr=4e-3), spec.layers) if ok else None})
     rows.append({**rows[0], "trial": 10, "state": "FAIL", "accuracy": None, "latency_ms": None, "feasible": None})
     df = pd.DataFrame(rows)
     path.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,10 @@ def test_report_writes_markdown_with_figures(tmp_path):
     for name in ("pareto_latency.png", "pareto_ops.png", "choice_map.png"):
         assert (tmp_path / "a" / name).read_bytes().startswith(b"\x89PNG")
     assert "did not bind" not in text  # latencies 12-28 ms against 20 ms: the budget splits them
+    # the digits proxy's check covers LAB 3x3 only: front members with LAB 5/7 are said to lie outside it
+    validated = next(line for line in text.splitlines() if line.startswith("**Validated against**"))
+    assert "front members: outside its validation (LAB kernels 3, binary-conv kernels 3 only)" in validated
+    assert "Kendall tau +0.29 [-0.04, +0.62] (proxy_fidelity setting digits8-w25-e4)" in validated
     settings = text[text.index("## Settings"):text.index("## Best architecture")]
     assert "| setting | value |" in settings and "{" not in settings  # a table, not a Python dict
     assert "| budget_ms | 20 |" in settings

@@ -23,6 +23,7 @@ from .fidelity import (
 )
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, estimator_entry, register_estimator
 from .settings import ProxySettings
+from .validation import VALIDATIONS, Validation, validation_of
 from . import published, supernet, trained
 
 _REGISTERING = (trained, supernet, published)  # importing each registers its estimator
@@ -38,6 +39,9 @@ __all__ = [
     "DEFAULT_ESTIMATOR",
     "register_estimator",
     "EstimatorError",
+    "VALIDATIONS",
+    "Validation",
+    "validation_of",
     "ProgressFn",
     "ProxySettings",
     "RankFidelity",

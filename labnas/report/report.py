@@ -157,6 +157,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
                     "bireal18_placement_supernet space; docs/accuracy.md), on sign vs LAB 3x3 placements only: "
                     "compare candidates of this study only",
     }.get(estimator, "")
+    validated = _validation_line(res)
     settings = _settings_table({k: v for k, v in res.settings.items() if k not in ("accuracy_description", "study")})
     summary = res.summary()
     notes = summary.notes()
@@ -165,6 +166,7 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
         "",
         f"**Accuracy column**: {meaning}. {caveat[:1].upper() + caveat[1:]}.",
         "",
+        *([validated, ""] if validated else []),
         "## Settings",
         "",
         settings,
@@ -226,6 +228,17 @@ def _search_threads(res: StudyResults, trial) -> int | None:
         return None
     values = res.trials.loc[res.trials.trial == trial, "threads"].dropna()
     return int(values.iloc[0]) if len(values) and values.iloc[0] > 0 else None
+
+
+def _validation_line(res) -> str:
+    """What the front's accuracies were validated against (the trials' ``accuracy_validated``), one line; empty for a
+    study recorded before the column existed."""
+    if "accuracy_validated" not in res.pareto or res.pareto.accuracy_validated.isna().all():
+        return ""
+    counts = res.pareto.accuracy_validated.dropna().value_counts()
+    if len(counts) == 1:
+        return f"**Validated against**: {counts.index[0]} (every front member)."
+    return "**Validated against**: " + "; ".join(f"{n} of {len(res.pareto)} front members: {text}" for text, n in counts.items()) + "."
 
 
 def _deploy_shape(res: StudyResults, spec: dict) -> tuple[int, int, int]:

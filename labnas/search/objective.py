@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from ..accuracy import AccuracyEstimator
+from ..accuracy import AccuracyEstimator, validation_of
 from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
@@ -416,6 +416,7 @@ class Objective:
               accuracy=result.accuracy)
         if "basis" in result.detail:
             store(trial, accuracy_basis=result.detail["basis"], accuracy_interpolated=bool(result.detail.get("interpolated")))
+        store(trial, accuracy_validated=validation_of(self.space.proxy.replace(estimator=self.estimator.name), layers))
         if len(result.per_seed) > 1:
             store(trial, accuracy_per_seed=[round(a, 5) for a in result.per_seed])
         return self._values(result.accuracy, lat, counted.ops)

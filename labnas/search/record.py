@@ -28,6 +28,9 @@ class TrialRecord:
     estimator: str | None = _col("the accuracy estimator: published, trained or supernet")
     accuracy_basis: str | None = _col("what the accuracy rests on: a published configuration, interpolated between published ones "
                                       "(a stage partly LAB; a family with only all-sign and all-LAB published), or a training")
+    accuracy_validated: str | None = _col("what the estimator's ranking was validated against (Kendall tau on a reference table, "
+                                          "labnas.accuracy.validation), 'outside its validation' when the candidate's kernel "
+                                          "choices are beyond what that check covered, or 'not validated'")
     accuracy_interpolated: bool | None = _col("the accuracy is interpolated outside the published configurations (published estimator)")
     fidelity_epochs: float | None = _col("epochs of training behind the accuracy (0: none)")
     accuracy_per_seed: list | None = _col("per-seed accuracies when several seeds are averaged")
