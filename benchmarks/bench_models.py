@@ -79,7 +79,7 @@ def _rows(rounds: dict[str, list[float]], kernels: dict, size: int, facts: dict)
         if binarizer == "lab":
             row["lab_overhead_pct"] = round(100 * (paired_ratio(rounds, name, f"{family} all-sign") - 1), 1)
             row["lab_overhead_pct_of_medians"] = round(100 * (ms / med[f"{family} all-sign"] - 1), 1)
-        rows.append({**row, **kernels.get(name, {}), "input": f"3x{size}x{size}", **facts})
+        rows.append({**row, **kernels.get(name, {}), "input": f"3x{size}x{size}", **facts, "date": time.strftime("%Y-%m-%d")})
     return rows
 
 

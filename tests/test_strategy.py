@@ -232,9 +232,16 @@ LAB_SHAPE = LabShape(channels=72, height=16, width=16, kernel=3, sources=2, padd
 def test_lab_candidates_and_their_names():
     near = ["near 16x1x8", "near 16x1x16", "near 16x2x8", "near 16x2x16"]
     fused = ["fused 4x8x1x2", "fused 16x16x2x1", "fused 1x16x1x2", "fused 2x8x1x2"]
-    assert lab_candidates(LAB_SHAPE, 8) == [*fused, "two 16x1", "two 16x2", *(t.replace("fused", "fused-near") for t in fused), *near]
-    # fused-near only where a (word, row chunk)'s padded input maps fit in 256 KB: not for 56-wide maps in 2 chunks
-    assert not any(t.startswith("fused-near") for t in lab_candidates(dataclasses.replace(LAB_SHAPE, height=56, width=56), 8))
+    rows = ["fused-near 4x16x1x2", "fused-near 2x16x1x2"]  # whole rows of a map at most 32 wide, 2 row chunks
+    assert lab_candidates(LAB_SHAPE, 8, l2=1 << 20) == [*fused, "two 16x1", "two 16x2", *(t.replace("fused", "fused-near") for t in fused),
+                                                        *rows, *near]
+    # fused-near only where a (word, row chunk)'s padded input maps fit in the L2 cache: a 56-wide map in 2 chunks
+    # (445 KB) is a candidate with 1 MiB, not with 256 KiB
+    wide = dataclasses.replace(LAB_SHAPE, height=56, width=56)
+    assert not any(t.startswith("fused-near") for t in lab_candidates(wide, 8, l2=256 * 1024))
+    assert "fused-near 4x8x1x2" in lab_candidates(wide, 8, l2=1 << 20)
+    small = dataclasses.replace(LAB_SHAPE, height=7, width=7)  # 4 channels of a whole 7x7 map, 2 rows in 2 chunks
+    assert {"fused-near 7x7x4x1", "fused-near 2x7x1x2"} <= set(lab_candidates(small, 8, l2=1 << 20))
     assert lab_candidates(dataclasses.replace(LAB_SHAPE, can_fuse=False), 8) == ["two 8x4", "two 16x1", "two 16x2", *near]
     assert lab_candidates(dataclasses.replace(LAB_SHAPE, height=28, width=28), 8)[0] == "two 28x1"  # the AVX2 rule
     # near tiles: 8-float chunks of a 28-wide row (the last one partial), whole 7-wide rows and 7x7 maps
@@ -270,7 +277,7 @@ def test_every_lab_strategy_gives_the_same_packed_words_then_the_choice_is_cache
 
 
 @pytest.mark.parametrize("strategy", ["fused 16x16x2x1", "fused 2x8x1x2", "two 16x2", "two 16x1", "near 16x2x8", "near 16x1x16",
-                                      "fused-near 16x16x2x1"])
+                                      "fused-near 16x16x2x1", "fused-near 4x16x1x2", "fused-near 2x16x1x2", "fused-near 16x16x4x1"])
 def test_a_lab_network_matches_torch_with_every_lab_strategy(strategy):
     from labnas.tvm import LabPolicy, SchedulePolicy
 
