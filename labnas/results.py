@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from ._errors import LabnasError
+from .accuracy.registry import DEFAULT_ESTIMATOR
 
-__all__ = ["ResultsError", "StudyResults", "SearchSummary", "load_results"]
+__all__ = ["ResultsError", "StudyResults", "StudySettings", "SearchSummary", "load_results"]
 
 #: Columns without which a CSV is not a labnas trials table.
 REQUIRED_COLUMNS = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
@@ -23,6 +25,57 @@ REQUIRED_COLUMNS = {"trial", "state", "accuracy", "latency_ms", "feasible", "dup
 
 class ResultsError(LabnasError, ValueError):
     """A directory that holds no usable labnas results; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study is made with and must be resumed with: made once from the CLI's or the API's arguments
+    (:meth:`labnas.search.study.study_settings`), stored in the study (user attribute ``labnas``) and in
+    ``study.json``, and read back by the results, the report and the plots.
+
+    Attributes:
+        space: the search space's name; ``family`` its model family.
+        budget_ms: the latency budget, in ms on the target (the study's timing scale).
+        target: the target preset's name.
+        objectives: ``"accuracy"`` (accuracy under the budget) or a multi-objective name of
+            ``labnas.search.OBJECTIVES``.
+        latency: how latency is obtained: ``measure``, ``simulate`` or ``lut``.
+        accuracy: the accuracy estimator's name.
+    """
+
+    space: str
+    family: str
+    budget_ms: float
+    target: str
+    objectives: str = "accuracy"
+    latency: str = "measure"
+    accuracy: str = DEFAULT_ESTIMATOR
+
+    def verdict(self, latency_ms: float) -> tuple[float, bool]:
+        """``(constraint, feasible)`` of a candidate's latency: Optuna's constraint value (``latency - budget``,
+        feasible when <= 0) and the ``feasible`` flag the trial records; one rule, computed in one place."""
+        constraint = float(latency_ms) - self.budget_ms
+        return constraint, constraint <= 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "StudySettings":
+        """The settings a study stored; keys added later take what studies without them did (``latency``:
+        measure, ``accuracy``: the default estimator), keys this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in stored.items() if k in known}
+        missing = sorted({"space", "family", "budget_ms", "target"} - set(values))
+        if missing:
+            raise ResultsError(f"the study's settings lack {', '.join(missing)}: not a labnas study")
+        values["budget_ms"] = float(values["budget_ms"])
+        return cls(**values)
+
+    def differences(self, other: "StudySettings") -> str:
+        """``"budget_ms 20.0 -> 15.0, ..."``: the fields ``other`` changes (empty when none)."""
+        return ", ".join(f"{f.name} {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}" for f in dataclasses.fields(self)
+                         if getattr(self, f.name) != getattr(other, f.name))
 
 
 @dataclass(frozen=True)
@@ -173,9 +226,24 @@ class StudyResults:
     pareto: pd.DataFrame
 
     @property
+    def study_settings(self) -> StudySettings | None:
+        """The study's typed settings (:class:`StudySettings`), None for a results folder without them."""
+        try:
+            return StudySettings.from_dict(self.settings)
+        except ResultsError:
+            return None
+
+    @property
     def budget_ms(self) -> float | None:
+        """The study's budget (ms); read from a partial ``study.json`` too (a table written by another tool)."""
+        if self.study_settings:
+            return self.study_settings.budget_ms
         value = self.settings.get("budget_ms")
         return float(value) if value is not None else None
+
+    @property
+    def target_name(self) -> str | None:
+        return self.study_settings.target if self.study_settings else self.settings.get("target")
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -200,7 +268,7 @@ class StudyResults:
     @property
     def estimator(self) -> str | None:
         """The accuracy estimator's name (published, trained, supernet), from the settings or the trials."""
-        name = self.settings.get("accuracy")
+        name = self.settings.get("accuracy")  # absent from studies older than the record: then from the trials
         if name is None and "estimator" in self.trials:
             names = self.trials.estimator.dropna()
             name = str(names.iloc[0]) if len(names) else None
@@ -209,8 +277,6 @@ class StudyResults:
     @property
     def estimator_or_default(self) -> str:
         """:attr:`estimator`, or the default estimator for studies written before it was recorded."""
-        from .accuracy.registry import DEFAULT_ESTIMATOR
-
         return self.estimator or DEFAULT_ESTIMATOR
 
     @property

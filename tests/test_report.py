@@ -243,3 +243,19 @@ def test_report_says_what_it_re_timed_and_how_it_compares(tmp_path, target):
     else:
         assert "Not re-timed: the study's target (arm) does not run on this machine" in text
         assert f"the search measured {best.latency_ms:.2f} ms on it" in text
+
+
+def test_study_settings_are_one_typed_record_with_one_verdict():
+    from labnas.results import ResultsError, StudySettings
+
+    settings = StudySettings(space="bireal18_placement", family="bireal18", budget_ms=20.0, target="host")
+    assert settings.verdict(19.5) == (-0.5, True) and settings.verdict(20.0) == (0.0, True)
+    assert settings.verdict(20.25) == (0.25, False)
+    # a study stored before latency/accuracy were recorded reads back with what such studies did
+    old = {"space": "bireal18_placement", "family": "bireal18", "budget_ms": 20, "target": "host", "objectives": "accuracy",
+           "study": "s", "reference_calibration": {"ms": 1.0}}
+    assert StudySettings.from_dict(old) == settings and StudySettings.from_dict(settings.to_dict()) == settings
+    other = StudySettings.from_dict({**old, "budget_ms": 15})
+    assert settings.differences(other) == "budget_ms 20.0 -> 15.0"
+    with pytest.raises(ResultsError, match="lack budget_ms, target: not a labnas study"):
+        StudySettings.from_dict({"space": "x", "family": "y"})

@@ -57,7 +57,7 @@ def study_labels(results: list[StudyResults]) -> list[str]:
     """A legend label per study naming only what differs between the studies (``target arm, budget_ms 25``);
     the study name where no setting differs; the target alone for a single study."""
     if len(results) == 1:
-        return [str(results[0].settings.get("target", results[0].name))]
+        return [str(results[0].target_name or results[0].name)]
     differing = [k for k in DISTINGUISHING if len({json.dumps(r.settings.get(k)) for r in results}) > 1]
     if not differing:
         return [r.name for r in results]
@@ -141,7 +141,7 @@ def plot_pareto(results: list[StudyResults], x: str = "latency", ax=None):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not several:
         r = results[0]
-        ax.set_title(f"{r.name}: accuracy vs {x} on {r.settings.get('target', '?')} "
+        ax.set_title(f"{r.name}: accuracy vs {x} on {r.target_name or '?'} "
                      f"({r.estimator_or_default} accuracy); {_counts(r)}", fontsize=9)
     else:
         ax.set_title(f"accuracy vs {x}", fontsize=9)

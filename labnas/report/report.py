@@ -95,7 +95,7 @@ def _study_target(res: StudyResults):
     """The study's target preset, or None when its name is not a preset (a custom JSON target)."""
     from ..tvm import TARGETS
 
-    return TARGETS.get(str(res.settings.get("target", "host")))
+    return TARGETS.get(str(res.target_name or "host"))
 
 
 #: Figure formats a report can be written with (a paper wants pdf or svg).
@@ -209,13 +209,13 @@ def write_report(path: str | Path, measure_latency: bool = True, progress=None, 
                   _latency_breakdown(spec, deploy, target, searched_ms, res.settings.get("reference_calibration"), threads), ""]
     elif measure_latency and res.simulated_on:
         lines += ["## Latency of the best architecture", "",
-                  f"Simulated, not measured: no board of the study's target ({res.settings.get('target')}) was connected, so "
+                  f"Simulated, not measured: no board of the study's target ({res.target_name}) was connected, so "
                   f"every latency is predicted from the compiled code on the CPU model {res.simulated_on} "
                   f"(labnas.simulation: executed blocks under qemu x llvm-mca cycles, plus a DRAM term); the best "
                   f"architecture's simulated latency is {searched_ms:.2f} ms.", ""]
     elif measure_latency:
         lines += ["## Latency of the best architecture", "",
-                  f"Not re-timed: the study's target ({res.settings.get('target')}) does not run on this machine; "
+                  f"Not re-timed: the study's target ({res.target_name}) does not run on this machine; "
                   f"the search measured {searched_ms:.2f} ms on it.", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
@@ -245,7 +245,7 @@ def _deploy_shape(res: StudyResults, spec: dict) -> tuple[int, int, int]:
     """The deployment input of a study: from the space file its settings name, else from the spec's stem."""
     from ..space import SpaceError, load_space
 
-    space = res.settings.get("space")
+    space = res.study_settings.space if res.study_settings else res.settings.get("space")
     if space:
         try:
             return tuple(load_space(space).deploy_input)  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from ..accuracy import AccuracyEstimator, validation_of
+from ..results import StudySettings
 from ..models import LayerSpec, create_model
 from ..ops import count_ops
 from ..train import TrainingFailed
@@ -189,6 +190,14 @@ def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, r
                        threads=config.threads, reference=reference)
 
 
+def study_settings(space: SearchSpace, config: SearchConfig) -> StudySettings:
+    """The typed settings of a search of ``space`` with ``config``, made once: the study stores them and must be resumed
+    with them, the objective judges every trial by their :meth:`~labnas.results.StudySettings.verdict`, the results,
+    report and plots read them back. The estimator is ``config.accuracy`` (``--accuracy``), else the space's."""
+    return StudySettings(space=space.name, family=space.family, budget_ms=float(config.budget_ms), target=config.target.name,
+                         objectives=config.objectives, latency=config.latency, accuracy=config.accuracy or space.proxy.estimator)
+
+
 def near_budget(latency_ms: float, budget_ms: float, margin: float, margin_above: float | None = None) -> bool:
     """Whether a measured latency is close enough to the budget that a disturbance could flip the verdict: from
     ``margin`` x budget below it to ``margin_above`` x budget above it (default: ``margin`` both ways)."""
@@ -219,6 +228,8 @@ class Objective:
     def __init__(self, space: SearchSpace, estimator: AccuracyEstimator, config: SearchConfig, on_phase=None,
                  study: optuna.Study | None = None):
         self.space, self.estimator, self.config = space, estimator, config
+        #: the study's typed settings (:func:`study_settings`); their verdict is every trial's feasibility
+        self.settings = study_settings(space, config)
         self.on_phase = on_phase or (lambda text: None)  # told "trial N: compile and time", "trial N: train"
         self.directions = OBJECTIVES[config.objectives]
         self.target = config.target
@@ -376,7 +387,7 @@ class Objective:
         if twin is not None:
             store(trial, **{name: value for name, value in twin.user_attrs.items() if name not in ("spec_key", "spec")})
             store(trial, duplicate_of=twin.number)
-            trial.set_constraint("latency_ms", twin.user_attrs["latency_ms"] - self.config.budget_ms)
+            trial.set_constraint("latency_ms", self.settings.verdict(twin.user_attrs["latency_ms"])[0])
             values = twin.values
             return values[0] if len(values) == 1 else tuple(values)
         try:
@@ -389,10 +400,10 @@ class Objective:
                 store(trial, stopped_by="disturbed")
             store(trial, error=f"latency: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500])
             raise
-        trial.set_constraint("latency_ms", lat - self.config.budget_ms)
+        constraint, feasible = self.settings.verdict(lat)
+        trial.set_constraint("latency_ms", constraint)
         counted = count_ops(model, (1, *self.space.deploy_input))
         store(trial, bops=int(counted.bops), flops=int(counted.flops), params=int(counted.params), ops=float(counted.ops))
-        feasible = lat <= self.config.budget_ms
         store(trial, feasible=feasible, estimator=self.estimator.name)
         if not feasible:  # never trained: no accuracy attr (unknown, not 0); the sampler sees 0 (Optuna refuses NaN)
             store(trial, trained=False)

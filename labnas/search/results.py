@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from ..results import StudySettings
 from .record import CSV_COLUMNS, TrialRecord
 
 __all__ = ["trials_frame", "pareto_front", "write_results"]
@@ -111,11 +112,14 @@ def best_key(accuracy: float, latency_ms: float, trial: int) -> tuple:
     return (-accuracy, latency_ms, trial)
 
 
-def write_results(study: optuna.Study, out_dir: Path, budget_ms: float) -> dict[str, Path]:
-    """Write the result files for ``study`` into ``out_dir``; returns their paths."""
+def write_results(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
+    """Write the result files for ``study`` into ``out_dir`` (its settings, :class:`labnas.results.StudySettings`, are
+    the ones the study stored); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     df = trials_frame(study)
-    settings = {"study": study.study_name, **study.user_attrs.get("labnas", {}), "budget_ms": budget_ms}
+    typed = StudySettings.from_dict(study.user_attrs["labnas"])
+    budget_ms = typed.budget_ms
+    settings = {"study": study.study_name, **typed.to_dict()}
     for key in ("accuracy_description", "reference_calibration"):  # what the accuracy column is; the latency scale
         if key in study.user_attrs:
             settings[key] = study.user_attrs[key]

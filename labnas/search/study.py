@@ -14,8 +14,8 @@ import numpy as np
 import optuna
 
 from .._errors import LabnasError
-from ..accuracy.registry import DEFAULT_ESTIMATOR
-from .objective import OBJECTIVES, Objective, SearchConfig, watch_interrupts
+from ..results import StudySettings
+from .objective import OBJECTIVES, Objective, SearchConfig, study_settings, watch_interrupts
 from .results import best_key, write_results
 from ..space import PRUNERS, SearchSpace
 
@@ -98,16 +98,13 @@ def create_or_load_study(name: str, storage, space: SearchSpace, config: SearchC
         )
     except ValueError as err:
         raise SearchError(f"study {name!r}: {err}; use a new {{opt:study_name|--study}}") from None
-    settings = {"space": space.name, "family": space.family, "budget_ms": config.budget_ms, "target": config.target.name, "objectives": config.objectives,
-                "latency": config.latency, "accuracy": estimator_name(space, config)}
+    settings = study_settings(space, config)
     stored = study.user_attrs.get("labnas")
-    if stored is not None:  # keys added later default to what studies without them did
-        stored = {"latency": "measure", "accuracy": DEFAULT_ESTIMATOR, **stored}
     if stored is None:
-        study.set_user_attr("labnas", settings)
-    elif stored != settings:
-        diff = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in settings.items() if stored.get(k) != v)
-        raise SearchError(f"study {name!r} was made with other settings ({diff}); resume with the same ones or use a new {{opt:study_name|--study}}")
+        study.set_user_attr("labnas", settings.to_dict())
+    elif StudySettings.from_dict(stored) != settings:
+        raise SearchError(f"study {name!r} was made with other settings ({StudySettings.from_dict(stored).differences(settings)}); "
+                          "resume with the same ones or use a new {opt:study_name|--study}")
     _check_threads(study, name, config.threads)
     return study
 
@@ -174,7 +171,7 @@ def _refuse_foreign_results(study_dir: Path, storage_url: str | None) -> None:
 
 def estimator_name(space: SearchSpace, config: SearchConfig) -> str:
     """The accuracy estimator a search uses: ``config.accuracy`` (``--accuracy``), else the space's."""
-    return config.accuracy or space.proxy.estimator
+    return study_settings(space, config).accuracy
 
 
 def make_estimator(space: SearchSpace, config: SearchConfig, data_dir: str | None):
@@ -375,10 +372,10 @@ def run_search(
             signal.signal(signal.SIGINT, previous_handler)
         if bar:
             bar.close()
-        write_results(study, study_dir, config.budget_ms)
+        write_results(study, study_dir)
     if config.latency == "lut":
         remeasure_front(study, space, config)
-        write_results(study, study_dir, config.budget_ms)
+        write_results(study, study_dir)
     return SearchRun(study, study_dir)
 
 
