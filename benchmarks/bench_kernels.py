@@ -28,12 +28,12 @@ from torch import nn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
-from labnas.timing.compare import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
+from labnas.timing import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
+from labnas.timing import machine_facts, onnxruntime_runner, round_robin, torch_runner, tvm_runner  # noqa: E402
 from labnas.nn import BinaryConv2d  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 from labnas.timing import VmRunner, kernel_profile  # noqa: E402
-from labnas.timing.popcount_limit import PopcountCeiling, xnor_words  # noqa: E402
+from labnas.timing import PopcountCeiling, xnor_words  # noqa: E402
 
 #: name: (kind, channels in, channels out, input size, kernel, stride)
 LAYERS = {

@@ -29,12 +29,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
-from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
-from labnas.timing.measure import verify  # noqa: E402
+from labnas.timing import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing import PROBE_ROUNDS, core_round_trip_ns  # noqa: E402
+from labnas.timing import verify  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 from labnas.tvm import LabPolicy, SchedulePolicy  # noqa: E402
-from labnas.tvm.strategy import LabShape, lab_candidates  # noqa: E402
+from labnas.tvm import LabShape, lab_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.timing.compare import (  # noqa: E402
+from labnas.timing import (  # noqa: E402
     machine_facts,
     onnxruntime_runner,
     paired_ratio,
@@ -39,11 +39,11 @@ from labnas.timing.compare import (  # noqa: E402
     torch_runner,
     tvm_runner,
 )
-from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
+from labnas.timing import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.models.resnet_fp32 import resnet18_fp32  # noqa: E402
+from labnas.models import resnet18_fp32  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.timing.measure import verify  # noqa: E402
+from labnas.timing import verify  # noqa: E402
 
 BNNS = {  # contender: (family, binarizer)
     "bireal18 all-sign": ("bireal18", "sign"),
@@ -57,7 +57,7 @@ def _kernel_facts(compiled, x: np.ndarray, threads: int) -> dict:
     """The popcount strategies the binary convs use, and the largest non-binary kernel's share of the
     summed kernel time (median of 20 profiled runs; the profile's hook adds a little to every kernel)."""
     from labnas.timing import VmRunner, kernel_profile
-    from labnas.tvm.strategy import strategy_counts
+    from labnas.tvm import strategy_counts
 
     runner = VmRunner.local(compiled.executable, threads)
     profile = kernel_profile(runner, [runner.tensor(x)], runs=20)

@@ -39,9 +39,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.timing import CONV_PAIR, CalibratedReference, ReferenceTimer, baseline_workload, measure  # noqa: E402
-from labnas.timing.calibration import calibrate  # noqa: E402
-from labnas.timing.compare import machine_facts  # noqa: E402
-from labnas.timing.paired import TimingDisturbed  # noqa: E402
+from labnas.timing import calibrate  # noqa: E402
+from labnas.timing import machine_facts  # noqa: E402
+from labnas.timing import TimingDisturbed  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 
 #: Competitor programs (python -c), each running until killed or ``limit`` seconds.

@@ -26,9 +26,9 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
-from labnas.timing.core_latency import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
-from labnas.timing.measure import verify  # noqa: E402
+from labnas.timing import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing import PROBE_ROUNDS, core_round_trip_ns, placement_labels  # noqa: E402
+from labnas.timing import verify  # noqa: E402
 from labnas.tvm import PARTITIONS, TARGETS, SchedulePolicy, compile_model  # noqa: E402
 
 NETWORKS = {"bireal18 all-sign": ("bireal18", "sign"), "bireal18 all-LAB": ("bireal18", "lab"),

@@ -36,14 +36,14 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.latency import LatencyTable, block_units, build_table, table_path  # noqa: E402
-from labnas.latency.table import calibration_layers  # noqa: E402
+from labnas.latency import calibration_layers  # noqa: E402
 from labnas.models import create_model  # noqa: E402
-from labnas.search.objective import spec_key  # noqa: E402
+from labnas.search import spec_key  # noqa: E402
 from labnas.space import load_space  # noqa: E402
 from labnas.timing import reference_for  # noqa: E402
-from labnas.timing.measure import measure_in_passes  # noqa: E402
+from labnas.timing import measure_in_passes  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
+from labnas.tvm import cpu_model, isa_summary  # noqa: E402
 
 
 def summary(errors_pct: np.ndarray) -> dict[str, float]:

@@ -34,10 +34,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.models import create_model  # noqa: E402
 from labnas.search import load_space  # noqa: E402
 from labnas.timing import CONV_PAIR, ReferenceTimer, baseline_workload  # noqa: E402
-from labnas.timing.runner import VmRunner  # noqa: E402
+from labnas.timing import VmRunner  # noqa: E402
 from labnas.tvm import compile_model  # noqa: E402
-from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
-from labnas.tvm.targets import resolve_target  # noqa: E402
+from labnas.tvm import cpu_model, isa_summary  # noqa: E402
+from labnas.tvm import resolve_target  # noqa: E402
 
 ROUNDS = 7
 

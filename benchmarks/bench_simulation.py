@@ -34,8 +34,8 @@ from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.simulation import host_cpu_model, simulate  # noqa: E402
 from labnas.space import load_space  # noqa: E402
 from labnas.timing import reference_for  # noqa: E402
-from labnas.timing.compare import machine_facts  # noqa: E402
-from labnas.timing.measure import measure, measure_in_passes  # noqa: E402
+from labnas.timing import machine_facts  # noqa: E402
+from labnas.timing import measure, measure_in_passes  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
 
 FAMILIES = ("labbnn", "quicknet", "bireal18", "xnornet_alexnet", "reactnet_mbv1")

@@ -40,10 +40,10 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labnas.search import SearchConfig, load_space, run_search  # noqa: E402
-from labnas.search.objective import layer_params, spec_key  # noqa: E402
-from labnas.search.study import create_or_load_study, open_storage  # noqa: E402
-from labnas.timing.core_latency import placement_labels  # noqa: E402
-from labnas.tvm.cpu import cpu_model, isa_summary  # noqa: E402
+from labnas.search import layer_params, spec_key  # noqa: E402
+from labnas.search import create_or_load_study, open_storage  # noqa: E402
+from labnas.timing import placement_labels  # noqa: E402
+from labnas.tvm import cpu_model, isa_summary  # noqa: E402
 
 
 def candidate_params(space, count: int, seed: int) -> list[dict]:

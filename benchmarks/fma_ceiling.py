@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("gcc") is None:
         print("fma_ceiling needs gcc (apt-get install gcc)", file=sys.stderr)
         return 2
-    from labnas.tvm.cpu import cpu_model, isa_summary
+    from labnas.tvm import cpu_model, isa_summary
 
     lanes = vector_lanes()
     cpus = sorted(os.sched_getaffinity(0))

@@ -23,10 +23,10 @@ import pandas as pd
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
 from labnas.models import create_model, default_spec  # noqa: E402
 from labnas.tvm import TARGETS, compile_model  # noqa: E402
-from labnas.timing.measure import verify  # noqa: E402
+from labnas.timing import verify  # noqa: E402
 
 
 def configurations(family: str) -> dict[str, object]:

@@ -37,10 +37,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from labnas.models import create_model, default_spec  # noqa: E402
-from labnas.timing.compare import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
-from labnas.timing.measure import verify  # noqa: E402
+from labnas.timing import machine_facts, paired_ratio, round_robin, tvm_runner  # noqa: E402
+from labnas.timing import verify  # noqa: E402
 from labnas.tvm import TARGETS, LabPolicy, SchedulePolicy, compile_model  # noqa: E402
-from labnas.tvm.strategy import strategy_counts  # noqa: E402
+from labnas.tvm import strategy_counts  # noqa: E402
 
 #: configuration -> the kinds of LAB tile its chooser may pick (None: every kind)
 KINDS = {"all sign": None, "all LAB 3x3, whole-map padding": ("fused", "two"), "all LAB 3x3, padded near": None}

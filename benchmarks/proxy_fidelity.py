@@ -136,7 +136,7 @@ def append_run(row: dict, path: Path | None = None) -> None:
 def _choices(configs: list[str]):
     """The per-layer choices a supernet must hold to score ``configs``: every binarizer, LAB kernel and conv kernel
     any of them uses (sign/LAB 3x3 for the stage ablation; LAB 3/7 and conv 3/5 for the kernel reference)."""
-    from labnas.accuracy.supernet import LayerChoices
+    from labnas.accuracy import LayerChoices
 
     layers = [layer for c in configs for layer in config_layers(c)]
     return LayerChoices.uniform(16, binarizers=["sign", "lab"], lab_kernels=sorted({l.lab_kernel for l in layers}),

@@ -22,7 +22,7 @@ from tvm import te
 
 from labnas.models import create_model, default_spec
 from labnas.tvm import TARGETS, SchedulePolicy, compile_model, kernels
-from labnas.tvm.registry import schedule_kernel
+from labnas.tvm import schedule_kernel
 
 LAB_MAPS = [(64, 56, 56, 3), (128, 28, 28, 3), (256, 14, 14, 5), (512, 7, 7, 3), (96, 28, 28, 7)]
 XNOR_LAYERS = [(1, 58, 58, 64, 1), (2, 30, 30, 256, 2), (8, 9, 9, 512, 1)]

@@ -19,8 +19,8 @@ import pandas as pd
 
 from labnas.models import create_model, default_spec
 from labnas.simulation import CPU_MODELS, simulate
-from labnas.simulation._cycles import popcount_ceiling
-from labnas.simulation._trace import kernel_calls
+from labnas.simulation import popcount_ceiling
+from labnas.simulation import kernel_calls
 from labnas.tvm import TARGETS, compile_model
 
 BOARDS = {"rpi4": "cortex-a72", "rpi5": "cortex-a76", "a55": "cortex-a55", "jetson-nx": "carmel"}

@@ -151,3 +151,17 @@ def test_no_module_state_steers_compilation():
                 if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id in tvm_modules:
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} assigns {ast.unparse(target)}")
     assert offenders == []
+
+
+def test_benchmarks_use_the_packages_entry_points():
+    """A benchmark imports ``labnas`` or one of its components (``labnas.timing``), never a module inside one
+    (``labnas.timing.compare``): what a benchmark needs is part of the package's public API."""
+    import ast
+
+    deep = []
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [
+                a.name for a in node.names] if isinstance(node, ast.Import) else []
+            deep += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("labnas.") and n.count(".") > 1]
+    assert deep == []

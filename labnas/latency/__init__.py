@@ -11,7 +11,10 @@ from pathlib import Path
 from .blocks import BlockUnit, block_units
 from .table import LUT_ROOT, LatencyTable, TableError, build_table, table_path
 
-__all__ = ["BlockUnit", "LatencyTable", "TableError", "block_units", "build_table", "load_table", "predict", "table_path", "LUT_ROOT"]
+# used by the benchmarks (measurement tools reach these through the package entry point)
+from .table import calibration_layers
+
+__all__ = ["calibration_layers", "BlockUnit", "LatencyTable", "TableError", "block_units", "build_table", "load_table", "predict", "table_path", "LUT_ROOT"]
 
 
 def load_table(space, target: str, root: Path | str = LUT_ROOT) -> LatencyTable:

@@ -7,7 +7,18 @@ from .packed import PackedBinaryConv2d, freeze
 from .policy import PARTITIONS, LabPolicy, PolicyError, SchedulePolicy, XnorPolicy
 from .targets import TARGETS, TargetError, TargetPreset, resolve_target
 
+# used by the benchmarks (measurement tools reach these through the package entry point)
+from .strategy import LabShape, lab_candidates, strategy_counts
+from .cpu import cpu_model, isa_summary
+from .registry import schedule_kernel
+
 __all__ = [
+    "LabShape",
+    "lab_candidates",
+    "strategy_counts",
+    "cpu_model",
+    "isa_summary",
+    "schedule_kernel",
     "TARGETS",
     "CompiledModel",
     "LabPolicy",

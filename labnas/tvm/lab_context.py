@@ -39,18 +39,17 @@ class LabContext:
         self.scale = rng.uniform(0.5, 1.5, (1, c, 1, 1)).astype(np.float32)
         self.shift = rng.standard_normal((1, c, 1, 1)).astype(np.float32)
 
-    def build(self, strategy: str):
-        """The context network with the LAB map computed by ``strategy``, compiled: a ``tvm.relax.VirtualMachine``."""
+    def build(self, fused: bool, tile: tuple[int, ...] | None):
+        """The context network with the LAB map computed by the fused kernel (``fused``) or the LAB kernel + the
+        packing, with register ``tile`` (:func:`labnas.tvm.strategy.parse_lab_strategy` of a strategy), compiled: a
+        ``tvm.relax.VirtualMachine``."""
         import tvm
         from tvm import relax
 
         from . import kernels
         from .registry import emit_kernel, schedule_registered
         from .schedule_float import labnas_pipeline
-        from .strategy import parse_lab_strategy
-
         s = self.shape
-        fused, tile = parse_lab_strategy(strategy)
         bb = relax.BlockBuilder()
         x, wt, b = (relax.Var(name, relax.TensorType(a.shape, "float32")) for name, a in zip(("x", "w", "b"), self.inputs))
         with bb.function("main", [x, wt, b]):

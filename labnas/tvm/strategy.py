@@ -256,7 +256,7 @@ class PopcountChooser:
         context = LabContext(shape, self.target, self.policy.by_rows)
         runs, reference = {}, None
         for strategy in strategies:
-            vm = context.build(strategy)
+            vm = context.build(*parse_lab_strategy(strategy))
             out = context.packed(vm)
             if reference is None:
                 reference = out
