@@ -177,7 +177,7 @@ def summarise(reference: dict[str, float], out: Path | None = None) -> list[dict
     rows = read_runs()
     table = []
     for name in dict.fromkeys(r["setting"] for r in rows):
-        mine = [r for r in rows if r["setting"] == name]
+        mine = [r for r in rows if r["setting"] == name and r["config"] in reference]  # rows of this reference only
         scores: dict[str, list[float]] = {}
         failed = 0
         for r in mine:
