@@ -20,6 +20,7 @@ several sittings loses at most one epoch. ``--summary`` writes ``results/benchma
 effects.
 
     nice -n 19 python benchmarks/kernel_reference.py            # run (or resume) the study; Ctrl-C stops cleanly
+    nice -n 19 python benchmarks/kernel_reference.py --shard 1/2 &   # with --shard 0/2: both cores of an idle machine
     python benchmarks/kernel_reference.py --summary              # table + main effects from the recorded rows
 """
 
@@ -144,9 +145,13 @@ def run_one(config: str, seed: int, data) -> dict:
     return row
 
 
-def run_study(seeds: tuple[int, ...] = SEEDS) -> None:
+def run_study(seeds: tuple[int, ...] = SEEDS, shard: tuple[int, int] = (0, 1)) -> None:
+    """Train every (configuration, seed) not recorded yet, seed by seed; ``shard = (k, n)`` takes the k-th of every n
+    runs of that order (two processes with shards 0/2 and 1/2 use both cores of an otherwise idle machine)."""
+    k, n = shard
     done = {(r["config"], int(r["seed"])) for r in read_runs()}
-    todo = [(c, s) for s in seeds for c in CONFIGS if (c, s) not in done]
+    order = [(c, s) for s in seeds for c in CONFIGS]
+    todo = [run for i, run in enumerate(order) if i % n == k and run not in done]
     print(f"kernel reference: {len(done)} runs recorded, {len(todo)} to go", flush=True)
     if not todo:
         return
@@ -206,11 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--summary", action="store_true", help="only write the table and print the main effects")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--shard", default="0/1", help="K/N: run the K-th of every N runs (e.g. 0/2 and 1/2 in two processes)")
     args = p.parse_args(argv)
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        p.error(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
     torch.set_num_threads(1)
     if not args.summary:
         try:
-            run_study(tuple(args.seeds))
+            run_study(tuple(args.seeds), shard)
         except KeyboardInterrupt:
             print("stopped; the finished runs are recorded and the current one resumes from its last epoch", flush=True)
             return 130
