@@ -109,6 +109,8 @@ class SearchSummary:
     estimator: str | None = None
     interpolated: int = 0
     stopped: dict = field(default_factory=dict)
+    #: accuracies whose candidate lies outside what the estimator's ranking was validated on, or not validated at all
+    unvalidated: int = 0
 
     @property
     def reference_spread_pct(self) -> float | None:
@@ -192,6 +194,10 @@ class SearchSummary:
         if self.interpolated:
             out.append(f"{self.interpolated} accuracies are interpolated between published configurations, not published "
                        "themselves (accuracy_basis in trials.csv)")
+        if self.unvalidated:
+            out.append(f"{self.unvalidated} accuracies rank candidates outside what the estimator's ranking was checked on "
+                       "(e.g. LAB or conv kernels other than 3x3) or with settings no check covered (accuracy_validated in "
+                       "trials.csv): compare them with care")
         return out
 
     def lines(self) -> list[str]:
@@ -312,6 +318,8 @@ class StudyResults:
             estimator=self.estimator,
             interpolated=int(done.accuracy_interpolated.fillna(False).astype(bool).sum()) if "accuracy_interpolated" in done else 0,
             stopped=(df[df.state == "FAIL"].stopped_by.dropna().value_counts().to_dict() if "stopped_by" in df else {}),
+            unvalidated=(int(done.accuracy_validated.dropna().astype(str).str.startswith(("outside", "not validated")).sum())
+                         if "accuracy_validated" in done else 0),
         )
 
 

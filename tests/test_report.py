@@ -189,6 +189,10 @@ def test_report_writes_markdown_with_figures(tmp_path):
     validated = next(line for line in text.splitlines() if line.startswith("**Validated against**"))
     assert "front members: outside its validation (LAB kernels 3, binary-conv kernels 3 only)" in validated
     assert "Kendall tau +0.29 [-0.04, +0.62] (proxy_fidelity setting digits8-w25-e4)" in validated
+    outside = int(load_results(tmp_path / "a").trials.accuracy_validated.dropna().str.startswith("outside").sum())
+    summary = load_results(tmp_path / "a").summary()
+    assert outside > 0 and summary.unvalidated == outside
+    assert any(n.startswith(f"{outside} accuracies rank candidates outside") for n in summary.notes())
     settings = text[text.index("## Settings"):text.index("## Best architecture")]
     assert "| setting | value |" in settings and "{" not in settings  # a table, not a Python dict
     assert "| budget_ms | 20 |" in settings
