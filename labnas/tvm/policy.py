@@ -23,12 +23,13 @@ class PolicyError(LabnasError, ValueError):
 
 @dataclass(frozen=True)
 class LabPolicy:
-    """How one compile chooses its LAB strategies: an argument of :func:`labnas.tvm.compile_model`, passed to the
-    chooser, never module state (a part of :class:`SchedulePolicy`). ``pins``: LAB shapes (by :attr:`LabShape.key`) answered with the given strategy,
-    unmeasured (a decision of source ``pinned``). ``kinds``: the tile kinds the chooser may measure among (the
-    first word of a strategy: ``fused``, ``two``, ``fused-near``, ``near``; ``None``: all of
-    :func:`labnas.tvm.strategy.lab_candidates`). A restricted choice is cached under its own key (:meth:`cache_key`), so it never
-    stands in for the unrestricted answer."""
+    """How one compile chooses its LAB strategies (a part of :class:`SchedulePolicy`, never module state).
+
+    ``pins``: LAB shapes (by :attr:`labnas.tvm.strategy.LabShape.key`) answered with the given strategy, unmeasured (a
+    decision of source ``pinned``). ``kinds``: the tile kinds the chooser may measure among (the first word of a
+    strategy: ``fused``, ``two``, ``fused-near``, ``near``; ``None``: all of :func:`labnas.tvm.strategy.lab_candidates`).
+    A restricted choice is cached under its own key (:meth:`cache_key`), so it never stands in for the unrestricted
+    answer."""
 
     pins: Mapping[str, str] = field(default_factory=dict)
     kinds: tuple[str, ...] | None = None
@@ -46,7 +47,6 @@ class LabPolicy:
     def cache_key(self, key: str) -> str:
         """The strategy cache's key for the LAB shape with :attr:`labnas.tvm.strategy.LabShape.key` ``key``."""
         return key if self.kinds is None else f"{key} | kinds {'/'.join(self.kinds)}"
-
 
 
 @dataclass(frozen=True)
