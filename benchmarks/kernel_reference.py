@@ -47,6 +47,7 @@ from labnas.train import TrainConfig, TrainingFailed, evaluate, train_proxy  # n
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "benchmarks" / "kernel_reference_runs.csv"
 TABLE = ROOT / "results" / "benchmarks" / "kernel_reference.csv"
+#: ``cpu_s`` / ``wall_s``: of the process that finished the run (a run resumed from a checkpoint counts only its part)
 RUN_COLUMNS = ["config", "seed", "accuracy", "status", "curve", "cpu_s", "wall_s", "cpu", "settings", "finished"]
 
 #: The training every configuration gets (the capacity-limited proxy recipe at 28x28, trained 8 epochs).
