@@ -41,6 +41,7 @@ import torch  # noqa: E402
 
 from labnas.accuracy import kernel_config_code, kernel_config_layers  # noqa: E402
 from labnas.data import load_dataset  # noqa: E402
+from labnas.results import append_row, read_rows  # noqa: E402
 from labnas.models import ArchSpec  # noqa: E402
 from labnas.train import TrainConfig, TrainingFailed, evaluate, train_proxy  # noqa: E402
 
@@ -84,22 +85,11 @@ CONFIGS = {config_of(levels): levels for levels in design()}
 
 
 def read_runs(path: Path = RUNS) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_rows(path)
 
 
 def append_run(row: dict, path: Path = RUNS) -> None:
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, RUN_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_row(path, RUN_COLUMNS, row)
 
 
 def cpu_name() -> str:

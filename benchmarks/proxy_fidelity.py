@@ -47,6 +47,7 @@ from labnas.accuracy import (  # noqa: E402
     load_reference_csv,
     rank_fidelity,
 )
+from labnas.results import append_row, read_rows  # noqa: E402
 from labnas.train import TrainingFailed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,25 +113,12 @@ DEFAULT_SETTING = "published"
 
 
 def read_runs(path: Path | None = None) -> list[dict]:
-    path = path or RUNS
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_rows(path or RUNS)
 
 
 def append_run(row: dict, path: Path | None = None) -> None:
     """Append one finished row (and the header on a new file), flushed to disk at once."""
-    path = path or RUNS
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, RUN_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_row(path or RUNS, RUN_COLUMNS, row)
 
 
 def _choices(configs: list[str]):

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pandas as pd
 from ._errors import LabnasError
 from .accuracy.registry import DEFAULT_ESTIMATOR
 
-__all__ = ["ResultsError", "StudyResults", "StudySettings", "SearchSummary", "load_results"]
+__all__ = ["ResultsError", "StudyResults", "StudySettings", "SearchSummary", "load_results", "read_rows", "append_row"]
 
 #: Columns without which a CSV is not a labnas trials table.
 REQUIRED_COLUMNS = {"trial", "state", "accuracy", "latency_ms", "feasible", "duplicate_of"}
@@ -340,3 +342,25 @@ def load_results(path: str | Path) -> StudyResults:
     pareto = pd.read_csv(pareto_csv) if pareto_csv.is_file() and pareto_csv.stat().st_size > 1 else trials.iloc[0:0]
     settings = json.loads((path / "study.json").read_text()) if (path / "study.json").is_file() else {}
     return StudyResults(path, settings.get("study", path.name), settings, trials, pareto)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV a long study appends to (:func:`append_row`), as dicts; ``[]`` before the first."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append one finished row to ``path`` (with the ``columns`` header on a new file), flushed to disk at once, so a
+    study stopped at any point keeps every row it finished and a re-run can skip them."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -191,7 +191,7 @@ def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, r
 
 
 def study_settings(space: SearchSpace, config: SearchConfig) -> StudySettings:
-    """The typed settings of a search of ``space`` with ``config``, made once: the study stores them and must be resumed
+    """The typed settings of a search of ``space`` with ``config``, made by this one function: the study stores them and must be resumed
     with them, the objective judges every trial by their :meth:`~labnas.results.StudySettings.verdict`, the results,
     report and plots read them back. The estimator is ``config.accuracy`` (``--accuracy``), else the space's."""
     return StudySettings(space=space.name, family=space.family, budget_ms=float(config.budget_ms), target=config.target.name,

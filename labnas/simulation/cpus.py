@@ -96,20 +96,6 @@ def get_cpu_model(name: str) -> CpuModel:
     return CPU_MODELS[key]
 
 
-def _cache_kib(level: int, shared_by_all: bool = False) -> int:
-    """This machine's data/unified cache of ``level`` per core, in KiB (sysfs), or 0."""
-    from pathlib import Path
-
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            if int((index / "level").read_text()) == level and (index / "type").read_text().strip() in ("Data", "Unified"):
-                size = (index / "size").read_text().strip()
-                return int(size[:-1]) * (1024 if size.endswith("M") else 1) if size[-1] in "KM" else int(size) // 1024
-        except (OSError, ValueError):
-            continue
-    return 0
-
-
 def host_cpu_model(clock_ghz: float | None = None) -> CpuModel:
     """This machine's CPU as a model, to validate the simulation where the truth can be measured.
 
@@ -120,6 +106,8 @@ def host_cpu_model(clock_ghz: float | None = None) -> CpuModel:
     import platform
 
     import tvm
+
+    from ..tvm.cpu import cache_kib
 
     mcpu = str(tvm.target.Target.from_device(tvm.cpu()).attrs.get("mcpu", "generic"))
     if clock_ghz is None:
@@ -132,5 +120,5 @@ def host_cpu_model(clock_ghz: float | None = None) -> CpuModel:
         except (OSError, ValueError):
             pass
     return CpuModel("host", platform.machine(), "this machine", mcpu, mcpu, clock_ghz=round(clock_ghz, 3),
-                    cores=os.cpu_count() or 1, l1d_kib=_cache_kib(1), l2_kib=_cache_kib(2), l3_kib=_cache_kib(3),
+                    cores=os.cpu_count() or 1, l1d_kib=cache_kib(1), l2_kib=cache_kib(2), l3_kib=cache_kib(3),
                     dram_gbs=20.0, launch_us=2.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import platform
 
-__all__ = ["cpu_model", "cpu_flags", "ISA_FLAGS", "isa_summary", "can_run", "l2_bytes"]
+__all__ = ["cpu_model", "cpu_flags", "ISA_FLAGS", "isa_summary", "can_run", "cache_kib", "l2_bytes"]
 
 #: CPU features that change which kernels are fast (vector width, native popcount, dot products).
 ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "asimd", "asimddp", "sve")
@@ -51,19 +51,23 @@ def can_run(arch: str, requires: tuple[str, ...]) -> bool:
     return arch == platform.machine() and set(requires) <= cpu_flags()
 
 
-@functools.lru_cache(maxsize=1)
-def l2_bytes(default: int = 256 * 1024) -> int:
-    """The per-core level-2 cache of this machine in bytes (sysfs), ``default`` where it cannot be read. Tiles whose
-    working set must stay in L2 are only candidates where it fits this machine's (1-2 MiB on recent x86 servers,
-    256 KiB on older cores)."""
+def cache_kib(level: int) -> int:
+    """This machine's data/unified cache of ``level`` per core, in KiB (sysfs), or 0 where it cannot be read."""
     from pathlib import Path
 
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
-            if int((index / "level").read_text()) == 2 and (index / "type").read_text().strip() in ("Data", "Unified"):
+            if int((index / "level").read_text()) == level and (index / "type").read_text().strip() in ("Data", "Unified"):
                 size = (index / "size").read_text().strip()
-                scale = {"K": 1024, "M": 1024 * 1024}.get(size[-1], 1)
-                return int(size.rstrip("KM")) * scale
+                return int(size[:-1]) * (1024 if size.endswith("M") else 1) if size[-1] in "KM" else int(size) // 1024
         except (OSError, ValueError):
             continue
-    return default
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
+def l2_bytes(default: int = 256 * 1024) -> int:
+    """The per-core level-2 cache of this machine in bytes (:func:`cache_kib`), ``default`` where it cannot be read.
+    Tiles whose working set must stay in L2 are only candidates where it fits this machine's (1-2 MiB on recent x86
+    servers, 256 KiB on older cores)."""
+    return 1024 * cache_kib(2) or default

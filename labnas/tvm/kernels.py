@@ -23,22 +23,8 @@ the decision map while it is in registers, so the float map is never written.
 
 from __future__ import annotations
 
-from .compute import CARRY_SAVE_MAX_TERMS, dot_compute, lab_decision_compute, lab_input_layout, lab_pack_compute, pack_compute, xnor_compute
-from .schedules import SCHEDULES, WEIGHT_REUSE_BYTES, kernel_name, lab_pack_tile, lab_tile, mark_scheduled, xnor_tile
+from . import compute, schedules
+from .compute import *  # noqa: F403 - the facade re-exports both halves
+from .schedules import *  # noqa: F403
 
-__all__ = [
-    "pack_compute",
-    "lab_decision_compute",
-    "lab_input_layout",
-    "lab_pack_compute",
-    "xnor_compute",
-    "dot_compute",
-    "CARRY_SAVE_MAX_TERMS",
-    "lab_tile",
-    "lab_pack_tile",
-    "xnor_tile",
-    "WEIGHT_REUSE_BYTES",
-    "SCHEDULES",
-    "kernel_name",
-    "mark_scheduled",
-]
+__all__ = [*compute.__all__, *schedules.__all__]

@@ -14,8 +14,6 @@ compile's pipeline, and run by the Relax VM, so the timing includes what the net
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 __all__ = ["LabContext"]
@@ -78,11 +76,3 @@ class LabContext:
     def packed(self, vm) -> np.ndarray:
         """The packed bits the context network computes (for checking candidates against each other)."""
         return vm["main"](*self.args()).numpy()
-
-    def timer(self, vm) -> Callable[[], float]:
-        """One timing of the context network: as many runs as fit in about 20 ms; seconds per run."""
-        args = self.args()
-        once = vm.time_evaluator("main", self.dev, number=1, repeat=1)
-        calls = max(1, int(0.02 / max(once(*args).mean, 1e-6)))
-        timed = vm.time_evaluator("main", self.dev, number=calls, repeat=1)
-        return lambda: float(timed(*args).mean)
