@@ -7,9 +7,17 @@ then, reusing the last run's table, the exhaustive reference (every member of th
 ``--trials`` = the front's size) and the search with TPE as it was before (``--sampler tpe``, 14 trials). Each run
 is the CLI in its own process, as a user runs it. For each run: distinct candidates timed, wall time, the measured
 front's placements, and its hypervolume against the exhaustive front (the predicted front of all 65,536 placements,
-each point at its measured latency, the median over the runs that timed it, and its accuracy). Between the front
-runs: the share of placements their fronts within noise have in common. One row per run in
-``results/benchmarks/bench_search.csv``, every trial in ``bench_search_trials.csv``.
+each point at its common latency, and its accuracy). Between the front runs: the share of placements their fronts
+within noise have in common. One row per run in ``results/benchmarks/bench_search.csv``, every trial in
+``bench_search_trials.csv``.
+
+Common latencies: the runs happen minutes apart, and this host's speed drifts by several percent between them, more
+than LAB's cost per layer; a hypervolume ratio of one run's timings against another's measures that drift, not the
+placements found. So after the runs every placement any run timed is compiled again and timed side by side in
+``--retime-rounds`` paired rounds (each round times every placement once, in a rotated order; each timing is divided
+by its round's median over all placements, which cancels the drift between rounds); every run's hypervolume is
+computed on these common latencies (``bench_search_common.csv``). The run's own timings give
+``own_timings_hypervolume_vs_exhaustive``, for comparison.
 
     python benchmarks/bench_search.py
 """
@@ -60,38 +68,70 @@ def coverage_within_noise(accuracy: np.ndarray, latency: np.ndarray, ref_accurac
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def analyse(all_trials: pd.DataFrame, walls: dict[str, float], facts: dict, threads) -> pd.DataFrame:
-    """One row per run from every run's trials (``all_trials`` with a ``run`` column). The exhaustive front is the
-    run labelled "exhaustive front" (every member of a predicted front timed), each point at the median of its
-    measured latencies over all runs; the hypervolume's reference point is the least accurate candidate timed and
-    1.1 x the slowest timing, the same for every run."""
+def timed_specs(all_trials: pd.DataFrame) -> dict[str, str]:
+    """Every placement some run timed: key (:func:`key_of`) -> its deploy spec JSON."""
+    done = all_trials[(all_trials.state == "COMPLETE") & all_trials.spec.notna()]
+    return {key_of(spec): spec for spec in done.spec}
+
+
+def common_timings(specs: dict[str, str], space, threads: int | None, rounds: int) -> pd.DataFrame:
+    """Every placement of ``specs`` (key -> deploy spec JSON) compiled for this host (kernel strategies from the
+    current labnas cache) and timed side by side: ``rounds`` rounds, each timing every placement once in a rotated
+    order (:func:`labnas.timing.round_robin`); a timing divided by its round's median over all placements, the
+    median of those ratios over the rounds times the median round's scale. Returns one row per placement: key,
+    ``common_ms`` and its p10/p90 over the rounds (ms)."""
+    from labnas.models import create_model
+    from labnas.timing import round_robin, tvm_runner
+    from labnas.tvm import compile_many
+
+    keys = sorted(specs)
+    shape = (1, *space.deploy_input)
+    print(f"common timing: compiling {len(keys)} placements", file=sys.stderr, flush=True)
+    outcomes = compile_many([(create_model(ArchSpec.from_json(specs[k])).eval(), shape) for k in keys], TARGETS["host"],
+                            threads=threads)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    calls = {k: tvm_runner(o.compiled, x, threads or os.cpu_count())[0] for k, o in zip(keys, outcomes)}
+    timed = round_robin(calls, rounds=rounds, repeat=5, number=2, progress="common timing")
+    table = np.array([timed[k] for k in keys])  # placements x rounds, ms
+    per_round = np.median(table, axis=0)
+    ratios = table / per_round
+    scale = float(np.median(per_round))
+    return pd.DataFrame({"key": keys, "common_ms": np.round(scale * np.median(ratios, axis=1), 4),
+                         "common_p10_ms": np.round(scale * np.percentile(ratios, 10, axis=1), 4),
+                         "common_p90_ms": np.round(scale * np.percentile(ratios, 90, axis=1), 4)})
+
+
+def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, float], facts: dict, threads) -> pd.DataFrame:
+    """One row per run from every run's trials (``all_trials`` with a ``run`` column) and the common latencies of
+    their placements (:func:`common_timings`). The exhaustive front is the run labelled "exhaustive front" (every
+    member of a predicted front timed); the hypervolume's reference point is the least accurate candidate timed and
+    1.1 x the slowest common latency, the same for every run."""
     done = all_trials[(all_trials.state == "COMPLETE") & all_trials.accuracy.notna()]
     if "duplicate_of" in done:
         done = done[done.duplicate_of.isna()]
-    measured: dict[str, list[float]] = {}
-    for spec, latency in zip(done.spec, done.latency_ms):
-        measured.setdefault(key_of(spec), []).append(float(latency))
+    latency = dict(zip(common.key, common.common_ms.astype(float)))
     accuracy = {key_of(spec): float(a) for spec, a in zip(done.spec, done.accuracy)}
     keys = sorted({key_of(spec) for spec in done[done.run == "exhaustive front"].spec})
-    ref_acc, ref_lat = float(done.accuracy.min()), 1.1 * float(done.latency_ms.max())
-    hv_exhaustive = hypervolume(np.array([accuracy[k] for k in keys]), np.array([np.median(measured[k]) for k in keys]), ref_acc, ref_lat)
+    ref_acc, ref_lat = float(done.accuracy.min()), 1.1 * max(latency.values())
+    own_ref_lat = 1.1 * float(done.latency_ms.max())
+    ex_acc, ex_lat = np.array([accuracy[k] for k in keys]), np.array([latency[k] for k in keys])
+    hv_exhaustive = hypervolume(ex_acc, ex_lat, ref_acc, ref_lat)
+    own = done[done.run == "exhaustive front"]
+    own_hv_exhaustive = hypervolume(own.accuracy.to_numpy(float), own.latency_ms.to_numpy(float), ref_acc, own_ref_lat)
     fronts = {run: {key_of(spec) for spec in measured_front(part).spec} for run, part in all_trials.groupby("run", sort=False)}
     rows = []
     for run, part in done.groupby("run", sort=False):
-        # like for like: every placement at the same latency in every run (the median over the runs that timed it),
-        # so the ratio compares which placements a run found, not one run's timing noise against another's
-        pooled = np.array([np.median(measured[key_of(spec)]) for spec in part.spec])
-        hv = hypervolume(part.accuracy.to_numpy(float), pooled, ref_acc, ref_lat)
-        own_hv = hypervolume(part.accuracy.to_numpy(float), part.latency_ms.to_numpy(float), ref_acc, ref_lat)
-        covered = coverage_within_noise(part.accuracy.to_numpy(float), pooled,
-                                        np.array([accuracy[k] for k in keys]), np.array([np.median(measured[k]) for k in keys]))
+        at_common = np.array([latency[key_of(spec)] for spec in part.spec])
+        hv = hypervolume(part.accuracy.to_numpy(float), at_common, ref_acc, ref_lat)
+        own_hv = hypervolume(part.accuracy.to_numpy(float), part.latency_ms.to_numpy(float), ref_acc, own_ref_lat)
+        covered = coverage_within_noise(part.accuracy.to_numpy(float), at_common, ex_acc, ex_lat)
         others = [o for o in fronts if o != run and o.startswith("front seed")]
         overlaps = [len(fronts[run] & fronts[o]) / max(len(fronts[run]), len(fronts[o]), 1) for o in others]
         rows.append({"run": run, "sampler": "tpe" if run.startswith("tpe") else "front", "distinct_candidates": len(part),
                      "wall_s": walls.get(run), "exhaustive_front_members_timed": len(set(map(key_of, part.spec)) & set(keys)),
                      "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
                      "exhaustive_front_covered_within_noise": round(covered, 3),
-                     "own_timings_hypervolume_vs_exhaustive": round(own_hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
+                     "own_timings_hypervolume_vs_exhaustive": round(own_hv / own_hv_exhaustive, 4) if own_hv_exhaustive else float("nan"),
                      "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
                      "exhaustive_front": len(keys), "front_placements": " ".join(sorted(fronts[run])),
                      "cpu": facts["cpu"], "isa": facts["isa"], "threads": threads, "date": time.strftime("%Y-%m-%d")})
@@ -127,16 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpe-trials", type=int, default=14)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default="results/benchmarks/bench_search.csv")
+    p.add_argument("--retime-rounds", type=int, default=15, help="paired rounds of the common timing")
     p.add_argument("--reanalyse", action="store_true", help="recompute the rows from the saved trials (no search)")
+    p.add_argument("--retime", action="store_true", help="with --reanalyse: time the saved trials' placements again")
     args = p.parse_args(argv)
     space = load_space(args.space)
     out = Path(args.out)
     trials_path = out.with_name(out.stem + "_trials.csv")
+    common_path = out.with_name(out.stem + "_common.csv")
     facts = machine_facts(args.threads or os.cpu_count())
     print(f"{facts['cpu']} ({facts['isa']}), threads {args.threads or 'all'}", file=sys.stderr, flush=True)
     if args.reanalyse:
         all_trials = pd.read_csv(trials_path)
         walls = dict(zip(*pd.read_csv(out)[["run", "wall_s"]].T.values))
+        common = common_timings(timed_specs(all_trials), space, args.threads, args.retime_rounds) if args.retime else pd.read_csv(common_path)
     else:
         parts, walls = [], {}
         with tempfile.TemporaryDirectory(prefix="labnas-bench-search-") as tmp:
@@ -150,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             table_size = len(predict_space(space, table, make_estimator(space, config, None)).front())
             parts.append(cli_search("exhaustive front", ["--trials", str(table_size)], last_cache, Path(tmp), args, walls))
             parts.append(cli_search("tpe seed 0", ["--sampler", "tpe", "--trials", str(args.tpe_trials)], last_cache, Path(tmp), args, walls))
-        all_trials = pd.concat(parts)
+            all_trials = pd.concat(parts)
+            common = common_timings(timed_specs(all_trials), space, args.threads, args.retime_rounds)
         out.parent.mkdir(parents=True, exist_ok=True)
         all_trials.to_csv(trials_path, index=False)
-    df = analyse(all_trials, walls, facts, args.threads or os.cpu_count())
+    common.to_csv(common_path, index=False)
+    df = analyse(all_trials, common, walls, facts, args.threads or os.cpu_count())
     df.to_csv(out, index=False)
     print(df.drop(columns=["front_placements", "cpu", "isa"]).to_string(index=False))
     return 0

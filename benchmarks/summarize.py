@@ -132,7 +132,9 @@ FIGURES = [
            "Each front run is `labnas search --budget-ms 20` from an empty cache (kernel strategies, reference calibration and "
            "block table made inside its wall time, trials stopped by the 240 s allowance); `exhaustive front` times every "
            "member of the last run's predicted front; `tpe` is 14 TPE trials. Hypervolume against the exhaustive front's, "
-           "every placement at its median latency over the runs that timed it (`own_timings_...`: at the run's own timings); "
+           "every placement at its common latency: after the runs, every placement any run timed is timed again side by side "
+           "in 15 paired rounds, drift between rounds divided out (`bench_search_common.csv`; `own_timings_...`: each run's "
+           "own timings, minutes apart, against the exhaustive run's own); "
            "`covered_within_noise`: the share of the exhaustive front that the run matches at least as accurate and at most "
            "3 % slower.",
            columns("run", "distinct_candidates", "wall_s", "front_within_noise", "front_overlap_with_front_runs",

@@ -2,6 +2,7 @@
 
 Running and timing what this package compiles is :mod:`labnas.timing`'s job."""
 
+from .compile_pool import compile_many
 from .lowering import CompiledModel, LoweringError, check_numerics, compile_model, import_model
 from .packed import PackedBinaryConv2d, freeze
 from .policy import PARTITIONS, LabPolicy, PolicyError, SchedulePolicy, XnorPolicy
@@ -31,6 +32,7 @@ __all__ = [
     "TargetPreset",
     "XnorPolicy",
     "check_numerics",
+    "compile_many",
     "compile_model",
     "freeze",
     "import_model",
