@@ -16,8 +16,9 @@ than LAB's cost per layer; a hypervolume ratio of one run's timings against anot
 placements found. So after the runs every placement any run timed is compiled again and timed side by side in
 ``--retime-rounds`` paired rounds (each round times every placement once, in a rotated order; each timing is divided
 by its round's median over all placements, which cancels the drift between rounds); every run's hypervolume is
-computed on these common latencies (``bench_search_common.csv``). The run's own timings give
-``own_timings_hypervolume_vs_exhaustive``, for comparison.
+computed on these common latencies (``bench_search_common.csv``). ``hypervolume_vs_exhaustive_p10/_p90``: the
+ratio's band when the common rounds are resampled (bootstrap), i.e. how much of it is the common timing's own noise.
+The run's own timings give ``own_timings_hypervolume_vs_exhaustive``, for comparison.
 
     python benchmarks/bench_search.py
 """
@@ -79,7 +80,8 @@ def common_timings(specs: dict[str, str], space, threads: int | None, rounds: in
     current labnas cache) and timed side by side: ``rounds`` rounds, each timing every placement once in a rotated
     order (:func:`labnas.timing.round_robin`); a timing divided by its round's median over all placements, the
     median of those ratios over the rounds times the median round's scale. Returns one row per placement: key,
-    ``common_ms`` and its p10/p90 over the rounds (ms)."""
+    ``common_ms``, its p10/p90 over the rounds and every round's drift-corrected timing ``round<r>_ms`` (ms; for
+    :func:`ratio_band`)."""
     from labnas.models import create_model
     from labnas.timing import round_robin, tvm_runner
     from labnas.tvm import compile_many
@@ -96,9 +98,34 @@ def common_timings(specs: dict[str, str], space, threads: int | None, rounds: in
     per_round = np.median(table, axis=0)
     ratios = table / per_round
     scale = float(np.median(per_round))
+    rounds_ms = {f"round{r}_ms": np.round(scale * ratios[:, r], 4) for r in range(ratios.shape[1])}
     return pd.DataFrame({"key": keys, "common_ms": np.round(scale * np.median(ratios, axis=1), 4),
                          "common_p10_ms": np.round(scale * np.percentile(ratios, 10, axis=1), 4),
-                         "common_p90_ms": np.round(scale * np.percentile(ratios, 90, axis=1), 4)})
+                         "common_p90_ms": np.round(scale * np.percentile(ratios, 90, axis=1), 4), **rounds_ms})
+
+
+def ratio_band(keys_of_run: dict[str, list[str]], accuracy: dict[str, float], common: pd.DataFrame, ref_acc: float,
+               exhaustive: list[str], resamples: int = 400) -> dict[str, tuple[float, float]]:
+    """How far the common timing's own noise moves each run's hypervolume ratio: the rounds resampled with
+    replacement (``resamples`` times, fixed seed), every placement's latency the median of its resampled rounds,
+    each run's ratio against the exhaustive front recomputed; returns the p10 and p90 of each run's ratio. Empty
+    when the common table has no per-round columns."""
+    cols = [c for c in common.columns if c.startswith("round") and c.endswith("_ms")]
+    if not cols:
+        return {}
+    table = common[cols].to_numpy(float)
+    index = {k: i for i, k in enumerate(common.key)}
+    rng = np.random.default_rng(0)
+    ratios: dict[str, list[float]] = {run: [] for run in keys_of_run}
+    for _ in range(resamples):
+        lat = np.median(table[:, rng.integers(0, len(cols), len(cols))], axis=1)
+        ref_lat = 1.1 * float(lat.max())
+        def hv(keys):
+            return hypervolume(np.array([accuracy[k] for k in keys]), np.array([lat[index[k]] for k in keys]), ref_acc, ref_lat)
+        whole = hv(exhaustive)
+        for run, keys in keys_of_run.items():
+            ratios[run].append(hv(keys) / whole)
+    return {run: (float(np.percentile(r, 10)), float(np.percentile(r, 90))) for run, r in ratios.items()}
 
 
 def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, float], facts: dict, threads) -> pd.DataFrame:
@@ -119,6 +146,8 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
     own = done[done.run == "exhaustive front"]
     own_hv_exhaustive = hypervolume(own.accuracy.to_numpy(float), own.latency_ms.to_numpy(float), ref_acc, own_ref_lat)
     fronts = {run: {key_of(spec) for spec in measured_front(part).spec} for run, part in all_trials.groupby("run", sort=False)}
+    band = ratio_band({run: [key_of(spec) for spec in part.spec] for run, part in done.groupby("run", sort=False)},
+                      accuracy, common, ref_acc, keys)
     rows = []
     for run, part in done.groupby("run", sort=False):
         at_common = np.array([latency[key_of(spec)] for spec in part.spec])
@@ -130,6 +159,8 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
         rows.append({"run": run, "sampler": "tpe" if run.startswith("tpe") else "front", "distinct_candidates": len(part),
                      "wall_s": walls.get(run), "exhaustive_front_members_timed": len(set(map(key_of, part.spec)) & set(keys)),
                      "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
+                     "hypervolume_vs_exhaustive_p10": round(band[run][0], 4) if run in band else float("nan"),
+                     "hypervolume_vs_exhaustive_p90": round(band[run][1], 4) if run in band else float("nan"),
                      "exhaustive_front_covered_within_noise": round(covered, 3),
                      "own_timings_hypervolume_vs_exhaustive": round(own_hv / own_hv_exhaustive, 4) if own_hv_exhaustive else float("nan"),
                      "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),

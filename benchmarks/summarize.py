@@ -134,11 +134,13 @@ FIGURES = [
            "member of the last run's predicted front; `tpe` is 14 TPE trials. Hypervolume against the exhaustive front's, "
            "every placement at its common latency: after the runs, every placement any run timed is timed again side by side "
            "in 15 paired rounds, drift between rounds divided out (`bench_search_common.csv`; `own_timings_...`: each run's "
-           "own timings, minutes apart, against the exhaustive run's own); "
+           "own timings, minutes apart, against the exhaustive run's own; `_p10`/`_p90`: the ratio's band with the common "
+           "rounds resampled, the common timing's own noise); "
            "`covered_within_noise`: the share of the exhaustive front that the run matches at least as accurate and at most "
            "3 % slower.",
            columns("run", "distinct_candidates", "wall_s", "front_within_noise", "front_overlap_with_front_runs",
-                   "hypervolume_vs_exhaustive", "own_timings_hypervolume_vs_exhaustive",
+                   "hypervolume_vs_exhaustive", "hypervolume_vs_exhaustive_p10", "hypervolume_vs_exhaustive_p90",
+                   "own_timings_hypervolume_vs_exhaustive",
                    "exhaustive_front_covered_within_noise", "exhaustive_front_members_timed", "exhaustive_front")),
     Figure("Whole networks against torch and onnxruntime", "benchmarks/bench_models.csv", "python benchmarks/bench_models.py",
            "Paired round-robin medians at 3x224x224; speed-ups against fp32 ResNet-18 in torch and onnxruntime in the same run.",
