@@ -108,11 +108,8 @@ def ratio_band(keys_of_run: dict[str, list[str]], accuracy: dict[str, float], co
                exhaustive: list[str], resamples: int = 400) -> dict[str, tuple[float, float]]:
     """How far the common timing's own noise moves each run's hypervolume ratio: the rounds resampled with
     replacement (``resamples`` times, fixed seed), every placement's latency the median of its resampled rounds,
-    each run's ratio against the exhaustive front recomputed; returns the p10 and p90 of each run's ratio. Empty
-    when the common table has no per-round columns."""
+    each run's ratio against the exhaustive front recomputed; returns the p10 and p90 of each run's ratio."""
     cols = [c for c in common.columns if c.startswith("round") and c.endswith("_ms")]
-    if not cols:
-        return {}
     table = common[cols].to_numpy(float)
     index = {k: i for i, k in enumerate(common.key)}
     rng = np.random.default_rng(0)
@@ -159,8 +156,8 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
         rows.append({"run": run, "sampler": "tpe" if run.startswith("tpe") else "front", "distinct_candidates": len(part),
                      "wall_s": walls.get(run), "exhaustive_front_members_timed": len(set(map(key_of, part.spec)) & set(keys)),
                      "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
-                     "hypervolume_vs_exhaustive_p10": round(band[run][0], 4) if run in band else float("nan"),
-                     "hypervolume_vs_exhaustive_p90": round(band[run][1], 4) if run in band else float("nan"),
+                     "hypervolume_vs_exhaustive_p10": round(band[run][0], 4),
+                     "hypervolume_vs_exhaustive_p90": round(band[run][1], 4),
                      "exhaustive_front_covered_within_noise": round(covered, 3),
                      "own_timings_hypervolume_vs_exhaustive": round(own_hv / own_hv_exhaustive, 4) if own_hv_exhaustive else float("nan"),
                      "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
