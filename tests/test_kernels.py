@@ -81,6 +81,9 @@ FUSED_LAB_CASES = {  # (channels, height, width, sources, LAB kernel, conv paddi
     "whole map tile, 3 words, pad bit 1": (130, 6, 6, 2, 5, 1, 1, True),
     "no padding": (64, 8, 8, 2, 3, 0, 1, True),
     "7x7 map, pad bit 0": (64, 7, 7, 2, 3, 1, 0, True),
+    # a measured tile of 16-pixel vectors on 12-wide rows: decisions computed to 16 columns, 4 of them unpacked;
+    # the packing of the same rows runs in vectors of 4 words
+    "rows computed past the map": (64, 8, 12, 2, 3, 1, 1, False, (4, 16, 1, 2)),
 }
 
 
@@ -94,8 +97,9 @@ def test_fused_lab_packing_equals_lab_then_pack(name):
 
     from labnas.tvm import kernels, registry
 
-    c, h, w, sources, k, padding, pad_bit, strict = FUSED_LAB_CASES[name]
-    assert kernels.lab_pack_tile(h, w, 8, sources) is not None
+    c, h, w, sources, k, padding, pad_bit, strict, *tile = FUSED_LAB_CASES[name]
+    tile = tile[0] if tile else None
+    assert tile or kernels.lab_pack_tile(h, w, 8, sources) is not None
     x = te.placeholder((1, c, h, w), "float32", name="x")
     weight = te.placeholder((sources, c, k, k), "float32", name="w")
     bias = te.placeholder((c,), "float32", name="b")
@@ -104,8 +108,9 @@ def test_fused_lab_packing_equals_lab_then_pack(name):
         "lab": registry.schedule_kernel(te.create_prim_func([x, weight, bias, kernels.lab_decision_compute(x, weight, bias)]), "labnas_lab"),
         "pack": registry.schedule_kernel(te.create_prim_func([d, kernels.pack_compute(d, padding, pad_bit, strict)]), "labnas_pack"),
         "fused": registry.schedule_kernel(
-            te.create_prim_func([x, weight, bias, kernels.lab_pack_compute(x, weight, bias, padding, pad_bit, strict)]),
-            "labnas_lab_pack",
+            te.create_prim_func([x, weight, bias, kernels.lab_pack_compute(x, weight, bias, padding, pad_bit, strict,
+                                                                            tile[1] if tile else 1)]),
+            "labnas_lab_pack", tile=tile,
         ),
     }
     lib = {n: tvm.compile(tvm.IRModule({"main": f}), target=HOST.tvm_target()) for n, f in funcs.items()}
@@ -134,6 +139,27 @@ def _numpy_packed(d: np.ndarray, padding: int, pad_bit: int, strict: bool) -> np
     for ch in range(c):
         out[:, :, ch // 64, :] |= on[:, ch].astype(np.uint64) << np.uint64(ch % 64)
     return out.view(np.int64)
+
+
+@pytest.mark.parametrize("width", [56, 28, 12, 7])
+def test_packing_carries_its_words_in_power_of_two_vectors(width):
+    """The packing's words, carried across a word's 64 channels, are vectors of a power-of-two number of pixels
+    (whole rows of 56 words were scalarised by LLVM: ~200 moves per channel, the kernel 6x slower); the row's
+    chunks are unrolled so the words stay in registers."""
+    import re
+
+    from tvm import te
+
+    from labnas.tvm import kernels, registry
+
+    d = te.placeholder((1, 64, 6, width), "float32", name="d")
+    func = registry.schedule_kernel(te.create_prim_func([d, kernels.pack_compute(d, 1, 0, False)]), "labnas_pack", 8)
+    update = func.script().split('for b in range(64):')[1].split('T.sblock("packed")')[0]
+    lanes = [int(v) for v in re.findall(r"T\.vectorized\((\d+)\)", update)]
+    chunks = [int(v) for v in re.findall(r"T\.unroll\((\d+)\)", update)]
+    expected = {56: 8, 28: 4, 12: 4, 7: 1}[width]
+    assert lanes == [expected]
+    assert chunks == [width // expected]
 
 
 def test_lab_is_fused_into_the_packing_where_a_tile_fits():

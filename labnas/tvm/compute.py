@@ -45,10 +45,12 @@ def pack_compute(d: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.T
     return _pad_words(bits, c, padding, pad_bit)
 
 
-def _pad_words(bits: te.Tensor, channels: int, padding: int, pad_bit: int) -> te.Tensor:
-    """``bits[N, H, Cw, W]`` padded spatially with the pad word: the words of a float map padded with +1
-    (pad bit 1: on under either compare, for every existing channel) or -1 (off)."""
+def _pad_words(bits: te.Tensor, channels: int, padding: int, pad_bit: int, width: int | None = None) -> te.Tensor:
+    """``bits[N, H, Cw, W]`` (its first ``width`` columns, default all) padded spatially with the pad word: the
+    words of a float map padded with +1 (pad bit 1: on under either compare, for every existing channel) or -1
+    (off)."""
     n, h, words, w = (int(v) for v in bits.shape)
+    w = width or w
     last = (1 << (channels - WORD * (words - 1))) - 1 if channels % WORD else -1
 
     def pad_word(ww):
@@ -108,10 +110,13 @@ def lab_input_layout(channels: int, sources: int):
     return 1, (lambda g, j: j), (lambda c, s: (0, lab_source(c, s, channels, sources)))
 
 
-def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: int) -> te.Tensor:
+def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: int, width: int | None = None) -> te.Tensor:
     """The decision map over ``channels`` output channels; those past the input's ``C`` (the fused
-    kernel's last, partial word) repeat channel ``C - 1`` and are masked out by the packing."""
-    n, c, h, w = (int(v) for v in x.shape)
+    kernel's last, partial word) repeat channel ``C - 1`` and are masked out by the packing. ``width``
+    (>= the map's): columns computed, those past the map's over zero padding (a tile of whole vectors
+    where the vector does not divide the row; nobody reads them)."""
+    n, c, h, w_map = (int(v) for v in x.shape)
+    w = w_map if width is None else int(width)
     sources, _, k, _ = (int(v) for v in weight.shape)
     p = k // 2
     zero = tirx.const(0.0, x.dtype)
@@ -119,7 +124,7 @@ def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: in
     groups, channel_of, slot_of = lab_input_layout(c, sources)
 
     def padded(nn, g, jj, yy, xx):
-        inside = tirx.all(yy >= p, yy < h + p, xx >= p, xx < w + p)
+        inside = tirx.all(yy >= p, yy < h + p, xx >= p, xx < w_map + p)
         return tirx.if_then_else(inside, x[nn, channel_of(g, jj), yy - p, xx - p], zero)
 
     xpad = te.compute((n, groups, -(-c // groups), h + 2 * p, w + 2 * p), padded, name="lab_input")
@@ -136,7 +141,8 @@ def _lab_decision(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, channels: in
     return te.compute(raw.shape, lambda nn, cc, y, xx: raw[nn, cc, y, xx] + bias[real(cc)], name="lab_bias")
 
 
-def lab_pack_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, padding: int, pad_bit: int, strict: bool) -> te.Tensor:
+def lab_pack_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, padding: int, pad_bit: int, strict: bool,
+                     pixels: int = 1) -> te.Tensor:
     """LAB's decision map compared and packed in one kernel: what :func:`lab_decision_compute` followed by
     :func:`pack_compute` give (the same float sums, bit for bit), as ``int64[N, H + 2p, Cw, W + 2p]``.
 
@@ -144,17 +150,20 @@ def lab_pack_compute(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, padding: 
     and pads it once more; here each tile of decisions is compared and OR-ed into its words while in
     registers (:func:`_schedule_lab_pack`). The interior words are a stage of their own (``lab_bits``),
     padded with the pad word afterwards: 1/64 of the float map's size.
+
+    ``pixels``: the tile's width; rows are computed to a multiple of it (a 56-wide map in four 16-float
+    vectors: full-width multiply-adds, 14 % of them on zero padding nobody packs).
     """
     n, c, h, w = (int(v) for v in x.shape)
     words = -(-c // WORD)
-    d = _lab_decision(x, weight, bias, words * WORD)
+    d = _lab_decision(x, weight, bias, words * WORD, -(-w // pixels) * pixels)
     b = te.reduce_axis((0, WORD), name="b")
     bits = te.compute(
-        (n, h, words, w),
+        (n, h, words, int(d.shape[3])),
         lambda nn, y, ww, xx: _bit_or()(_channel_bit(d[nn, ww * WORD + b, y, xx], ww * WORD + b, b, c, strict), axis=b),
         name="lab_bits",
     )
-    return _pad_words(bits, c, padding, pad_bit)
+    return _pad_words(bits, c, padding, pad_bit, w)
 
 
 #: Longest reduction (``k^2 ceil(C / 64)`` words) given the carry-save popcount: beyond it one expression per

@@ -55,7 +55,7 @@ class LabContext:
                 y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(self.scale)), relax.const(self.shift)))
                 if fused:
                     packed = emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, y, wt, b, s.padding, s.pad_bit,
-                                         s.strict, tile=tile)
+                                         s.strict, tile[1] if tile else 1, tile=tile)
                 else:
                     d = emit_kernel(bb, "labnas_lab", kernels.lab_decision_compute, y, wt, b, tile=tile)
                     packed = emit_kernel(bb, "labnas_pack", kernels.pack_compute, d, s.padding, s.pad_bit, s.strict)

@@ -81,7 +81,8 @@ def _convert_xnor_conv2d(node, importer, carry_save=False, lab_choice=None):
         fused, tile = _lab_plan(d_node, importer, lab_choice)
     if fused:
         x, weight, bias = (importer.env[a] for a in d_node.args[:3])
-        packed = emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict), tile=tile)
+        packed = emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, x, weight, bias, padding, pad_bit, bool(strict),
+                              tile[1] if tile else 1, tile=tile)
     else:
         packed = emit_kernel(bb, "labnas_pack", kernels.pack_compute, d, padding, pad_bit, bool(strict))
     pixels = None
