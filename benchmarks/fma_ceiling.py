@@ -81,6 +81,16 @@ def run(exe: Path, iterations: int, cpus: list[int]) -> list[float]:
     return [float(p.communicate()[0].split()[0]) for p in procs]
 
 
+def measure_ceiling(iterations: int = 100_000_000) -> dict[str, float]:
+    """MACs per second on one core (``one``) and on every CPU at once (``both``, the sum), as :func:`main` prints them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build(Path(tmp), vector_lanes())
+        one = run(exe, iterations, cpus[:1])[0]
+        every = run(exe, iterations, cpus)
+    return {"one": one, "both": sum(every), "per_core": every}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=100_000_000, help="loop trips per timing (12 FMAs each)")
@@ -91,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     from labnas.tvm import cpu_model, isa_summary
 
     lanes = vector_lanes()
-    cpus = sorted(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = build(Path(tmp), lanes)
-        one = run(exe, args.iterations, cpus[:1])[0]
-        every = run(exe, args.iterations, cpus)
+    ceiling = measure_ceiling(args.iterations)
+    one, every, cpus = ceiling["one"], ceiling["per_core"], ceiling["per_core"]
     print(f"{cpu_model()}, {' '.join(isa_summary())}; {lanes} fp32 lanes per FMA")
     print(f"one core: {one / 1e9:.1f} GMAC/s")
     print(f"{len(cpus)} cores at once: {sum(every) / 1e9:.1f} GMAC/s ({', '.join(f'{v / 1e9:.1f}' for v in every)} per core)")

@@ -188,6 +188,16 @@ FIGURES = [
            "Each candidate LAB strategy swapped into the whole network against the chooser's pick (ratio > 1: slower).",
            columns("family", "lab_shape", "candidate", "chooser", "ratio_to_chooser", "ratio_min", "ratio_max",
                    "rounds")),
+    Figure("LAB maps in context against the FMA ceiling", "benchmarks/lab_context_costs.csv",
+           "python benchmarks/lab_context_costs.py",
+           "Each LAB-BNN LAB map: a float producer, then the sign packing or each LAB candidate, timed interleaved "
+           "(us per call, producer included); lab_cost_us = over the sign packing; kernel_efficiency = LAB's "
+           "multiply-adds at the measured FMA ceiling / the LAB kernels' time.",
+           columns("lab_map", "variant", "us_per_call", "lab_cost_us", "lab_at_ceiling_us", "kernel_efficiency", "rounds")),
+    Figure("LAB's decision loop written by hand", "benchmarks/lab_loop_bound.csv", "python benchmarks/lab_loop_bound.py",
+           "The LAB 3x3 decision loop in AVX-512 intrinsics on one core, input in L1, per register tile, against the "
+           "pure FMA ceiling: what any schedule of this loop can reach on the CPU.",
+           columns("variant", "gmac_per_s", "of_ceiling", "repeats")),
     Figure("Reference workloads", "benchmarks/bench_reference.csv", "python benchmarks/bench_reference.py",
            "Spread of repeated timings, raw and divided by each reference timed in the same rounds.", reference_table),
 ]
