@@ -75,6 +75,31 @@ def test_folded_lab_decision_equals_lab(kernel, pairing):
     assert FrozenLabDecision.applies_to(lab) and not FrozenLabDecision.applies_to(SteSign())
 
 
+def test_batchnorm_before_a_max_pool_is_folded_exactly():
+    """conv -> BN -> max pool becomes conv (BN scale in its weights) -> max pool -> + offset, with the same outputs
+    whatever the sign of the scales; a binary conv's BN and a BN not followed by a pool stay."""
+    from labnas.nn import BinaryConv2d
+    from labnas.tvm.fold import ChannelShift, fold_batchnorm_before_pool
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(3, 8, 7, 2, padding=3, bias=True), nn.BatchNorm2d(8), nn.MaxPool2d(3, 2, padding=1))
+    binary = nn.Sequential(BinaryConv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.MaxPool2d(2))
+    model = nn.Sequential(stem, binary, nn.BatchNorm2d(8)).eval()
+    for bn in (stem[1], binary[1]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        nn.init.uniform_(bn.weight, -1.5, 1.5)  # negative scales too: the max pool then sees -y, still exact
+        nn.init.uniform_(bn.bias, -1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        assert fold_batchnorm_before_pool(model) == 1
+        after = model(x)
+    assert [type(m).__name__ for m in stem] == ["Conv2d", "MaxPool2d", "ChannelShift"] and stem[0].bias is None
+    assert isinstance(binary[1], nn.BatchNorm2d) and not any(isinstance(m, ChannelShift) for m in binary)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
 FUSED_LAB_CASES = {  # (channels, height, width, sources, LAB kernel, conv padding, pad bit, strict)
     "rows of whole vectors, 2 chunks": (64, 16, 16, 2, 3, 1, 1, True),
     "partial word, per_channel, pad 2": (100, 6, 6, 1, 7, 2, 0, False),

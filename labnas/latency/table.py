@@ -69,7 +69,8 @@ def space_fingerprint(space) -> str:
 
 
 #: The modules that decide what a block compiles to; a change to any of them makes old tables stale.
-CODEGEN_MODULES = ("carry_save.py", "compute.py", "schedules.py", "lowering.py", "policy.py", "packed.py", "pooling.py", "registry.py", "schedule_float.py", "targets.py")
+CODEGEN_MODULES = ("carry_save.py", "compute.py", "fold.py", "schedules.py", "lowering.py", "policy.py", "packed.py",
+                   "pooling.py", "registry.py", "schedule_float.py", "targets.py")
 
 
 def _code_without_docs(source: str) -> str:

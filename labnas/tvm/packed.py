@@ -223,8 +223,12 @@ def _binary_input_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
 
 def freeze(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     """A deep copy of ``model`` in eval mode with every BinaryConv2d replaced by a PackedBinaryConv2d
-    for inputs of ``input_shape`` (N, C, H, W); the padding corrections depend on it."""
+    for inputs of ``input_shape`` (N, C, H, W); the padding corrections depend on it. A float stem's
+    ``conv -> BN -> max pool`` is folded (:func:`labnas.tvm.fold.fold_batchnorm_before_pool`)."""
+    from .fold import fold_batchnorm_before_pool
+
     frozen = copy.deepcopy(model).eval()
+    fold_batchnorm_before_pool(frozen)
     sizes = _binary_input_sizes(frozen, input_shape)
     for parent in list(frozen.modules()):
         for name, child in list(parent.named_children()):
