@@ -26,6 +26,7 @@ FLOAT_CONVS = {  # name: (module, input shape); widths chosen to hit every tile 
 MAX_POOLS = {  # name: (module, input shape, uses labnas_maxpool)
     "3x3/2 pad 1 (ResNet stem)": (nn.MaxPool2d(3, 2, 1), (1, 4, 16, 16), True),
     "3x3/2 pad 1 odd size": (nn.MaxPool2d(3, 2, 1), (1, 3, 15, 13), True),
+    "3x3/2 pad 1, rows in vectors of 4 (hand kernel)": (nn.MaxPool2d(3, 2, 1), (2, 3, 9, 24), True),
     "3x3/2 no pad (AlexNet)": (nn.MaxPool2d(3, 2), (1, 3, 13, 13), True),
     "2x2/1 (QuickNet transition)": (nn.MaxPool2d(2, 1), (1, 5, 9, 9), True),
     "2x2/2": (nn.MaxPool2d(2), (1, 2, 8, 8), True),
@@ -45,6 +46,18 @@ def test_max_pool_is_exact_without_a_padded_copy(name):
         ref = model(torch.from_numpy(x)).numpy()
     assert np.array_equal(compiled.run_local(x), ref)
     assert ("labnas_maxpool" in compiled.executable.as_text()) == own_kernel
+
+
+def test_stem_max_pool_is_written_by_hand_where_its_rows_fill_vectors():
+    """The 3x3/2 pad-1 pool of a ResNet stem gets the hand-written kernel (deinterleaving shuffles, no gathers)
+    where the output row is whole vectors of 8 or 4 pixels; other pools keep the scheduled two-pass kernel."""
+    from labnas.tvm.pooling import strided_maxpool
+
+    assert strided_maxpool((1, 64, 112, 112), (3, 3), (2, 2), (1, 1)) is not None
+    assert "T.Shuffle" in strided_maxpool((2, 3, 9, 24), (3, 3), (2, 2), (1, 1)).script()
+    assert strided_maxpool((1, 3, 15, 13), (3, 3), (2, 2), (1, 1)) is None  # 7 outputs: no vector divides them
+    assert strided_maxpool((1, 3, 13, 13), (3, 3), (2, 2), (0, 0)) is None
+    assert strided_maxpool((1, 3, 16, 16), (2, 2), (2, 2), (0, 0)) is None
 
 
 @pytest.mark.parametrize("name", list(FLOAT_CONVS))

@@ -117,6 +117,13 @@ def _convert_max_pool2d(node, importer, with_indices: bool = False):
     if args[0].ty.ndim != 4 or not pooling.supports(kernel, stride, padding, dilation, ceil_mode):
         return importer._max_pool2d_with_indices(node) if with_indices else importer._max_pool2d(node)
     bb = importer.block_builder
+    shape = tuple(int(v) for v in args[0].ty.shape)
+    hand = pooling.strided_maxpool(shape, kernel, stride, padding) if args[0].ty.dtype == "float32" else None
+    if hand is not None:  # the stem's 3x3/2 pool, written by hand (see pooling.strided_maxpool)
+        func = bb.add_func(hand, "labnas_maxpool")
+        out_shape = (shape[0], shape[1], (shape[2] - 1) // 2 + 1, (shape[3] - 1) // 2 + 1)
+        out = bb.emit(relax.call_tir(func, [args[0]], relax.TensorType(out_shape, "float32")))
+        return bb.emit(relax.Tuple([out, relax.op.zeros_like(out)])) if with_indices else out
     out = emit_kernel(bb, "labnas_maxpool", pooling.maxpool_compute, args[0], kernel, stride, padding)
     return bb.emit(relax.Tuple([out, relax.op.zeros_like(out)])) if with_indices else out
 

@@ -22,7 +22,7 @@ from tvm import te, tirx
 
 from .schedule_float import vectorize_inner
 
-__all__ = ["maxpool_compute", "schedule_maxpool", "supports"]
+__all__ = ["maxpool_compute", "schedule_maxpool", "supports", "strided_maxpool"]
 
 
 def supports(kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], dilation, ceil_mode: bool) -> bool:
@@ -72,3 +72,51 @@ def schedule_maxpool(sch, lanes: int, by_rows: bool = True) -> None:
     vectorize_inner(sch, x, lanes)
     sch.decompose_reduction(rows_block, ry)
     sch.decompose_reduction(cols_block, rx)
+
+
+def strided_maxpool(shape: tuple[int, int, int, int], kernel, stride, padding):
+    """The 3x3/2 max pool with padding 1 (ResNet's and Bi-Real-18's stem) over NCHW ``shape`` as a hand-written
+    PrimFunc, or ``None`` where it does not apply (other pools keep :func:`maxpool_compute`).
+
+    Why: the two-pass kernel's column pass reads every other pixel (``rows[2x + rx - 1]``, clamped), which LLVM
+    scalarises (one ``vinsertps`` per pixel), and its row buffer, computed inside the parallel loop, was a heap
+    workspace allocated per output row. Here each parallel job (an image row of one channel) keeps its row
+    maxima in a stack buffer padded by one clamped pixel on each side, and the column pass reads whole vectors
+    and deinterleaves them (``T.Shuffle``: ``vpermt2ps`` on AVX-512, ``uzp1/uzp2`` on NEON):
+    ``out[x] = max(rows[2x], rows[2x + 1], rows[2x + 2])`` in padded coordinates. 64 x 112 x 112 -> 56 x 56 on an
+    AVX-512 Xeon, 2 threads: ~0.19 ms against ~0.53 ms. Threads take rows (the default partition).
+    """
+    from tvm.script import tirx as T
+
+    n, c, h, w = (int(v) for v in shape)
+    if tuple(kernel) != (3, 3) or tuple(stride) != (2, 2) or tuple(padding) != (1, 1):
+        return None
+    oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    lanes = next((v for v in (8, 4) if ow % v == 0 and w % v == 0), None)
+    if lanes is None or w != 2 * ow:
+        return None
+    jobs, width = n * c * oh, 2 * ow + 2 * lanes  # rows[0]: clamped column 0; rows[1 + x]: column x; a clamped tail
+    even, odd, third = ([2 * i + k for i in range(lanes)] for k in (0, 1, 2))
+
+    @T.prim_func(private=True, s_tir=True)
+    def maxpool(X: T.Buffer((n, c, h, w), "float32"), Y: T.Buffer((n, c, oh, ow), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            for job in T.parallel(jobs):  # job = (image, output row, channel), channels fastest
+                rows = T.decl_buffer((width,), "float32", scope="local")
+                for xc in range(w // lanes):
+                    rows[T.Ramp(1 + xc * lanes, 1, lanes)] = T.max(T.max(
+                        X[job // (c * oh), job % c, T.max(2 * (job // c % oh) - 1, 0), T.Ramp(xc * lanes, 1, lanes)],
+                        X[job // (c * oh), job % c, 2 * (job // c % oh), T.Ramp(xc * lanes, 1, lanes)]),
+                        X[job // (c * oh), job % c, T.min(2 * (job // c % oh) + 1, h - 1), T.Ramp(xc * lanes, 1, lanes)])
+                rows[0] = rows[1]
+                for t in range(width - w - 1):
+                    rows[w + 1 + t] = rows[w]
+                for k in T.unroll(ow // lanes):
+                    Y[job // (c * oh), job % c, job // c % oh, T.Ramp(k * lanes, 1, lanes)] = T.max(T.max(
+                        T.Shuffle([rows[T.Ramp(2 * k * lanes, 1, lanes)], rows[T.Ramp(2 * k * lanes + lanes, 1, lanes)]], even),
+                        T.Shuffle([rows[T.Ramp(2 * k * lanes, 1, lanes)], rows[T.Ramp(2 * k * lanes + lanes, 1, lanes)]], odd)),
+                        T.Shuffle([rows[T.Ramp(2 * k * lanes, 1, lanes)], rows[T.Ramp(2 * k * lanes + lanes, 1, lanes)],
+                                   rows[T.Ramp(2 * k * lanes + 2 * lanes, 1, lanes)]], third))
+
+    return maxpool.with_attr("op_pattern", 8).with_attr("labnas_scheduled", 1).with_attr("labnas_rules", "hand")
