@@ -30,39 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fma_ceiling import measure_ceiling  # noqa: E402
 
 from labnas.timing import machine_facts  # noqa: E402
-from labnas.tvm import TARGETS, LabShape, lab_candidates  # noqa: E402
-from labnas.tvm.lab_context import LabContext  # noqa: E402
-from labnas.tvm.strategy import _timer, parse_lab_strategy  # noqa: E402
+from labnas.tvm import TARGETS, LabContext, LabShape, lab_candidates, parse_lab_strategy  # noqa: E402
 
 #: LAB-BNN's LAB maps at 224 (channels, height = width); its binary convs pad with 0 and compare strictly.
 MAPS = ((64, 56), (128, 28), (256, 14), (512, 7))
-
-
-def baseline(context: LabContext, packing: bool):
-    """The context network without LAB: the producer alone, or the producer and the sign packing."""
-    import tvm
-    from tvm import relax
-
-    from labnas.tvm import kernels
-    from labnas.tvm.registry import emit_kernel, schedule_registered
-    from labnas.tvm.schedule_float import labnas_pipeline
-
-    s = context.shape
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(context.inputs[0].shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(context.scale)), relax.const(context.shift)))
-            if packing:
-                y = emit_kernel(bb, "labnas_pack", kernels.pack_compute, y, s.padding, s.pad_bit, s.strict)
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    target = context.target.tvm_target()
-    mod = schedule_registered(bb.get(), context.target.vector_lanes, context.target.float_lanes, context.by_rows)
-    with target:
-        lowered = labnas_pipeline(target, context.target.float_lanes, context.by_rows)(mod)
-    vm = relax.VirtualMachine(tvm.relax.build(lowered, target=target, relax_pipeline=None), context.dev)
-    return _timer(vm.module, context.dev, context.args()[:1])
 
 
 def main() -> None:
@@ -80,10 +51,10 @@ def main() -> None:
     for channels, size in MAPS:
         shape = LabShape(channels, size, size, 3, 2, 1, 0, True, True)
         context = LabContext(shape, target)
-        timers = {"producer": baseline(context, False), "sign packing": baseline(context, True)}
+        timers = {"producer": context.timer(context.build_baseline(False), baseline=True),
+                  "sign packing": context.timer(context.build_baseline(True), baseline=True)}
         for strategy in lab_candidates(shape, target.vector_lanes):
-            fused, tile = parse_lab_strategy(strategy)
-            timers[strategy] = _timer(context.build(fused, tile).module, context.dev, context.args())
+            timers[strategy] = context.timer(context.build(*parse_lab_strategy(strategy)))
         times: dict[str, list[float]] = {name: [] for name in timers}
         for _ in range(args.rounds):
             for name, timer in timers.items():

@@ -9,13 +9,16 @@ from .policy import PARTITIONS, LabPolicy, PolicyError, SchedulePolicy, XnorPoli
 from .targets import TARGETS, TargetError, TargetPreset, resolve_target
 
 # used by the benchmarks (measurement tools reach these through the package entry point)
-from .strategy import LabShape, lab_candidates, strategy_counts
+from .strategy import LabShape, lab_candidates, parse_lab_strategy, strategy_counts
+from .lab_context import LabContext
 from .cpu import cpu_model, isa_summary
 from .registry import schedule_kernel
 
 __all__ = [
+    "LabContext",
     "LabShape",
     "lab_candidates",
+    "parse_lab_strategy",
     "strategy_counts",
     "cpu_model",
     "isa_summary",

@@ -68,6 +68,38 @@ class LabContext:
         executable = tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None)
         return relax.VirtualMachine(executable, self.dev)
 
+    def build_baseline(self, packing: bool):
+        """The context network without LAB, ``x -> producer`` or ``x -> producer -> sign packing`` (what a LAB map is
+        weighed against), compiled: a ``tvm.relax.VirtualMachine`` whose ``main`` takes ``x`` only."""
+        import tvm
+        from tvm import relax
+
+        from . import kernels
+        from .registry import emit_kernel, schedule_registered
+        from .schedule_float import labnas_pipeline
+        s = self.shape
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(self.inputs[0].shape, "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(self.scale)), relax.const(self.shift)))
+                if packing:
+                    y = emit_kernel(bb, "labnas_pack", kernels.pack_compute, y, s.padding, s.pad_bit, s.strict)
+                out = bb.emit_output(y)
+            bb.emit_func_output(out)
+        tvm_target = self.target.tvm_target()
+        mod = schedule_registered(bb.get(), self.target.vector_lanes, self.target.float_lanes, self.by_rows)
+        with tvm_target:
+            lowered = labnas_pipeline(tvm_target, self.target.float_lanes, self.by_rows)(mod)
+        return relax.VirtualMachine(tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None), self.dev)
+
+    def timer(self, vm, baseline: bool = False):
+        """A function timing one call of ``vm``'s ``main`` (seconds; as many calls as fit in ~20 ms), fed this context's
+        inputs (``baseline``: ``x`` only, for :meth:`build_baseline`)."""
+        from .kernel_timing import call_timer
+
+        return call_timer(vm.module, self.dev, self.args()[:1] if baseline else self.args())
+
     def args(self):
         import tvm
 

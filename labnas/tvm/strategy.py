@@ -22,7 +22,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from .._cache import cache_dir, read_json, write_json_atomic
 from .policy import SchedulePolicy
+from .kernel_timing import call_timer
 from .threadpool import threads_meanwhile
 
 __all__ = [
@@ -262,7 +262,7 @@ class PopcountChooser:
                 reference = out
             elif not np.array_equal(out, reference):
                 raise RuntimeError(f"LAB kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
-            runs[strategy] = _timer(vm, context.dev, context.args())
+            runs[strategy] = call_timer(vm, context.dev, context.args())
         winner, medians = choose_fastest(runs, rounds=LAB_ROUNDS)  # under the timing lock _cached_or_measured holds
         if medians[winner] * (1 + LAB_MARGIN) > medians[strategies[0]]:
             winner = strategies[0]
@@ -333,7 +333,7 @@ class PopcountChooser:
                 reference = out.numpy()
             elif not np.array_equal(out.numpy(), reference):
                 raise RuntimeError(f"xnor kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
-            runs[strategy] = _timer(lib.mod, dev, (a, w, out))
+            runs[strategy] = call_timer(lib.mod, dev, (a, w, out))
         winner, medians = choose_fastest(runs)  # under the timing lock _cached_or_measured holds
         default = CARRY_SAVE if (CARRY_SAVE in medians and not self.target.native_popcount) else NATIVE
         return winner, medians[default] / medians[winner]
@@ -426,20 +426,6 @@ def parse_strategy(strategy: str) -> tuple[bool, int | None]:
         return False, int(strategy[len(NATIVE) + 3:])
     raise ValueError(f"unknown xnor strategy {strategy!r}")
 
-
-def _timer(module, dev, args) -> Callable[[], float]:
-    """One timing of ``module``'s ``main`` (a compiled kernel's ``lib.mod`` or a Relax VM: anything with
-    ``time_evaluator``): as many calls as fit in ~20 ms, seconds per call."""
-    evaluator = module.time_evaluator("main", dev, number=1, repeat=1)
-    calls = max(1, int(0.02 / max(evaluator(*args).mean, 1e-6)))
-    timed = module.time_evaluator("main", dev, number=calls, repeat=1)
-
-    def run() -> float:
-        start = time.perf_counter()
-        result = timed(*args).mean
-        return result if result > 0 else (time.perf_counter() - start) / calls
-
-    return run
 
 
 def xnor_kernel(shape: XnorShape, carry_save: bool, vector: int, pixels: int | None = None):
