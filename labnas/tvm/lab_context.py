@@ -41,25 +41,49 @@ class LabContext:
         """The context network with the LAB map computed by the fused kernel (``fused``) or the LAB kernel + the
         packing, with register ``tile`` (:func:`labnas.tvm.strategy.parse_lab_strategy` of a strategy), compiled: a
         ``tvm.relax.VirtualMachine``."""
+        from . import kernels
+        from .registry import emit_kernel
+
+        s = self.shape
+
+        def lab(bb, y, wt, b):
+            if fused:
+                return emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, y, wt, b, s.padding, s.pad_bit,
+                                   s.strict, tile[1] if tile else 1, tile=tile)
+            d = emit_kernel(bb, "labnas_lab", kernels.lab_decision_compute, y, wt, b, tile=tile)
+            return emit_kernel(bb, "labnas_pack", kernels.pack_compute, d, s.padding, s.pad_bit, s.strict)
+
+        return self._compile(("x", "w", "b"), lab)
+
+    def build_baseline(self, packing: bool):
+        """The context network without LAB, ``x -> producer`` or ``x -> producer -> sign packing`` (what a LAB map is
+        weighed against), compiled: a ``tvm.relax.VirtualMachine`` whose ``main`` takes ``x`` only."""
+        from . import kernels
+        from .registry import emit_kernel
+
+        s = self.shape
+
+        def sign(bb, y):
+            return emit_kernel(bb, "labnas_pack", kernels.pack_compute, y, s.padding, s.pad_bit, s.strict) if packing else y
+
+        return self._compile(("x",), sign)
+
+    def _compile(self, names: tuple[str, ...], after_producer):
+        """``main(*names)`` = ``after_producer(bb, producer(x), *rest)`` (``names`` the first of this context's inputs),
+        scheduled, lowered and built as a compile does: a ``tvm.relax.VirtualMachine``."""
         import tvm
         from tvm import relax
 
-        from . import kernels
-        from .registry import emit_kernel, schedule_registered
+        from .registry import schedule_registered
         from .schedule_float import labnas_pipeline
-        s = self.shape
+
         bb = relax.BlockBuilder()
-        x, wt, b = (relax.Var(name, relax.TensorType(a.shape, "float32")) for name, a in zip(("x", "w", "b"), self.inputs))
-        with bb.function("main", [x, wt, b]):
+        params = [relax.Var(name, relax.TensorType(a.shape, "float32")) for name, a in zip(names, self.inputs)]
+        with bb.function("main", params):
             with bb.dataflow():
+                x, *rest = params
                 y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(self.scale)), relax.const(self.shift)))
-                if fused:
-                    packed = emit_kernel(bb, "labnas_lab_pack", kernels.lab_pack_compute, y, wt, b, s.padding, s.pad_bit,
-                                         s.strict, tile[1] if tile else 1, tile=tile)
-                else:
-                    d = emit_kernel(bb, "labnas_lab", kernels.lab_decision_compute, y, wt, b, tile=tile)
-                    packed = emit_kernel(bb, "labnas_pack", kernels.pack_compute, d, s.padding, s.pad_bit, s.strict)
-                out = bb.emit_output(packed)
+                out = bb.emit_output(after_producer(bb, y, *rest))
             bb.emit_func_output(out)
         tvm_target = self.target.tvm_target()
         mod = schedule_registered(bb.get(), self.target.vector_lanes, self.target.float_lanes, self.by_rows)
@@ -68,37 +92,12 @@ class LabContext:
         executable = tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None)
         return relax.VirtualMachine(executable, self.dev)
 
-    def build_baseline(self, packing: bool):
-        """The context network without LAB, ``x -> producer`` or ``x -> producer -> sign packing`` (what a LAB map is
-        weighed against), compiled: a ``tvm.relax.VirtualMachine`` whose ``main`` takes ``x`` only."""
-        import tvm
-        from tvm import relax
-
-        from . import kernels
-        from .registry import emit_kernel, schedule_registered
-        from .schedule_float import labnas_pipeline
-        s = self.shape
-        bb = relax.BlockBuilder()
-        x = relax.Var("x", relax.TensorType(self.inputs[0].shape, "float32"))
-        with bb.function("main", [x]):
-            with bb.dataflow():
-                y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(self.scale)), relax.const(self.shift)))
-                if packing:
-                    y = emit_kernel(bb, "labnas_pack", kernels.pack_compute, y, s.padding, s.pad_bit, s.strict)
-                out = bb.emit_output(y)
-            bb.emit_func_output(out)
-        tvm_target = self.target.tvm_target()
-        mod = schedule_registered(bb.get(), self.target.vector_lanes, self.target.float_lanes, self.by_rows)
-        with tvm_target:
-            lowered = labnas_pipeline(tvm_target, self.target.float_lanes, self.by_rows)(mod)
-        return relax.VirtualMachine(tvm.relax.build(lowered, target=tvm_target, relax_pipeline=None), self.dev)
-
     def timer(self, vm, baseline: bool = False):
         """A function timing one call of ``vm``'s ``main`` (seconds; as many calls as fit in ~20 ms), fed this context's
         inputs (``baseline``: ``x`` only, for :meth:`build_baseline`)."""
         from .kernel_timing import call_timer
 
-        return call_timer(vm.module, self.dev, self.args()[:1] if baseline else self.args())
+        return call_timer(vm, self.dev, self.args()[:1] if baseline else self.args())
 
     def args(self):
         import tvm

@@ -262,7 +262,7 @@ class PopcountChooser:
                 reference = out
             elif not np.array_equal(out, reference):
                 raise RuntimeError(f"LAB kernels {strategies[0]} and {strategy} disagree on {shape.key}: a kernel bug, please report it")
-            runs[strategy] = call_timer(vm, context.dev, context.args())
+            runs[strategy] = context.timer(vm)
         winner, medians = choose_fastest(runs, rounds=LAB_ROUNDS)  # under the timing lock _cached_or_measured holds
         if medians[winner] * (1 + LAB_MARGIN) > medians[strategies[0]]:
             winner = strategies[0]
