@@ -6,10 +6,13 @@ kernel strategies, the reference calibration and the block table are all made by
 then, reusing the last run's table, the exhaustive reference (every member of the predicted front timed:
 ``--trials`` = the front's size) and the search with TPE as it was before (``--sampler tpe``, 14 trials). Each run
 is the CLI in its own process, as a user runs it. For each run: distinct candidates timed, wall time, the measured
-front's placements, and its hypervolume against the exhaustive front (the predicted front of all 65,536 placements,
-each point at its common latency, and its accuracy). Between the front runs: the share of placements their fronts
-within noise have in common. One row per run in ``results/benchmarks/bench_search.csv``, every trial in
-``bench_search_trials.csv``.
+front (the Pareto front of its trials on its own latencies, which a front search times side by side at its end),
+its size and how many of its points are apart beyond noise, and its hypervolume against the exhaustive front (the
+predicted front of all 65,536 placements, each point at its common latency, and its accuracy). Between the front
+runs: the share of front placements they have in common, and ``front_overlap_within_noise``: the share of each
+front's points the other front matches at least as accurate and at most 3 % slower (on the common latencies), both
+ways, i.e. the same front where ties within noise may differ. One row per run in
+``results/benchmarks/bench_search.csv``, every trial in ``bench_search_trials.csv``.
 
 Common latencies: the runs happen minutes apart, and this host's speed drifts by several percent between them, more
 than LAB's cost per layer; a hypervolume ratio of one run's timings against another's measures that drift, not the
@@ -40,7 +43,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.models import ArchSpec  # noqa: E402
 from labnas.search import SearchConfig, load_space  # noqa: E402
 from labnas.search import spec_key  # noqa: E402
-from labnas.search import NOISE_FLOOR, hypervolume, pareto_mask_within_noise, predict_space  # noqa: E402
+from labnas.search import NOISE_FLOOR, hypervolume, predict_space  # noqa: E402
+from labnas.search.front import pareto_mask, pareto_mask_within_noise  # noqa: E402
 from labnas.search import front_table, make_estimator  # noqa: E402
 from labnas.timing import machine_facts  # noqa: E402
 from labnas.tvm import TARGETS  # noqa: E402
@@ -52,13 +56,12 @@ def key_of(spec_json: str) -> str:
 
 
 def measured_front(trials: pd.DataFrame) -> pd.DataFrame:
-    """The run's front on (accuracy, measured latency), latencies ordered only beyond their noise (the front search's
-    own rule, :func:`labnas.search.front.pareto_mask_within_noise`)."""
+    """The run's answer: the Pareto front of its distinct complete trials on (accuracy, its own latency_ms), which a
+    front search times side by side at its end (:mod:`labnas.search.side_by_side`)."""
     done = trials[(trials.state == "COMPLETE") & trials.accuracy.notna()]
     if "duplicate_of" in done:
         done = done[done.duplicate_of.isna()]
-    return done[pareto_mask_within_noise(done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float),
-                                         done.latency_p10_ms.to_numpy(float), done.latency_p90_ms.to_numpy(float))]
+    return done[pareto_mask(done.accuracy.to_numpy(float), done.latency_ms.to_numpy(float))]
 
 
 def coverage_within_noise(accuracy: np.ndarray, latency: np.ndarray, ref_accuracy: np.ndarray, ref_latency: np.ndarray,
@@ -143,6 +146,12 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
     own = done[done.run == "exhaustive front"]
     own_hv_exhaustive = hypervolume(own.accuracy.to_numpy(float), own.latency_ms.to_numpy(float), ref_acc, own_ref_lat)
     fronts = {run: {key_of(spec) for spec in measured_front(part).spec} for run, part in all_trials.groupby("run", sort=False)}
+    def cover(keys: set[str], by: set[str]) -> float:
+        """The share of ``keys``' points that a point of ``by`` matches within noise on the common latencies."""
+        ks, bs = sorted(keys), sorted(by)
+        return coverage_within_noise(np.array([accuracy[k] for k in bs]), np.array([latency[k] for k in bs]),
+                                     np.array([accuracy[k] for k in ks]), np.array([latency[k] for k in ks]))
+
     band = ratio_band({run: [key_of(spec) for spec in part.spec] for run, part in done.groupby("run", sort=False)},
                       accuracy, common, ref_acc, keys)
     rows = []
@@ -153,6 +162,12 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
         covered = coverage_within_noise(part.accuracy.to_numpy(float), at_common, ex_acc, ex_lat)
         others = [o for o in fronts if o != run and o.startswith("front seed")]
         overlaps = [len(fronts[run] & fronts[o]) / max(len(fronts[run]), len(fronts[o]), 1) for o in others]
+        # the fronts' agreement where ties within noise may differ: each front's points matched by the other's (at
+        # least as accurate, at most NOISE_FLOOR slower on the common latencies), both ways, averaged
+        within = [0.5 * (cover(fronts[run], fronts[o]) + cover(fronts[o], fronts[run])) for o in others]
+        own_lat = part.latency_ms.to_numpy(float)
+        beyond = pareto_mask_within_noise(part.accuracy.to_numpy(float), own_lat, part.latency_p10_ms.to_numpy(float),
+                                          part.latency_p90_ms.to_numpy(float))
         rows.append({"run": run, "sampler": "tpe" if run.startswith("tpe") else "front", "distinct_candidates": len(part),
                      "wall_s": walls.get(run), "exhaustive_front_members_timed": len(set(map(key_of, part.spec)) & set(keys)),
                      "hypervolume": round(hv, 5), "hypervolume_vs_exhaustive": round(hv / hv_exhaustive, 4) if hv_exhaustive else float("nan"),
@@ -160,7 +175,10 @@ def analyse(all_trials: pd.DataFrame, common: pd.DataFrame, walls: dict[str, flo
                      "hypervolume_vs_exhaustive_p90": round(band[run][1], 4),
                      "exhaustive_front_covered_within_noise": round(covered, 3),
                      "own_timings_hypervolume_vs_exhaustive": round(own_hv / own_hv_exhaustive, 4) if own_hv_exhaustive else float("nan"),
-                     "front_within_noise": len(fronts[run]), "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
+                     "front": len(fronts[run]), "front_beyond_noise": int(beyond.sum()),
+                     "front_side_by_side": bool((part.latency_source == "measured side by side").all()) if "latency_source" in part else False,
+                     "front_overlap_with_front_runs": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
+                     "front_overlap_within_noise": round(float(np.mean(within)), 3) if within else float("nan"),
                      "exhaustive_front": len(keys), "front_placements": " ".join(sorted(fronts[run])),
                      "cpu": facts["cpu"], "isa": facts["isa"], "threads": threads, "date": time.strftime("%Y-%m-%d")})
     return pd.DataFrame(rows)
@@ -195,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpe-trials", type=int, default=14)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default="results/benchmarks/bench_search.csv")
-    p.add_argument("--retime-rounds", type=int, default=15, help="paired rounds of the common timing")
+    p.add_argument("--retime-rounds", type=int, default=40, help="paired rounds of the common timing")
     p.add_argument("--reanalyse", action="store_true", help="recompute the rows from the saved trials (no search)")
     p.add_argument("--retime", action="store_true", help="with --reanalyse: time the saved trials' placements again")
     args = p.parse_args(argv)

@@ -133,12 +133,15 @@ FIGURES = [
            "block table made inside its wall time, trials stopped by the 240 s allowance); `exhaustive front` times every "
            "member of the last run's predicted front; `tpe` is 14 TPE trials. Hypervolume against the exhaustive front's, "
            "every placement at its common latency: after the runs, every placement any run timed is timed again side by side "
-           "in 15 paired rounds, drift between rounds divided out (`bench_search_common.csv`; `own_timings_...`: each run's "
+           "in 40 paired rounds, drift between rounds divided out (`bench_search_common.csv`; `own_timings_...`: each run's "
            "own timings, minutes apart, against the exhaustive run's own; `_p10`/`_p90`: the ratio's band with the common "
            "rounds resampled, the common timing's own noise); "
            "`covered_within_noise`: the share of the exhaustive front that the run matches at least as accurate and at most "
-           "3 % slower.",
-           columns("run", "distinct_candidates", "wall_s", "front_within_noise", "front_overlap_with_front_runs",
+           "3 % slower; `front`: the run's answer, the Pareto front on its own latencies (timed side by side at its end), "
+           "`front_beyond_noise` of its points apart beyond noise; `front_overlap_within_noise`: the share of each front's "
+           "points another front run matches at least as accurate and at most 3 % slower, both ways.",
+           columns("run", "distinct_candidates", "wall_s", "front", "front_beyond_noise", "front_overlap_with_front_runs",
+                   "front_overlap_within_noise",
                    "hypervolume_vs_exhaustive", "hypervolume_vs_exhaustive_p10", "hypervolume_vs_exhaustive_p90",
                    "own_timings_hypervolume_vs_exhaustive",
                    "exhaustive_front_covered_within_noise", "exhaustive_front_members_timed", "exhaustive_front")),

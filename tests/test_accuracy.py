@@ -227,6 +227,30 @@ def test_supernet_estimator_trains_once_caches_and_scores(tmp_path, digits):
         est.estimate(stage_layers("0110", lab_kernel=5), seed=0)
 
 
+def test_a_supernet_training_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path, digits):
+    """A supernet at 28x28 trains for CPU hours: stopped after its first epoch it keeps a partial checkpoint, and the
+    next call finishes it to bit-identical weights (same sub-networks sampled, same batches) and removes the partial."""
+    choices = LayerChoices(("sign", "lab"), (3,), ((3,),) * 16)
+    settings = ProxySettings(estimator="supernet", epochs=2, batch_size=64, lr=5e-3, subset=300, recalib_images=128)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(what, epoch, total):
+        if epoch == 1:
+            raise Stop
+
+    straight = SupernetEstimator("bireal18", settings, digits, choices, cache_dir=tmp_path / "straight").supernet(0)
+    stopped = SupernetEstimator("bireal18", settings, digits, choices, cache_dir=tmp_path / "stopped")
+    with pytest.raises(Stop):
+        stopped.supernet(0, stop_after_first)
+    assert [p.name for p in (tmp_path / "stopped").iterdir()] == [stopped.cache_path(0).name + ".partial"]
+    resumed = SupernetEstimator("bireal18", settings, digits, choices, cache_dir=tmp_path / "stopped").supernet(0)
+    assert [p.name for p in (tmp_path / "stopped").iterdir()] == [stopped.cache_path(0).name]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_lr_factor_warms_up_then_decays():
     assert lr_factor(0, 100, 10, "linear") == pytest.approx(0.1)
     assert lr_factor(9, 100, 10, "linear") == pytest.approx(1.0)

@@ -45,14 +45,33 @@ def test_exhaustive_prediction_equals_brute_force(tmp_path):
     table = HashTable()
     predicted = predict_space(space, table, estimator)
     assert len(predicted.accuracy) == space.size() == 8
-    seen = set()
+    shape = (1, *space.deploy_input)
+
+    def block_costs(layers) -> np.ndarray:
+        return np.array([table.block_sum([u]) for u in block_units(create_model(space.deploy_spec(layers)).eval(), shape)])
+
+    def never_cheaper_for_lab(layers) -> float:
+        """Brute force: each block at the dearest of the placement's variants with some of its LAB layers set to sign
+        (a block cannot get faster by LAB; the hash table's entries are random, so it often says otherwise)."""
+        labs = [i for i in space.layers if layers[i].binarizer == "lab"]
+        sign = {i: next(o for o in space.layer_options(i) if o.binarizer == "sign") for i in labs}
+        dearest = block_costs(layers)
+        for r in range(1, len(labs) + 1):
+            for subset in itertools.combinations(labs, r):
+                dearest = np.maximum(dearest, block_costs([sign[i] if i in subset else l for i, l in enumerate(layers)]))
+        return 1.1 * float(dearest.sum()) + 0.05
+
+    seen, raw_cheaper = set(), 0
     for n in range(len(predicted.accuracy)):
         layers = predicted.layers(n)
         seen.add(tuple(l.binarizer for l in layers))
-        units = block_units(create_model(space.deploy_spec(layers)).eval(), (1, *space.deploy_input))
-        assert predicted.latency_ms[n] == pytest.approx(1.1 * table.block_sum(units) + 0.05)
+        assert predicted.latency_ms[n] == pytest.approx(never_cheaper_for_lab(layers))
+        raw_cheaper += 1.1 * block_costs(layers).sum() + 0.05 < predicted.latency_ms[n] - 1e-9
         assert predicted.accuracy[n] == pytest.approx(estimator.estimate(layers).accuracy)
     assert len(seen) == 8  # every placement once
+    assert raw_cheaper > 0  # the raw table made some LAB placement cheaper: the rule was exercised
+    all_sign = next(n for n in range(8) if all(l.binarizer == "sign" for l in predicted.layers(n)))
+    assert predicted.latency_ms[all_sign] == predicted.latency_ms.min()
     front = predicted.front()
     brute = [n for n in range(8) if not any(
         predicted.accuracy[m] >= predicted.accuracy[n] and predicted.latency_ms[m] <= predicted.latency_ms[n]
@@ -98,6 +117,11 @@ def test_the_table_is_built_once_then_reused_and_only_the_front_is_measured(tmp_
     assert len(trials) == plan["predicted_front"]  # the predicted front, measured; nothing else
     assert trials.latency_predicted_ms.notna().all()
     assert plan["measured_front"] >= 1 and plan["measured_hypervolume"] >= 0
+    # all-sign is the fastest prediction (LAB is never cheaper) and not the most accurate: two or more measured, and
+    # the measured networks are timed again side by side at the end, their own timings kept
+    assert len(trials) >= 2
+    assert set(trials.latency_source) == {"measured side by side"} and trials.latency_single_ms.notna().all()
+    assert (trials.latency_p10_ms <= trials.latency_ms).all() and (trials.latency_ms <= trials.latency_p90_ms).all()
 
 
 def test_thinning_a_front_keeps_the_fewest_members_that_cover_it_within_noise():
@@ -150,6 +174,23 @@ def test_a_front_within_noise_keeps_ties_and_drops_what_the_timing_can_tell():
     # wide timing ranges make two points a tie in latency: the more accurate wins
     assert pareto_mask_within_noise(np.array([0.5, 0.6]), np.array([4.0, 5.0]), np.array([3.5, 3.9]),
                                     np.array([4.5, 5.5])).tolist() == [False, True]
+    # a chain of 17 points, each 1 % slower and more accurate than the last (LAB layer by LAB layer): no point is
+    # faster beyond noise than its neighbour, yet the chain does not collapse into its most accurate end; the kept
+    # points are ordered beyond noise (ranges apart) and every dropped one is matched within noise by a kept one
+    acc, lat = np.linspace(0.53, 0.59, 17), 4.57 * 1.01 ** np.arange(17)
+    keep = pareto_mask_within_noise(acc, lat)
+    assert keep.tolist() == [i in (2, 9, 16) for i in range(17)]
+    for n in np.flatnonzero(~keep):
+        assert any(acc[k] >= acc[n] and lat[k] <= lat[n] * 1.03 / 0.97 for k in np.flatnonzero(keep))
+
+
+def test_front_ties_count_neighbours_whose_ranges_overlap():
+    from labnas.search.front import front_ties
+
+    lat = np.array([5.0, 4.0, 4.1, 6.0])  # sorted: 4.0, 4.1 (within 3 %), 5.0, 6.0
+    assert front_ties(lat) == 1
+    assert front_ties(lat, floor=0.0) == 0
+    assert front_ties(lat, lat - 0.6, lat + 0.6, floor=0.0) == 3  # wide ranges: every neighbour a tie
 
 
 def test_random_distinct_candidates_stop_at_the_space_size():
@@ -159,3 +200,33 @@ def test_random_distinct_candidates_stop_at_the_space_size():
     drawn = list(space.random_distinct(random.Random(0), 50))
     assert len(drawn) == space.size() == 9
     assert len({repr([(l.binarizer, l.lab_kernel, l.kernel) for l in layers]) for layers in drawn}) == 9
+
+
+def test_side_by_side_timings_replace_a_front_searchs_own_in_the_trials_and_its_quality():
+    """The measured networks of a front search, timed again side by side (study attr ``side_by_side``), are what
+    trials.csv reports and the front is made of; each trial's own timing stays in ``latency_single_ms``. Its own
+    timings (noisy, minutes apart) put 4 LAB layers before 1; side by side orders them by LAB count."""
+    import optuna
+
+    from labnas.search.results import front_quality, trials_frame
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    own = {0: 4.90, 1: 4.60, 2: 5.20, 3: 5.40}  # trial -> its own timing, ms
+    n_lab = {0: 1, 1: 4, 2: 9, 3: 16}
+    for n in own:
+        study.add_trial(optuna.trial.create_trial(values=[0.53 + 0.004 * n_lab[n], own[n]], user_attrs={
+            "accuracy": 0.53 + 0.004 * n_lab[n], "latency_ms": own[n], "latency_p10_ms": own[n] * 0.9,
+            "latency_p90_ms": own[n] * 1.1, "latency_source": "measured", "n_lab": n_lab[n], "feasible": True}))
+    side = {0: [4.60, 4.58, 4.63], 1: [4.75, 4.72, 4.77], 2: [5.00, 4.97, 5.03], 3: [5.35, 5.31, 5.38]}
+    study.set_user_attr("side_by_side", {"ms": {str(n): v for n, v in side.items()}, "runs": [{"members": 4, "rounds": 15}]})
+    df = trials_frame(study)
+    assert df.latency_ms.tolist() == [v[0] for v in side.values()]
+    assert df.latency_single_ms.tolist() == list(own.values())
+    assert df.latency_p90_ms.tolist() == [v[2] for v in side.values()]
+    assert set(df.latency_source) == {"measured side by side"}
+    quality = front_quality(df, {"reference_point": [0.5, 6.0]})
+    assert quality["front_trials"] == [0, 1, 2, 3]  # every one on the front, in LAB order
+    assert quality["measured_front_beyond_noise"] == 3  # 1 and 4 LAB layers are 3 % apart: within noise
+    assert quality["front_ties_within_noise"] == 2  # ranges widened to +-3 %: 4.60 / 4.75 / 5.00 overlap in turn
+    study.set_user_attr("side_by_side", None)
+    assert trials_frame(study).latency_ms.tolist() == list(own.values())  # without it: the trials' own timings

@@ -397,3 +397,27 @@ def test_a_refused_pass_costs_that_pass_not_the_run(monkeypatch):
     with pytest.raises(TimingDisturbed, match="2x its calibrated"):
         measure_mod.measure_in_passes(["ok", "dead"], 2)
     assert calls.count(("dead", 2)) == 2  # both back-off retries were tried
+
+
+def test_relative_speeds_cancel_the_drift_between_rounds_and_narrow_with_more_rounds():
+    """Three networks 0 %, 1 % and 3 % apart, timed in rounds whose host speed drifts by up to 40 % and with 2 %
+    noise per timing: the ratios to each round's median recover the 1 % steps, and the bootstrap band of the
+    median shrinks with more rounds (the single rounds' spread does not)."""
+    from labnas.timing import relative_speeds
+
+    rng = np.random.default_rng(1)
+    true = {"sign": 1.00, "one lab": 1.01, "three lab": 1.03}
+
+    def rounds(n):
+        drift = 1 + 0.4 * rng.random(n)
+        return {k: list(4.5 * v * drift * (1 + 0.02 * rng.standard_normal(n))) for k, v in true.items()}
+
+    few, many = relative_speeds(rounds(8)), relative_speeds(rounds(120))
+    assert many["one lab"][0] == pytest.approx(1.0, abs=0.004)  # the middle one is the round median's reference
+    assert many["three lab"][0] / many["sign"][0] == pytest.approx(1.03, abs=0.006)
+    for name, (ratio, low, high) in many.items():
+        assert low <= ratio <= high
+        assert high - low < few[name][2] - few[name][1]
+    assert many["sign"][2] < many["three lab"][1]  # 3 % apart: ordered beyond the band
+    with pytest.raises(ValueError, match="two or more contenders"):
+        relative_speeds({"alone": [1.0, 1.1]})

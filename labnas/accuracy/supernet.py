@@ -258,9 +258,13 @@ class SupernetEstimator:
             s = self.settings
             config = s.train_config(seed, self.device, precise_bn=False)
             report = (lambda epoch, loss: progress("supernet", epoch, s.epochs)) if progress else None
+            # a supernet at 28x28 trains for CPU hours: checkpointed every epoch, resumed after an interruption
+            partial = path.with_name(path.name + ".partial")
+            path.parent.mkdir(parents=True, exist_ok=True)
             train_model(net.to(self.device), self.data, config, report,
-                        before_step=lambda rng: net.set_active(self.choices.sample(rng)))
+                        before_step=lambda rng: net.set_active(self.choices.sample(rng)), checkpoint=partial)
             save_supernet(net.cpu(), path, key)
+            partial.unlink(missing_ok=True)
         self._nets[seed] = net
         return net
 

@@ -192,7 +192,8 @@ def _summary(console, res) -> None:
         console.print(f"front search: all {plan['space_size']:,} candidates predicted from the block table in {plan['predict_s']:.1f} s; "
                       f"predicted front {plan['predicted_front']} ({plan.get('predicted_front_beyond_noise', plan['predicted_front'])} apart beyond noise), "
                       f"{plan.get('measured', 0)} measured, measured front "
-                      f"{plan.get('measured_front', 0)} ({plan.get('front_ties_within_noise', 0)} neighbours tied within noise); "
+                      f"{plan.get('measured_front', 0)} ({plan.get('measured_front_beyond_noise', 0)} apart beyond noise, "
+                      f"{plan.get('front_ties_within_noise', 0)} neighbours tied within noise); "
                       f"hypervolume measured / predicted {ratio:.3f}")
     if not front.empty:
         estimator = summary.estimator or "accuracy"

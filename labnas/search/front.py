@@ -23,7 +23,7 @@ import numpy as np
 from ..models import LayerSpec, create_model
 from ..space import SearchSpace
 
-__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "thin_within_noise", "noise_range", "hypervolume", "MAX_EXHAUSTIVE",
+__all__ = ["PredictedSpace", "predict_space", "pareto_mask", "pareto_mask_within_noise", "front_ties", "thin_within_noise", "noise_range", "hypervolume", "MAX_EXHAUSTIVE",
            "NOISE_FLOOR"]
 
 #: The smallest relative latency difference taken as an order (run-to-run spread of one candidate's latency on a shared
@@ -106,20 +106,32 @@ def noise_range(latency: np.ndarray, low: np.ndarray | None = None, high: np.nda
 
 def pareto_mask_within_noise(accuracy: np.ndarray, latency: np.ndarray, low: np.ndarray | None = None,
                              high: np.ndarray | None = None, floor: float = NOISE_FLOOR) -> np.ndarray:
-    """The Pareto front (accuracy up, latency down) where latencies are ordered only beyond their noise.
+    """The Pareto front (accuracy up, latency down) up to timing noise: members ordered beyond noise.
 
     Each latency is a range: its timing's ``low..high`` (p10..p90) widened to at least ``latency x (1 -+ floor)``.
-    Point j dominates point i when it is at least as accurate and not slower beyond noise (its range starts at or
-    below the end of i's), and either more accurate or faster beyond noise (its range ends below the start of i's).
-    So a point is dropped only for a reason the timing can tell: neighbours whose order is noise are both kept
-    unless one of them is also more accurate, which then wins (same speed within noise, better accuracy)."""
+    Greedy from the most accurate point (of equal accuracy the faster first): a point is kept when its range ends
+    below the start of every kept point's range, i.e. it is faster beyond noise than each more accurate point kept;
+    otherwise a more accurate kept point is as fast within noise, and wins. Only kept points drop others, so a
+    chain of points each within noise of the next (LAB layers ~1 % apart) does not collapse into its most accurate
+    end: the kept points are spaced by about the noise along the whole front (``floor=0`` with no ranges:
+    :func:`pareto_mask`'s front)."""
     lo, hi = noise_range(latency, low, high, floor)
-    keep = np.ones(len(accuracy), bool)
-    for i in range(len(accuracy)):
-        dominated = (accuracy >= accuracy[i]) & (lo <= hi[i]) & ((accuracy > accuracy[i]) | (hi < lo[i]))
-        dominated[i] = False
-        keep[i] = not dominated.any()
+    keep = np.zeros(len(accuracy), bool)
+    bound = np.inf  # the lowest range start among the kept points
+    for n in np.lexsort((latency, -accuracy)):
+        if hi[n] < bound:
+            keep[n] = True
+            bound = min(bound, lo[n])
     return keep
+
+
+def front_ties(latency: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None,
+               floor: float = NOISE_FLOOR) -> int:
+    """How many neighbouring pairs of a front (``latency`` of its members, any order) have overlapping noise ranges
+    (:func:`noise_range`): pairs whose order the timing does not tell."""
+    order = np.argsort(latency, kind="stable")
+    lo, hi = (r[order] for r in noise_range(latency, low, high, floor))
+    return int(np.sum(hi[:-1] >= lo[1:]))
 
 
 def hypervolume(accuracy: np.ndarray, latency: np.ndarray, ref_accuracy: float, ref_latency: float) -> float:
@@ -167,8 +179,29 @@ def _block_costs(space: SearchSpace, table) -> tuple[float, list[tuple[list[int]
                 layers[space.layers[j]] = space.layer_options(space.layers[j])[o]
             units = block_units(create_model(space.deploy_spec(layers)).eval(), shape)
             costs[combo] = table.block_sum([units[b]])
-        blocks.append((members, costs))
+        blocks.append((members, _lab_never_cheaper(space, members, costs)))
     return fixed, blocks
+
+
+def _lab_never_cheaper(space: SearchSpace, members: list[int], costs: np.ndarray) -> np.ndarray:
+    """A block's cost array with every LAB option at least as costly as the sign option of the same conv kernel.
+
+    LAB adds a depthwise convolution in front of the binary conv and replaces nothing but the sign, so a block cannot
+    get faster by it; a table where it does (LAB's ~0.04 ms a layer on a fast x86 host is inside one block timing's
+    noise) would put spurious LAB placements ahead of all-sign on the predicted front. Raising each LAB entry to
+    its sign twin, axis by axis, keeps every monotonicity already made."""
+    costs = costs.copy()
+    for axis, j in enumerate(members):
+        options = space.layer_options(space.layers[j])
+        sign_of = {o.kernel: k for k, o in enumerate(options) if o.binarizer == "sign"}
+        for k, option in enumerate(options):
+            twin = sign_of.get(option.kernel)
+            if option.binarizer == "lab" and twin is not None:
+                lab_slice = [slice(None)] * costs.ndim
+                sign_slice = list(lab_slice)
+                lab_slice[axis], sign_slice[axis] = k, twin
+                costs[tuple(lab_slice)] = np.maximum(costs[tuple(lab_slice)], costs[tuple(sign_slice)])
+    return costs
 
 
 def _lab_mask_only(space: SearchSpace, base: list[LayerSpec], options: list[list[LayerSpec]]) -> bool:

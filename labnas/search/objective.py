@@ -236,6 +236,10 @@ class Objective:
         self._reference = None  # labnas.timing.CalibratedReference, made on first use
         self.table = None
         self._ahead: dict = {}  # spec key -> labnas.tvm.compile_pool.CompileOutcome (compile_ahead)
+        #: keep every network this objective timed (trial number -> CompiledModel) for the side-by-side timing of a
+        #: front search (labnas.search.side_by_side); off by default: a long search would hold hundreds
+        self.keep_compiled = False
+        self.compiled_by_trial: dict[int, object] = {}
         self.cpu = None  # the CPU model of a simulated search (labnas.simulation.CpuModel)
         if config.latency == "simulate":
             self.cpu = simulated_cpu(self.target, config.remote)
@@ -323,6 +327,8 @@ class Objective:
                   threads=result.threads, compile_s=round(compile_s, 2))
             return result.median_ms
         latency, compile_s, compiled = self.measure_latency(model, trial.study, key)
+        if self.keep_compiled:
+            self.compiled_by_trial[trial.number] = compiled
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin, self.config.retime_margin_above):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")
             retimed = []

@@ -38,13 +38,17 @@ class TrialRecord:
                                     "on this machine, the plain median on a board, or the table's prediction")
     latency_raw_ms: float | None = _col("the candidate's own median in the paired rounds, ms (not drift-corrected)")
     latency_ratio: float | None = _col("median over the paired rounds of candidate / reference time")
-    latency_source: str | None = _col("measured (compiled and timed), simulated (compiled and simulated on cpu_model without the "
+    latency_source: str | None = _col("measured (compiled and timed), measured side by side (then timed again with the run's other "
+                                      "networks in rotated rounds), simulated (compiled and simulated on cpu_model without the "
                                       "board, labnas.simulation) or lut (predicted from a block table)")
     cpu_model: str | None = _col("the CPU model a simulated latency is for (labnas list shows the models)")
     latency_measured_ms: float | None = _col("a LUT search's end-to-end re-timing of the Pareto set, ms")
     latency_predicted_ms: float | None = _col("the front strategy's prediction from the block table, ms, before the candidate was timed")
-    latency_p10_ms: float | None = _col("10th percentile of the timing series (paired: of the per-round corrected values), ms")
-    latency_p90_ms: float | None = _col("90th percentile of the timing series (paired: of the per-round corrected values), ms")
+    latency_p10_ms: float | None = _col("10th percentile of the timing series (paired: of the per-round corrected values; timed side "
+                                        "by side: of the median over the rounds, bootstrapped), ms")
+    latency_p90_ms: float | None = _col("90th percentile of the timing series (as latency_p10_ms), ms")
+    latency_single_ms: float | None = _col("a front search's own timing of the candidate, ms, when the measured networks were then "
+                                           "timed side by side (latency_source 'measured side by side', labnas.search.side_by_side)")
     latency_first_ms: float | None = _col("near the budget: the first timing's median, ms, before the re-timing")
     latency_retimed_ms: float | None = _col("near the budget: the lowest of the re-timings (taken after pauses), ms; latency_ms is "
                                             "the lower of this and latency_first_ms")

@@ -25,6 +25,9 @@ ATTR_COLUMNS = CSV_COLUMNS
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, metrics, and each layer's choices as columns."""
+    from .side_by_side import side_by_side_latency
+
+    side_by_side = side_by_side_latency(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"trial": t.number, "state": t.state.name}
@@ -34,6 +37,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         remeasured = study.user_attrs.get("remeasured_ms", {}).get(str(t.number))
         if remeasured is not None:  # a LUT search's front, timed end to end afterwards
             row["latency_measured_ms"] = remeasured
+        if t.number in side_by_side and row["latency_source"] == "measured":  # the front search's measured networks
+            row["latency_single_ms"] = row["latency_ms"]
+            row["latency_ms"], row["latency_p10_ms"], row["latency_p90_ms"] = side_by_side[t.number]
+            row["latency_source"] = "measured side by side"
         spec = json.loads(t.user_attrs["spec"]) if "spec" in t.user_attrs else None
         if spec:
             for i, layer in enumerate(spec["layers"]):
@@ -68,7 +75,7 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 #: Decimals kept in the CSVs (accuracy as a fraction, times in ms or s); the parquet file keeps every digit.
 CSV_DECIMALS = {"accuracy": 5, "latency_ms": 4, "latency_p10_ms": 4, "latency_p90_ms": 4, "latency_measured_ms": 4,
-                "latency_first_ms": 4, "latency_retimed_ms": 4,
+                "latency_first_ms": 4, "latency_retimed_ms": 4, "latency_single_ms": 4,
                 "reference_ms": 4, "compile_s": 2, "train_s": 2, "fidelity_epochs": 2}
 
 
@@ -84,9 +91,11 @@ def _atomic_write(path: Path, write) -> None:
 
 def front_quality(df, plan: dict) -> dict:
     """How the measured front compares with the predicted one (a front search, :func:`labnas.search.study.plan_front`):
-    the measured front's size and hypervolume (same reference point as the prediction's) and how many neighbouring
-    points of it are ties, i.e. their timings' p10..p90 ranges overlap, so their order is within noise."""
-    from .front import hypervolume, noise_range, pareto_mask_within_noise
+    the measured front's size (:func:`labnas.search.front.pareto_mask` on the measured latencies, side by side when
+    the search timed them so), how many of its neighbouring points are ties (their timings' noise ranges overlap, so
+    their order is within noise), how many of its points are ordered beyond noise
+    (:func:`labnas.search.front.pareto_mask_within_noise`), and its hypervolume (the prediction's reference point)."""
+    from .front import front_ties, hypervolume, pareto_mask, pareto_mask_within_noise
 
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()] if not df.empty and "accuracy" in df else df.iloc[0:0]
     if "duplicate_of" in done:
@@ -97,12 +106,13 @@ def front_quality(df, plan: dict) -> dict:
     ref_acc, ref_lat = plan["reference_point"]
     low = done.latency_p10_ms.to_numpy(float) if "latency_p10_ms" in done else None
     high = done.latency_p90_ms.to_numpy(float) if "latency_p90_ms" in done else None
-    on_front = pareto_mask_within_noise(acc, lat, low, high)
+    on_front = pareto_mask(acc, lat)
     order = np.argsort(lat[on_front], kind="stable")
-    lo, hi = (r[on_front][order] for r in noise_range(lat, low, high))
     front = done[on_front].iloc[order]
-    ties = int(np.sum(hi[:-1] >= lo[1:]))
+    ties = front_ties(lat[on_front], None if low is None else low[on_front], None if high is None else high[on_front])
+    beyond = pareto_mask_within_noise(acc, lat, low, high)
     return {"measured": int(len(done)), "measured_front": int(len(front)), "front_ties_within_noise": ties,
+            "measured_front_beyond_noise": int(beyond.sum()),
             "front_trials": [int(t) for t in front.trial], "measured_hypervolume": hypervolume(acc, lat, ref_acc, ref_lat)}
 
 

@@ -17,6 +17,7 @@ from .._errors import LabnasError
 from ..results import StudySettings
 from .objective import OBJECTIVES, Objective, SearchConfig, study_settings, watch_interrupts
 from .results import best_key, write_results
+from .side_by_side import ROUNDS_RESERVE_S, retime_side_by_side
 from ..space import PRUNERS, SearchSpace
 
 __all__ = ["SearchError", "SearchRun", "open_storage", "create_or_load_study", "run_search", "FINISHED"]
@@ -343,7 +344,7 @@ def run_search(
         asked = n_trials
         n_trials, queued_layers, ahead = plan_front(study, space, config, estimator, progress, limit=n_trials)
         if asked is None and timeout is None:  # the whole front, within the command's own time allowance
-            timeout = max(FRONT_MIN_TRIAL_S, FRONT_ALLOWANCE_S - (time.monotonic() - started))
+            timeout = max(FRONT_MIN_TRIAL_S, FRONT_ALLOWANCE_S - ROUNDS_RESERVE_S - (time.monotonic() - started))
     remaining = max(0, n_trials - _finished(study))
     study_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar(n_trials, _finished(study), plain=not progress)
@@ -352,11 +353,16 @@ def run_search(
         if remaining and workers <= 1:
             _set_worker_threads(1)
             objective = Objective(space, estimator, config, on_phase=bar.phase, study=study)
+            # a front search times its measured networks again side by side at the end (labnas.search.side_by_side)
+            objective.keep_compiled = config.sampler == "front" and config.latency == "measure" and objective._times_here
             # the networks sure to be timed (the front up to noise), on every core at once; the rest compile in turn
             objective.compile_ahead(queued_layers[:max(ahead, 2)], progress)
             stop = _StopWhenDone(n_trials, space.size(), bar.finished)
             # n_trials=None: trials go on until the callback stops them (repeats do not count) or the timeout
             study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
+            if objective.keep_compiled:
+                retime_side_by_side(study, objective.compiled_by_trial, config.threads, progress=progress)
+                objective.compiled_by_trial.clear()
             if stop.exhausted:
                 print(f"the search stopped with {_finished(study)} distinct candidates: {stop.exhausted}", file=sys.stderr)
             left = n_trials - _finished(study)

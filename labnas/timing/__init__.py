@@ -4,7 +4,7 @@ timed beside candidates, side-by-side comparisons, the popcount ceiling, and the
 :mod:`labnas.tvm` compiles; this package only runs what it compiled, through one :class:`VmRunner`.
 """
 
-from .compare import paired_ratio, round_robin
+from .compare import paired_ratio, relative_speeds, round_robin
 from .host_lock import exclusive_timing, shared_training
 from .measure import LatencyResult, kernel_profile, measure, verify
 from .paired import TimingDisturbed
@@ -52,6 +52,7 @@ __all__ = [
     "baseline_workload",
     "workload_named",
     "round_robin",
+    "relative_speeds",
     "set_threads",
     "shared_training",
     "verify",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["machine_facts", "round_robin", "paired_ratio", "torch_runner", "onnxruntime_runner", "tvm_runner", "OnnxRuntimeMissing"]
+__all__ = ["machine_facts", "round_robin", "paired_ratio", "relative_speeds", "torch_runner", "onnxruntime_runner", "tvm_runner", "OnnxRuntimeMissing"]
 
 
 class OnnxRuntimeMissing(RuntimeError):
@@ -99,6 +99,28 @@ def paired_ratio(rounds: dict[str, list[float]], numerator: str, denominator: st
     """
     pairs = np.asarray(rounds[numerator], dtype=float) / np.asarray(rounds[denominator], dtype=float)
     return float(np.median(pairs))
+
+
+def relative_speeds(rounds: dict, resamples: int = 400, seed: int = 0) -> dict:
+    """Each contender's time relative to the others, from :func:`round_robin`'s per-round timings (ms).
+
+    Every timing is divided by its round's median over all contenders, which cancels whatever the host's speed did
+    between rounds (the rounds are seconds apart, the drift of a shared VM minutes long); a contender's relative
+    time is the median of its ratios over the rounds. The band is the 10th..90th percentile of that median when the
+    rounds are resampled with replacement (``resamples`` times, fixed ``seed``): how far the rounds' own noise moves
+    it, which shrinks with more rounds, unlike the spread of single rounds. Returns ``{name: (ratio, p10, p90)}``;
+    a ratio of 1.02 is 2 % slower than the typical contender. Needs two or more contenders and one or more rounds.
+    """
+    names = list(rounds)
+    table = np.array([rounds[n] for n in names], dtype=float)  # contenders x rounds
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 1:
+        raise ValueError(f"relative speeds need two or more contenders timed in one or more rounds, got {table.shape}")
+    ratios = table / np.median(table, axis=0)
+    picks = np.random.default_rng(seed).integers(0, ratios.shape[1], (resamples, ratios.shape[1]))
+    medians = np.median(ratios[:, picks], axis=2)  # contenders x resamples
+    low, high = np.percentile(medians, 10, axis=1), np.percentile(medians, 90, axis=1)
+    middle = np.median(ratios, axis=1)
+    return {n: (float(middle[i]), float(min(low[i], middle[i])), float(max(high[i], middle[i]))) for i, n in enumerate(names)}
 
 
 def torch_runner(module: nn.Module, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], np.ndarray]:
