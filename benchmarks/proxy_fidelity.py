@@ -107,6 +107,12 @@ SETTINGS: dict[str, dict] = {
     # published ImageNet results (scored leave-one-configuration-out)
     "published": dict(estimator="published"),
 }
+#: A supernet setting's own per-layer choices, so that one supernet (one cache entry) scores both references: the
+#: kernel reference's LAB 3/7 and conv 3/5 include the stage ablation's sign / LAB 3x3 with conv 3. Settings not
+#: listed hold what the configurations they score use (:func:`_choices`).
+SETTING_CHOICES: dict[str, dict] = {
+    "supernet-fmnist28-w12-full-e8-cos": dict(lab_kernels=[3, 7], kernels=[3, 5]),
+}
 #: Settings recorded before BatchNorm recalibration after training existed (rows kept, marked -runningbn).
 RETIRED_SETTINGS = ("digits8-w25-e4-lr1e2-runningbn", "fmnist14-w25-e3-runningbn")
 DEFAULT_SETTING = "published"
@@ -121,14 +127,19 @@ def append_run(row: dict, path: Path | None = None) -> None:
     append_row(path or RUNS, RUN_COLUMNS, row)
 
 
-def _choices(configs: list[str]):
-    """The per-layer choices a supernet must hold to score ``configs``: every binarizer, LAB kernel and conv kernel
-    any of them uses (sign/LAB 3x3 for the stage ablation; LAB 3/7 and conv 3/5 for the kernel reference)."""
+def _choices(configs: list[str], setting: str | None = None):
+    """The per-layer choices a supernet must hold to score ``configs``: the setting's own (:data:`SETTING_CHOICES`),
+    else every binarizer, LAB kernel and conv kernel any of them uses (sign/LAB 3x3 for the stage ablation; LAB 3/7
+    and conv 3/5 for the kernel reference)."""
     from labnas.accuracy import LayerChoices
 
     layers = [layer for c in configs for layer in config_layers(c)]
-    return LayerChoices.uniform(16, binarizers=["sign", "lab"], lab_kernels=sorted({l.lab_kernel for l in layers}),
-                                kernels=sorted({l.kernel for l in layers}))
+    used = dict(lab_kernels=sorted({l.lab_kernel for l in layers}), kernels=sorted({l.kernel for l in layers}))
+    own = SETTING_CHOICES.get(setting or "")
+    if own and not all(set(used[k]) <= set(own[k]) for k in used):
+        raise SystemExit(f"setting {setting} holds LAB kernels {own['lab_kernels']} and conv kernels {own['kernels']}; "
+                         f"the configurations use {used['lab_kernels']} and {used['kernels']}: score them with another setting")
+    return LayerChoices.uniform(16, binarizers=["sign", "lab"], **(own or used))
 
 
 def run_setting(name: str, settings: ProxySettings, seeds: list[int], configs: list[str], cache_dir: str | None) -> None:
@@ -139,7 +150,7 @@ def run_setting(name: str, settings: ProxySettings, seeds: list[int], configs: l
     if not todo:
         print(f"{name}: all {len(configs) * len(seeds)} rows already recorded")
         return
-    estimator = build_estimator(FAMILY, settings, choices=_choices(configs), cache_dir=cache_dir)
+    estimator = build_estimator(FAMILY, settings, choices=_choices(configs, name), cache_dir=cache_dir)
     print(f"{name}: {estimator.describe()}; {len(todo)} rows to run", flush=True)
     for i, (config, seed) in enumerate(todo, start=1):
         cpu0, wall0 = time.process_time(), time.perf_counter()
