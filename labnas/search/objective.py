@@ -180,6 +180,11 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
     return time_compiled(compiled, config, lock, reference), compile_s, compiled
 
 
+#: At most this many networks of a front search are kept compiled for its side-by-side timing (each holds its
+#: weights and workspace in memory); trials beyond keep their own timing. A front search's allowance measures ~20.
+SIDE_BY_SIDE_MAX = 64
+
+
 def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, reference=None):
     """One timing series of a compiled network with the config's settings, ``lock()`` held meanwhile; paired
     with ``reference`` (a :class:`labnas.timing.CalibratedReference`) when given."""
@@ -327,7 +332,7 @@ class Objective:
                   threads=result.threads, compile_s=round(compile_s, 2))
             return result.median_ms
         latency, compile_s, compiled = self.measure_latency(model, trial.study, key)
-        if self.keep_compiled:
+        if self.keep_compiled and len(self.compiled_by_trial) < SIDE_BY_SIDE_MAX:
             self.compiled_by_trial[trial.number] = compiled
         if near_budget(latency.median_ms, self.config.budget_ms, self.config.retime_margin, self.config.retime_margin_above):
             self.on_phase(f"trial {trial.number}: {latency.median_ms:.2f} ms is near the {self.config.budget_ms:g} ms budget: timing again")

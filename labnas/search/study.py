@@ -361,7 +361,11 @@ def run_search(
             # n_trials=None: trials go on until the callback stops them (repeats do not count) or the timeout
             study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
             if objective.keep_compiled:
-                retime_side_by_side(study, objective.compiled_by_trial, config.threads, progress=progress)
+                try:
+                    retime_side_by_side(study, objective.compiled_by_trial, config.threads, progress=progress)
+                except Exception as err:  # noqa: BLE001 - the trials' own timings stand; the search's answer is kept
+                    print(f"the side-by-side timing failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                          "the front uses each trial's own timing", file=sys.stderr)
                 objective.compiled_by_trial.clear()
             if stop.exhausted:
                 print(f"the search stopped with {_finished(study)} distinct candidates: {stop.exhausted}", file=sys.stderr)
