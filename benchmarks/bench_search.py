@@ -43,8 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from labnas.models import ArchSpec  # noqa: E402
 from labnas.search import SearchConfig, load_space  # noqa: E402
 from labnas.search import spec_key  # noqa: E402
-from labnas.search import NOISE_FLOOR, hypervolume, predict_space  # noqa: E402
-from labnas.search.front import pareto_mask, pareto_mask_within_noise  # noqa: E402
+from labnas.search import NOISE_FLOOR, hypervolume, pareto_mask, pareto_mask_within_noise, predict_space  # noqa: E402
 from labnas.search import front_table, make_estimator  # noqa: E402
 from labnas.timing import machine_facts  # noqa: E402
 from labnas.tvm import TARGETS  # noqa: E402

@@ -6,13 +6,14 @@ from ..space import SearchSpace, SpaceError, load_space, space_paths
 from .study import SearchError, SearchRun, create_or_load_study, open_storage, run_search
 
 # used by the benchmarks (measurement tools reach these through the package entry point)
-from .front import NOISE_FLOOR, hypervolume, pareto_mask_within_noise, predict_space
+from .front import NOISE_FLOOR, hypervolume, pareto_mask, pareto_mask_within_noise, predict_space
 from .study import front_table, make_estimator
 from .objective import layer_params
 
 __all__ = [
     "NOISE_FLOOR",
     "hypervolume",
+    "pareto_mask",
     "pareto_mask_within_noise",
     "predict_space",
     "front_table",
