@@ -27,6 +27,7 @@ from ..timing import TimingDisturbed, exclusive_timing, shared_training
 from ..timing.remote import RemoteSpec
 from ..tvm.targets import TARGETS, TargetPreset
 from .record import store
+from .side_by_side import SIDE_BY_SIDE_MAX
 
 __all__ = ["SearchConfig", "Objective", "measure_deploy_latency", "sample_layers", "layer_params", "spec_key", "OBJECTIVES", "watch_interrupts"]
 
@@ -178,11 +179,6 @@ def measure_deploy_latency(model, space: SearchSpace, target, config: SearchConf
     compiled = compile_model(model, (1, *space.deploy_input), target, timing_lock=lock, threads=config.threads)
     compile_s = time.perf_counter() - start
     return time_compiled(compiled, config, lock, reference), compile_s, compiled
-
-
-#: At most this many networks of a front search are kept compiled for its side-by-side timing (each holds its
-#: weights and workspace in memory); trials beyond keep their own timing. A front search's allowance measures ~20.
-SIDE_BY_SIDE_MAX = 64
 
 
 def time_compiled(compiled, config: SearchConfig, lock=contextlib.nullcontext, reference=None):

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import optuna
 
-__all__ = ["FRONT_ROUNDS", "ROUNDS_RESERVE_S", "retime_side_by_side", "side_by_side_latency"]
+__all__ = ["FRONT_ROUNDS", "ROUNDS_RESERVE_S", "SIDE_BY_SIDE_MAX", "retime_side_by_side", "side_by_side_latency"]
 
 #: Rounds of the side-by-side timing: 15 rounds of ~20 networks take ~10-15 s on a 2-core VM.
 FRONT_ROUNDS = 15
@@ -32,6 +32,9 @@ FRONT_ROUNDS = 15
 ROUNDS_RESERVE_S = 15.0
 #: Each network's timing in one round: the median of ``repeat`` timings of ``number`` calls.
 ROUND_NUMBER, ROUND_REPEAT = 2, 3
+#: At most this many networks of a front search are kept compiled for it (each holds its weights and workspace in
+#: memory); trials beyond keep their own timing. A front search's allowance measures ~20.
+SIDE_BY_SIDE_MAX = 64
 
 
 def retime_side_by_side(study: optuna.Study, compiled: dict[int, object], threads: int | None = None,
